@@ -1,0 +1,49 @@
+#include "api/handlers.h"
+
+namespace faas::api {
+namespace {
+
+using boost::beast::http::verb;
+
+Reply FromResult(Result<nlohmann::json> result) {
+  if (result.ok()) return {200, std::move(result).value()};
+  return {HttpStatusFor(result.error().code), ErrorJson(result.error().message)};
+}
+
+bool TakePrefix(const std::string& target, const char* prefix, std::string* rest) {
+  std::string p(prefix);
+  if (target.rfind(p, 0) != 0 || target.size() == p.size()) return false;
+  *rest = target.substr(p.size());
+  return rest->find('/') == std::string::npos;
+}
+
+Reply MethodNotAllowed() { return {405, ErrorJson("method not allowed")}; }
+
+}  // namespace
+
+nlohmann::json ErrorJson(const std::string& message) { return {{"error", message}}; }
+
+Reply Route(Backend& backend, verb method, const std::string& raw_target) {
+  std::string target = raw_target.substr(0, raw_target.find('?'));
+  std::string name;
+  if (target == "/healthz") {
+    if (method != verb::get) return MethodNotAllowed();
+    return {200, {{"status", "ok"}}};
+  }
+  if (target == "/api/list") {
+    if (method != verb::get) return MethodNotAllowed();
+    return {200, backend.List()};
+  }
+  if (target == "/api/new") return MethodNotAllowed();
+  if (TakePrefix(target, "/api/ip/", &name)) {
+    if (method != verb::get) return MethodNotAllowed();
+    return FromResult(backend.GetIp(name));
+  }
+  if (TakePrefix(target, "/api/functions/", &name)) {
+    if (method != verb::delete_) return MethodNotAllowed();
+    return FromResult(backend.Remove(name));
+  }
+  return {404, ErrorJson("no such endpoint: " + target)};
+}
+
+}  // namespace faas::api

@@ -1,0 +1,320 @@
+#include "api/server.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <optional>
+
+#include "api/handlers.h"
+#include "common/log.h"
+
+namespace faas::api {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using boost::system::error_code;
+
+namespace {
+
+constexpr auto kIdleTimeout = std::chrono::seconds(60);
+constexpr size_t kChunk = 256 << 10;
+constexpr uint64_t kMaxSmallBody = 64 << 10;
+
+template <typename Socket>
+class Session : public std::enable_shared_from_this<Session<Socket>> {
+ public:
+  Session(Socket socket, Backend& backend, const Options& options)
+      : socket_(std::move(socket)),
+        backend_(backend),
+        options_(options),
+        timer_(socket_.get_executor()),
+        pipe_(socket_.get_executor()) {}
+
+  void Start() { ReadHeader(); }
+
+ private:
+  void ArmTimer() {
+    timer_.expires_after(kIdleTimeout);
+    timer_.async_wait([self = this->shared_from_this()](error_code ec) {
+      if (!ec) {
+        error_code ignored;
+        self->socket_.close(ignored);
+      }
+    });
+  }
+
+  void ReadHeader() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
+    parser_->body_limit(options_.max_image_bytes);
+    ArmTimer();
+    http::async_read_header(socket_, buffer_, *parser_,
+                            [self = this->shared_from_this()](error_code ec, size_t) {
+                              self->OnHeader(ec);
+                            });
+  }
+
+  void OnHeader(error_code ec) {
+    if (ec) {
+      if (ec == http::error::header_limit)
+        return Respond(431, ErrorJson("request header too large"), false);
+      if (ec != http::error::end_of_stream && ec != asio::error::operation_aborted &&
+          ec != asio::error::eof)
+        spdlog::debug("api: read header: {}", ec.message());
+      return Close();
+    }
+    const auto& req = parser_->get();
+    if (!Authorized(req)) return Respond(401, ErrorJson("missing or wrong bearer token"), false);
+    if (req.method() == http::verb::post && req.target() == "/api/new") return StartDeploy();
+    if (parser_->content_length() && *parser_->content_length() > kMaxSmallBody)
+      return Respond(413, ErrorJson("request body too large"), false);
+    DrainSmallBody();
+  }
+
+  bool Authorized(const http::request<http::buffer_body>& req) const {
+    if (options_.token.empty()) return true;
+    auto it = req.find(http::field::authorization);
+    return it != req.end() && it->value() == "Bearer " + options_.token;
+  }
+
+  // Requests other than a deploy carry no useful body; read and drop it.
+  void DrainSmallBody() {
+    if (parser_->is_done()) return Dispatch();
+    auto& body = parser_->get().body();
+    body.data = chunk_.data();
+    body.size = chunk_.size();
+    drained_ += chunk_.size();
+    if (drained_ > kMaxSmallBody) return Respond(413, ErrorJson("request body too large"), false);
+    http::async_read(socket_, buffer_, *parser_,
+                     [self = this->shared_from_this()](error_code ec, size_t) {
+                       if (ec && ec != http::error::need_buffer) return self->Close();
+                       self->DrainSmallBody();
+                     });
+  }
+
+  void Dispatch() {
+    const auto& req = parser_->get();
+    Reply reply = Route(backend_, req.method(), std::string(req.target()));
+    Respond(reply.status, reply.body, req.keep_alive());
+  }
+
+  void StartDeploy() {
+    std::string name(parser_->get()[kImageNameHeader]);
+    auto self = this->shared_from_this();
+    auto pipe = backend_.StartDeploy(name, [self](Result<nlohmann::json> result) {
+      self->deploy_result_.emplace(std::move(result));
+      self->MaybeFinishDeploy();
+    });
+    if (!pipe.ok()) {
+      const Error& e = pipe.error();
+      return Respond(HttpStatusFor(e.code), ErrorJson(e.message), false);
+    }
+    pipe_.assign(pipe->Release());
+    PumpBody();
+  }
+
+  // Moves the body into the importer's pipe one chunk at a time: constant memory,
+  // and the pipe's back-pressure slows the client down to the importer's pace.
+  void PumpBody() {
+    if (parser_->is_done()) {
+      body_complete_ = true;
+      ClosePipe();
+      return MaybeFinishDeploy();
+    }
+    auto& body = parser_->get().body();
+    body.data = chunk_.data();
+    body.size = chunk_.size();
+    ArmTimer();
+    http::async_read(socket_, buffer_, *parser_,
+                     [self = this->shared_from_this()](error_code ec, size_t) {
+                       self->OnBodyChunk(ec);
+                     });
+  }
+
+  void OnBodyChunk(error_code ec) {
+    if (ec && ec != http::error::need_buffer) {
+      if (ec == http::error::body_limit) {
+        body_error_ = Reply{413, ErrorJson("image larger than the limit of " +
+                                           std::to_string(options_.max_image_bytes) + " bytes")};
+      } else {
+        spdlog::warn("api: upload broken: {}", ec.message());
+        client_gone_ = true;
+      }
+      ClosePipe();  // the importer sees a truncated stream and fails
+      return MaybeFinishDeploy();
+    }
+    size_t n = chunk_.size() - parser_->get().body().size;
+    if (n == 0 || !pipe_.is_open()) return PumpBody();
+    asio::async_write(pipe_, asio::buffer(chunk_.data(), n),
+                      [self = this->shared_from_this()](error_code ec, size_t) {
+                        // EPIPE: the importer stopped reading (done or failed); keep
+                        // reading the body so the client gets a clean answer.
+                        if (ec) self->ClosePipe();
+                        self->PumpBody();
+                      });
+  }
+
+  void ClosePipe() {
+    error_code ignored;
+    pipe_.close(ignored);
+  }
+
+  void MaybeFinishDeploy() {
+    if (!deploy_result_) return;
+    if (client_gone_) return Close();
+    if (body_error_) return Respond(body_error_->status, body_error_->body, false);
+    if (!body_complete_) return;
+    auto& result = *deploy_result_;
+    if (result.ok()) return Respond(200, result.value(), parser_->get().keep_alive());
+    return Respond(HttpStatusFor(result.error().code), ErrorJson(result.error().message), false);
+  }
+
+  void Respond(int status, const nlohmann::json& body, bool keep_alive) {
+    timer_.cancel();
+    auto res = std::make_shared<http::response<http::string_body>>();
+    res->result(static_cast<unsigned>(status));
+    res->version(11);
+    res->set(http::field::server, "faasd");
+    res->set(http::field::content_type, "application/json");
+    res->keep_alive(keep_alive);
+    res->body() = body.dump() + "\n";
+    res->prepare_payload();
+    http::async_write(socket_, *res,
+                      [self = this->shared_from_this(), res, keep_alive](error_code ec, size_t) {
+                        if (ec || !keep_alive) return self->Close();
+                        self->ResetForNext();
+                        self->ReadHeader();
+                      });
+  }
+
+  void ResetForNext() {
+    deploy_result_.reset();
+    body_error_.reset();
+    body_complete_ = false;
+    client_gone_ = false;
+    drained_ = 0;
+  }
+
+  void Close() {
+    timer_.cancel();
+    ClosePipe();
+    error_code ignored;
+    socket_.shutdown(Socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+  Socket socket_;
+  Backend& backend_;
+  const Options& options_;
+  asio::steady_timer timer_;
+  asio::posix::stream_descriptor pipe_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::buffer_body>> parser_;
+  std::array<char, kChunk> chunk_{};
+  std::optional<Result<nlohmann::json>> deploy_result_;
+  std::optional<Reply> body_error_;
+  bool body_complete_ = false;
+  bool client_gone_ = false;
+  uint64_t drained_ = 0;
+};
+
+template <typename Acceptor>
+void AcceptLoop(Acceptor& acceptor, Backend& backend, const Options& options) {
+  acceptor.async_accept([&acceptor, &backend, &options](error_code ec, auto socket) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      using SocketType = decltype(socket);
+      std::make_shared<Session<SocketType>>(std::move(socket), backend, options)->Start();
+    }
+    AcceptLoop(acceptor, backend, options);
+  });
+}
+
+Result<asio::ip::tcp::endpoint> ParseTcp(const std::string& spec) {
+  auto colon = spec.rfind(':');
+  if (colon == std::string::npos) return MakeError(Errc::kInvalidArgument, "expected HOST:PORT, got '" + spec + "'");
+  error_code ec;
+  auto address = asio::ip::make_address(spec.substr(0, colon), ec);
+  if (ec) return MakeError(Errc::kInvalidArgument, "bad address in '" + spec + "'");
+  int port = 0;
+  try {
+    port = std::stoi(spec.substr(colon + 1));
+  } catch (...) {
+    port = -1;
+  }
+  if (port <= 0 || port > 65535) return MakeError(Errc::kInvalidArgument, "bad port in '" + spec + "'");
+  return asio::ip::tcp::endpoint(address, static_cast<unsigned short>(port));
+}
+
+}  // namespace
+
+class Server::Impl {
+ public:
+  Impl(asio::io_context& io, Backend& backend, Options options)
+      : backend_(backend), options_(std::move(options)), unix_(io), tcp_(io) {}
+
+  Status Start() {
+    if (!options_.unix_path.empty()) FAAS_RETURN_IF_ERROR(ListenUnix());
+    if (!options_.tcp_listen.empty()) FAAS_RETURN_IF_ERROR(ListenTcp());
+    return Ok();
+  }
+
+  void Stop() {
+    error_code ignored;
+    unix_.close(ignored);
+    tcp_.close(ignored);
+    if (!options_.unix_path.empty()) ::unlink(options_.unix_path.c_str());
+  }
+
+ private:
+  Status ListenUnix() {
+    ::unlink(options_.unix_path.c_str());
+    error_code ec;
+    mode_t old = ::umask(0177);
+    unix_.open(asio::local::stream_protocol(), ec);
+    if (!ec) unix_.bind(asio::local::stream_protocol::endpoint(options_.unix_path), ec);
+    ::umask(old);
+    if (!ec) unix_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return MakeError(Errc::kIo, "listen on " + options_.unix_path + ": " + ec.message());
+    ::chmod(options_.unix_path.c_str(), 0600);
+    AcceptLoop(unix_, backend_, options_);
+    spdlog::info("control API on unix:{}", options_.unix_path);
+    return Ok();
+  }
+
+  Status ListenTcp() {
+    FAAS_ASSIGN_OR_RETURN(auto endpoint, ParseTcp(options_.tcp_listen));
+    if (!endpoint.address().is_loopback() && options_.token.empty())
+      return MakeError(Errc::kInvalidArgument, "--listen-tcp on a non-loopback address needs --token-file");
+    error_code ec;
+    tcp_.open(endpoint.protocol(), ec);
+    if (!ec) tcp_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) tcp_.bind(endpoint, ec);
+    if (!ec) tcp_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return MakeError(Errc::kIo, "listen on " + options_.tcp_listen + ": " + ec.message());
+    AcceptLoop(tcp_, backend_, options_);
+    spdlog::info("control API on tcp:{}{}", options_.tcp_listen, options_.token.empty() ? "" : " (token required)");
+    return Ok();
+  }
+
+  Backend& backend_;
+  Options options_;
+  asio::local::stream_protocol::acceptor unix_;
+  asio::ip::tcp::acceptor tcp_;
+};
+
+Server::Server(asio::io_context& io, Backend& backend, Options options)
+    : impl_(std::make_unique<Impl>(io, backend, std::move(options))) {}
+Server::~Server() = default;
+Status Server::Start() { return impl_->Start(); }
+void Server::Stop() { impl_->Stop(); }
+
+}  // namespace faas::api

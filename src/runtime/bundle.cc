@@ -1,0 +1,128 @@
+#include "runtime/bundle.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "common/fd.h"
+
+namespace faas::runtime {
+namespace {
+
+constexpr char kDefaultPath[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+nlohmann::json Mount(const std::string& dest, const std::string& type, const std::string& source,
+                     std::vector<std::string> options) {
+  return {{"destination", dest}, {"type", type}, {"source", source}, {"options", std::move(options)}};
+}
+
+nlohmann::json Mounts(const ContainerSpec& spec) {
+  return nlohmann::json::array({
+      Mount("/proc", "proc", "proc", {}),
+      Mount("/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k"}),
+      Mount("/dev/pts", "devpts", "devpts",
+            {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}),
+      Mount("/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}),
+      Mount("/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"}),
+      Mount("/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}),
+      Mount("/tmp", "tmpfs", "tmpfs", {"nosuid", "nodev", "mode=1777", "size=65536k"}),
+      Mount(kControlSocketInContainer, "bind", spec.control_socket, {"bind", "nosuid", "nodev", "noexec"}),
+  });
+}
+
+nlohmann::json Environment(const ContainerSpec& spec) {
+  std::vector<std::string> env;
+  bool has_path = false;
+  for (const auto& kv : spec.env) has_path |= kv.rfind("PATH=", 0) == 0;
+  if (!has_path) env.push_back(kDefaultPath);
+  env.insert(env.end(), spec.env.begin(), spec.env.end());
+  env.push_back(std::string("FAAS_CONTROL_SOCKET=") + kControlSocketInContainer);
+  return env;
+}
+
+nlohmann::json Linux(const ContainerSpec& spec) {
+  nlohmann::json linux_section = {
+      {"resources",
+       {{"memory", {{"limit", spec.memory_bytes}, {"swap", spec.memory_bytes}}},
+        {"cpu", {{"quota", spec.cpu_quota_us}, {"period", 100000}}},
+        {"pids", {{"limit", spec.pids_limit}}},
+        {"devices", {{{"allow", false}, {"access", "rwm"}}}}}},
+      {"namespaces",
+       {{{"type", "pid"}}, {{"type", "network"}}, {{"type", "ipc"}}, {{"type", "uts"}},
+        {{"type", "mount"}}, {{"type", "cgroup"}}}},
+      {"maskedPaths",
+       {"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+        "/proc/scsi"}},
+      {"readonlyPaths",
+       {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}},
+  };
+  if (!spec.cgroups_path.empty()) linux_section["cgroupsPath"] = spec.cgroups_path;
+  return linux_section;
+}
+
+Status EnsureDir(int rootfd, const char* name) {
+  if (::mkdirat(rootfd, name, 0755) != 0 && errno != EEXIST) return SysError(errno, std::string("mkdir /") + name);
+  return Ok();
+}
+
+}  // namespace
+
+nlohmann::json MakeOciConfig(const ContainerSpec& spec) {
+  nlohmann::json no_caps = nlohmann::json::array();
+  return {
+      {"ociVersion", "1.0.2"},
+      {"process",
+       {{"terminal", false},
+        {"user", {{"uid", 0}, {"gid", 0}}},
+        {"args", spec.args},
+        {"env", Environment(spec)},
+        {"cwd", spec.cwd.empty() ? "/" : spec.cwd},
+        {"capabilities",
+         {{"bounding", no_caps}, {"effective", no_caps}, {"permitted", no_caps},
+          {"inheritable", no_caps}, {"ambient", no_caps}}},
+        {"rlimits",
+         {{{"type", "RLIMIT_NOFILE"}, {"hard", spec.nofile_limit}, {"soft", spec.nofile_limit}}}},
+        {"noNewPrivileges", true}}},
+      {"root", {{"path", spec.rootfs}, {"readonly", true}}},
+      {"hostname", spec.hostname},
+      {"mounts", Mounts(spec)},
+      {"linux", Linux(spec)},
+  };
+}
+
+Status WriteBundle(const std::string& dir, const ContainerSpec& spec) {
+  std::string path = dir + "/config.json";
+  std::string text = MakeOciConfig(spec).dump();
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd) return SysError(errno, "create " + path);
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return SysError(errno, "write " + path);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Ok();
+}
+
+Status PrepareRootfs(const std::string& rootfs) {
+  UniqueFd rootfd(::open(rootfs.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!rootfd) return SysError(errno, "open " + rootfs);
+  for (const char* dir : {"proc", "dev", "sys", "tmp"}) FAAS_RETURN_IF_ERROR(EnsureDir(rootfd.get(), dir));
+  const char* sock = kControlSocketInContainer + 1;
+  struct stat st;
+  if (::fstatat(rootfd.get(), sock, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (S_ISREG(st.st_mode)) return Ok();
+    return MakeError(Errc::kBadImage, "the image has /control.sock, which faasd needs for its own socket");
+  }
+  UniqueFd fd(::openat(rootfd.get(), sock, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd) return SysError(errno, "create /control.sock");
+  return Ok();
+}
+
+}  // namespace faas::runtime

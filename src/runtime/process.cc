@@ -1,0 +1,131 @@
+#include "runtime/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+extern char** environ;
+
+namespace faas::runtime {
+namespace {
+
+int PidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+int PidfdSendSignal(int pidfd, int sig) {
+  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+}  // namespace
+
+Child::Child(Child&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)), pidfd_(std::move(other.pidfd_)) {}
+
+Child& Child::operator=(Child&& other) noexcept {
+  if (this != &other) {
+    KillAndReap();
+    pid_ = std::exchange(other.pid_, -1);
+    pidfd_ = std::move(other.pidfd_);
+  }
+  return *this;
+}
+
+Child::~Child() { KillAndReap(); }
+
+void Child::KillAndReap() {
+  if (pid_ <= 0) return;
+  if (pidfd_) PidfdSendSignal(pidfd_.get(), SIGKILL);
+  int status;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+  pidfd_.Reset();
+}
+
+Result<int> Child::TryReap() {
+  if (pid_ <= 0) return MakeError(Errc::kInternal, "no child to reap");
+  int status = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid_, &status, WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return SysError(errno, "waitpid", Errc::kInternal);
+  if (r == 0) return -1;
+  pid_ = -1;
+  pidfd_.Reset();
+  return status;
+}
+
+Result<int> Child::Wait() {
+  if (pid_ <= 0) return MakeError(Errc::kInternal, "no child to wait for");
+  int status = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid_, &status, 0);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return SysError(errno, "waitpid", Errc::kInternal);
+  pid_ = -1;
+  pidfd_.Reset();
+  return status;
+}
+
+Status Child::Signal(int sig) {
+  if (pid_ <= 0 || !pidfd_) return Ok();
+  if (PidfdSendSignal(pidfd_.get(), sig) != 0 && errno != ESRCH) return SysError(errno, "pidfd_send_signal");
+  return Ok();
+}
+
+Result<Child> Spawn(const SpawnOptions& options) {
+  if (options.argv.empty()) return MakeError(Errc::kInvalidArgument, "spawn: empty argv");
+  std::vector<char*> argv;
+  for (const auto& arg : options.argv) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (options.stdin_fd >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, options.stdin_fd, 0);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  }
+  if (options.stdout_fd >= 0) posix_spawn_file_actions_adddup2(&actions, options.stdout_fd, 1);
+  if (options.stderr_fd >= 0) posix_spawn_file_actions_adddup2(&actions, options.stderr_fd, 2);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return SysError(rc, "spawn " + options.argv[0], Errc::kInternal);
+
+  UniqueFd pidfd(PidfdOpen(pid));
+  if (!pidfd) {
+    int err = errno;
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return SysError(err, "pidfd_open", Errc::kInternal);
+  }
+  return Child(pid, std::move(pidfd));
+}
+
+std::string DescribeWaitStatus(int status) {
+  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return std::string("killed by signal ") + std::to_string(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+}  // namespace faas::runtime

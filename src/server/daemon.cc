@@ -1,0 +1,177 @@
+#include "server/daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <filesystem>
+#include <random>
+
+#include "common/file.h"
+#include "common/log.h"
+#include "common/scope_guard.h"
+#include "store/names.h"
+
+namespace faas::server {
+
+namespace asio = boost::asio;
+
+namespace {
+
+std::string UniqueSuffix() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::to_string(::getpid()) + "-" + std::to_string(rng() % 1000000000);
+}
+
+Result<std::string> ReadToken(const std::string& path) {
+  if (path.empty()) return std::string();
+  FAAS_ASSIGN_OR_RETURN(std::string token, ReadFile(path, 4096));
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' '))
+    token.pop_back();
+  if (token.empty()) return MakeError(Errc::kInvalidArgument, "token file " + path + " is empty");
+  return token;
+}
+
+// Removes a retired rootfs, then its function directory if that is now empty.
+void RemoveRetired(const std::string& path) {
+  if (auto st = RemoveTree(path); !st.ok()) spdlog::warn("remove {}: {}", path, st.error().message);
+  ::rmdir(std::filesystem::path(path).parent_path().c_str());
+}
+
+nlohmann::json DeployReply(const std::string& name, const store::FunctionRecord& record) {
+  return {{"name", name}, {"ip", record.ip}, {"cmd", record.cmd}};
+}
+
+}  // namespace
+
+class Daemon::Impl : public api::Backend {
+ public:
+  explicit Impl(DaemonOptions options)
+      : options_(std::move(options)),
+        state_(std::filesystem::absolute(options_.state_dir).lexically_normal().string()),
+        pool_(static_cast<size_t>(options_.workers)),
+        signals_(io_, SIGTERM, SIGINT) {}
+
+  int Run() {
+    ::signal(SIGPIPE, SIG_IGN);
+    if (auto st = Start(); !st.ok()) {
+      spdlog::critical("cannot start: {}", st.error().message);
+      return 1;
+    }
+    signals_.async_wait([this](boost::system::error_code ec, int sig) {
+      if (ec) return;
+      spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      api_->Stop();
+      functions_->Shutdown(options_.drain_timeout, [this] { io_.stop(); });
+    });
+    spdlog::info("faasd ready");
+    io_.run();
+    pool_.join();
+    spdlog::info("faasd stopped");
+    return 0;
+  }
+
+  Result<UniqueFd> StartDeploy(const std::string& name, DeployDone done) override {
+    FAAS_RETURN_IF_ERROR(store::ValidateName(name));
+    FAAS_RETURN_IF_ERROR(functions_->BeginDeploy(name));
+    ScopeGuard abort([&] { functions_->AbortDeploy(name); });
+    std::string new_rootfs = state_.FunctionDir(name) + "/.new-" + UniqueSuffix();
+    std::string work_dir = state_.TmpDir() + "/import-" + name + "-" + UniqueSuffix();
+    FAAS_RETURN_IF_ERROR(MakeDirs(new_rootfs));
+    FAAS_RETURN_IF_ERROR(MakeDirs(work_dir));
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
+    UniqueFd read_end(fds[0]), write_end(fds[1]);
+    ::fcntl(write_end.get(), F_SETFL, O_NONBLOCK);
+    abort.Dismiss();
+    spdlog::info("deploy of {} started", name);
+    asio::post(pool_, [this, name, new_rootfs, work_dir, done = std::move(done),
+                       input = std::make_shared<UniqueFd>(std::move(read_end))]() mutable {
+      auto start = std::chrono::steady_clock::now();
+      image::ImportStats stats;
+      auto config = image::ImportImage(input->get(), work_dir, new_rootfs, options_.limits, &stats);
+      input->Reset();
+      (void)RemoveTree(work_dir);
+      if (!config.ok()) (void)RemoveTree(new_rootfs);
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - start).count();
+      asio::post(io_, [this, name, new_rootfs, ms, stats, done = std::move(done),
+                       config = std::move(config)]() mutable {
+        FinishDeploy(name, new_rootfs, std::move(config), stats, ms, std::move(done));
+      });
+    });
+    return write_end;
+  }
+
+  Result<nlohmann::json> GetIp(const std::string& name) override {
+    const auto* record = functions_->registry().Find(name);
+    if (!record) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+    return nlohmann::json{{"name", name}, {"ip", record->ip}};
+  }
+
+  nlohmann::json List() override { return functions_->registry().ToJson(); }
+
+  Result<nlohmann::json> Remove(const std::string& name) override {
+    FAAS_RETURN_IF_ERROR(functions_->Remove(name));
+    return nlohmann::json{{"name", name}};
+  }
+
+ private:
+  Status Start() {
+    FAAS_RETURN_IF_ERROR(state_.Create());
+    FAAS_RETURN_IF_ERROR(MakeDirs(options_.run_dir));
+    ::chmod(options_.run_dir.c_str(), 0700);
+    FAAS_ASSIGN_OR_RETURN(std::string token, ReadToken(options_.token_file));
+    auto fopts = options_.functions;
+    if (fopts.runtime.runtime_root.empty()) fopts.runtime.runtime_root = options_.run_dir + "/runc";
+    fopts.runtime.bundles_dir = state_.BundlesDir();
+    functions_ = std::make_unique<Functions>(io_, state_, fopts, [this](std::string path) {
+      asio::post(pool_, [path = std::move(path)] { RemoveRetired(path); });
+    });
+    FAAS_RETURN_IF_ERROR(functions_->Start());
+    api::Options api_options;
+    api_options.unix_path = options_.socket.empty() ? options_.run_dir + "/faasd.sock" : options_.socket;
+    api_options.tcp_listen = options_.listen_tcp;
+    api_options.token = token;
+    api_options.max_image_bytes = options_.limits.max_image_bytes;
+    api_ = std::make_unique<api::Server>(io_, *this, api_options);
+    return api_->Start();
+  }
+
+  void FinishDeploy(const std::string& name, const std::string& new_rootfs,
+                    Result<image::ImageConfig> config, const image::ImportStats& stats, long ms,
+                    DeployDone done) {
+    if (!config.ok()) {
+      functions_->AbortDeploy(name);
+      ::rmdir(state_.FunctionDir(name).c_str());  // only if this deploy created it
+      spdlog::warn("deploy of {} failed after {} ms: {}", name, ms, config.error().message);
+      return done(std::move(config).error());
+    }
+    spdlog::info("imported {}: {} layer(s), {} files, {} bytes in {} ms", name, stats.layers,
+                 stats.files, stats.rootfs_bytes, ms);
+    auto record = functions_->CommitDeploy({name, new_rootfs, std::move(config).value()});
+    if (!record.ok()) {
+      spdlog::warn("deploy of {} failed: {}", name, record.error().message);
+      return done(std::move(record).error());
+    }
+    done(DeployReply(name, *record));
+  }
+
+  DaemonOptions options_;
+  store::StateDir state_;
+  asio::io_context io_;
+  asio::thread_pool pool_;
+  asio::signal_set signals_;
+  std::unique_ptr<Functions> functions_;
+  std::unique_ptr<api::Server> api_;
+};
+
+Daemon::Daemon(DaemonOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Daemon::~Daemon() = default;
+int Daemon::Run() { return impl_->Run(); }
+
+}  // namespace faas::server

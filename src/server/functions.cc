@@ -1,0 +1,375 @@
+#include "server/functions.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/steady_timer.hpp>
+#include <cerrno>
+#include <chrono>
+#include <random>
+#include <sstream>
+
+#include "common/file.h"
+#include "common/log.h"
+#include "common/scope_guard.h"
+#include "runtime/bundle.h"
+#include "runtime/process.h"
+
+namespace faas::server {
+
+namespace asio = boost::asio;
+
+inline constexpr char kAddressLabel[] = "lo:faas";
+
+struct Functions::Listener {
+  Listener(asio::io_context& io, std::string name, net::Ipv4 ip, UniqueFd fd)
+      : name(std::move(name)), ip(ip), fd(std::move(fd)), wait(io) {}
+  std::string name;
+  net::Ipv4 ip;
+  UniqueFd fd;
+  asio::posix::stream_descriptor wait;
+};
+
+struct Functions::Function {
+  std::shared_ptr<RootfsVersion> rootfs;
+  std::unique_ptr<Listener> listener;
+};
+
+namespace {
+
+std::string RandomHex(int digits) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::ostringstream out;
+  out << std::hex << (rng() & ((1ull << (4 * digits)) - 1));
+  std::string s = out.str();
+  return std::string(static_cast<size_t>(digits) - s.size(), '0') + s;
+}
+
+std::string NowRfc3339() {
+  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  ::gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Runs a program to completion and returns its stdout (start-up only: blocks).
+Result<std::string> RunAndCapture(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
+  auto child = runtime::Spawn({argv, -1, write_end.get(), -1});
+  write_end.Reset();
+  if (!child.ok()) return std::move(child).error();
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(read_end.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+    if (n > 0) out.append(buf, static_cast<size_t>(n));
+  FAAS_ASSIGN_OR_RETURN(int status, child->Wait());
+  if (status != 0)
+    return MakeError(Errc::kInternal, argv[0] + " " + argv[3] + ": " + runtime::DescribeWaitStatus(status));
+  return out;
+}
+
+}  // namespace
+
+Functions::Functions(asio::io_context& io, const store::StateDir& state, FunctionsOptions options,
+                     RootfsVersion::Remover remover)
+    : io_(io),
+      state_(state),
+      options_(std::move(options)),
+      remover_(std::move(remover)),
+      registry_(state.RegistryPath()),
+      id_prefix_("faas-" + RandomHex(6) + "-") {}
+
+Functions::~Functions() = default;
+
+Status Functions::Start() {
+  FAAS_ASSIGN_OR_RETURN(pool_, net::IpPool::Parse(options_.pool));
+  FAAS_ASSIGN_OR_RETURN(netlink_, net::Netlink::Open());
+  FAAS_ASSIGN_OR_RETURN(lo_index_, net::LoopbackIndex());
+  FAAS_RETURN_IF_ERROR(net::EnablePromoteSecondaries("lo"));
+  FAAS_RETURN_IF_ERROR(MakeDirs(options_.runtime.runtime_root));
+  FAAS_RETURN_IF_ERROR(registry_.Load());
+  FAAS_RETURN_IF_ERROR(RemoveLeftovers());
+  for (const auto& [name, record] : registry_.functions()) {
+    if (auto st = Restore(name, record); !st.ok())
+      spdlog::error("cannot restore function {}: {}", name, st.error().message);
+  }
+  spdlog::info("{} function(s) restored from {}", functions_.size(), registry_.path());
+  return Ok();
+}
+
+Status Functions::RemoveLeftovers() {
+  FAAS_RETURN_IF_ERROR(state_.RemoveStale());
+  const auto& rt = options_.runtime;
+  FAAS_ASSIGN_OR_RETURN(std::string ids,
+                        RunAndCapture({rt.runtime, "--root", rt.runtime_root, "list", "--quiet"}));
+  std::istringstream lines(ids);
+  for (std::string id; std::getline(lines, id);) {
+    if (id.empty()) continue;
+    spdlog::info("removing container {} left by an earlier faasd", id);
+    auto del = runtime::Spawn({{rt.runtime, "--root", rt.runtime_root, "delete", "--force", id}});
+    if (del.ok()) (void)del->Wait();
+  }
+  std::set<std::string> registered;
+  for (const auto& [name, record] : registry_.functions()) registered.insert(record.ip);
+  FAAS_ASSIGN_OR_RETURN(auto addresses, netlink_->ListIpv4());
+  for (const auto& addr : addresses) {
+    if (addr.label != kAddressLabel || registered.count(addr.address.ToString())) continue;
+    spdlog::info("removing stale address {} ({})", addr.address.ToString(), kAddressLabel);
+    (void)netlink_->DeleteAddress(addr.ifindex, addr.address, addr.prefix_len);
+  }
+  return Ok();
+}
+
+Status Functions::Restore(const std::string& name, const store::FunctionRecord& record) {
+  FAAS_ASSIGN_OR_RETURN(net::Ipv4 ip, net::Ipv4::Parse(record.ip));
+  struct stat st;
+  if (::stat(record.rootfs.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return MakeError(Errc::kIo, "rootfs " + record.rootfs + " is missing");
+  FAAS_RETURN_IF_ERROR(AddAddress(ip));
+  FAAS_ASSIGN_OR_RETURN(auto listener, Listen(name, ip));
+  auto fn = std::make_unique<Function>();
+  fn->rootfs = std::make_shared<RootfsVersion>(record.rootfs, remover_);
+  fn->listener = std::move(listener);
+  Accept(fn->listener.get());
+  functions_[name] = std::move(fn);
+  spdlog::info("serving {} at {}:{}", name, record.ip, options_.port);
+  return Ok();
+}
+
+Result<net::Ipv4> Functions::AllocateIp() {
+  std::set<net::Ipv4> taken;
+  FAAS_ASSIGN_OR_RETURN(auto addresses, netlink_->ListIpv4());
+  for (const auto& addr : addresses) taken.insert(addr.address);
+  for (const auto& [name, record] : registry_.functions()) {
+    if (auto ip = net::Ipv4::Parse(record.ip); ip.ok()) taken.insert(*ip);
+  }
+  return pool_->Allocate(taken);
+}
+
+Status Functions::AddAddress(net::Ipv4 ip) {
+  Status st = netlink_->AddAddress(lo_index_, ip, pool_->prefix_len(), kAddressLabel);
+  if (st.ok()) {
+    added_.insert(ip);
+    return Ok();
+  }
+  if (st.error().code != Errc::kConflict) return std::move(st).error().Wrap("add " + ip.ToString());
+  // Already there: ours if it carries our label (left by a crash), else the host's.
+  FAAS_ASSIGN_OR_RETURN(auto addresses, netlink_->ListIpv4());
+  for (const auto& addr : addresses) {
+    if (addr.address == ip && addr.label == kAddressLabel) added_.insert(ip);
+  }
+  return Ok();
+}
+
+void Functions::RemoveAddress(net::Ipv4 ip) {
+  if (!added_.erase(ip)) return;
+  if (auto st = netlink_->DeleteAddress(lo_index_, ip, pool_->prefix_len()); !st.ok())
+    spdlog::warn("remove address {}: {}", ip.ToString(), st.error().message);
+}
+
+Result<std::unique_ptr<Functions::Listener>> Functions::Listen(const std::string& name,
+                                                               net::Ipv4 ip) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return SysError(errno, "socket");
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(options_.port));
+  addr.sin_addr.s_addr = htonl(ip.value);
+  std::string where = ip.ToString() + ":" + std::to_string(options_.port);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    return SysError(errno, "bind " + where);
+  if (::listen(fd.get(), SOMAXCONN) != 0) return SysError(errno, "listen " + where);
+  auto listener = std::make_unique<Listener>(io_, name, ip, std::move(fd));
+  listener->wait.assign(::fcntl(listener->fd.get(), F_DUPFD_CLOEXEC, 0));
+  return listener;
+}
+
+void Functions::Accept(Listener* listener) {
+  listener->wait.async_wait(asio::posix::stream_descriptor::wait_read,
+                            [this, listener](boost::system::error_code ec) {
+                              if (ec) return;  // the listener is gone
+                              for (;;) {
+                                UniqueFd client(::accept4(listener->fd.get(), nullptr, nullptr,
+                                                          SOCK_CLOEXEC));
+                                if (!client) {
+                                  if (errno == EINTR || errno == ECONNABORTED) continue;
+                                  if (errno != EAGAIN)
+                                    spdlog::warn("accept on {}: {}", listener->name,
+                                                 std::strerror(errno));
+                                  break;
+                                }
+                                Serve(listener->name, std::move(client));
+                              }
+                              Accept(listener);
+                            });
+}
+
+std::string Functions::NextContainerId() { return id_prefix_ + std::to_string(++next_id_); }
+
+void Functions::Serve(const std::string& name, UniqueFd client) {
+  auto it = functions_.find(name);
+  const store::FunctionRecord* record = registry_.Find(name);
+  if (shutting_down_ || it == functions_.end() || record == nullptr) return;
+  FunctionSnapshot snapshot{name, it->second->rootfs, record->cmd, record->env, record->working_dir};
+  auto container = std::make_shared<Container>(
+      io_, options_.runtime, std::move(snapshot), NextContainerId(), std::move(client),
+      [this](Container* c) { OnContainerDone(c); });
+  containers_[container.get()] = container;
+  container->Start();
+}
+
+void Functions::OnContainerDone(Container* container) {
+  containers_.erase(container);
+  if (shutting_down_) MaybeFinishShutdown();
+}
+
+Status Functions::BeginDeploy(const std::string& name) {
+  if (shutting_down_) return MakeError(Errc::kUnavailable, "faasd is shutting down");
+  if (!deploying_.insert(name).second)
+    return MakeError(Errc::kConflict, "a deploy of '" + name + "' is already under way");
+  return Ok();
+}
+
+Result<store::FunctionRecord> Functions::CommitDeploy(ImportedImage image) {
+  const std::string name = image.name;
+  ScopeGuard end_deploy([&] { deploying_.erase(name); });
+  bool existed = functions_.count(name) > 0;
+  ScopeGuard remove_new([&] {
+    (void)RemoveTree(image.new_rootfs);
+    if (!existed) ::rmdir(state_.FunctionDir(name).c_str());
+  });
+  if (shutting_down_) return MakeError(Errc::kUnavailable, "faasd is shutting down");
+  FAAS_RETURN_IF_ERROR(runtime::PrepareRootfs(image.new_rootfs));
+
+  store::FunctionRecord record;
+  const store::FunctionRecord* old = registry_.Find(name);
+  if (old) record = *old;
+  record.rootfs = state_.RootfsPath(name);
+  record.cmd = image.config.cmd;
+  record.env = image.config.env;
+  record.working_dir = image.config.working_dir;
+  record.user = image.config.user;
+  record.deployed_at = NowRfc3339();
+
+  Result<store::FunctionRecord> result =
+      existed ? Redeploy(name, std::move(record), image.new_rootfs)
+              : DeployNew(name, std::move(record), image.new_rootfs);
+  if (result.ok()) remove_new.Dismiss();
+  return result;
+}
+
+Result<store::FunctionRecord> Functions::Redeploy(const std::string& name,
+                                                  store::FunctionRecord record,
+                                                  const std::string& new_rootfs) {
+  Function& fn = *functions_.at(name);
+  std::optional<store::FunctionRecord> previous;
+  if (const auto* old = registry_.Find(name)) previous = *old;
+  record.version = previous ? previous->version + 1 : 1;
+  const std::string current = record.rootfs;
+  // Swap atomically: requests starting now see either the old or the new tree.
+  if (::renameat2(AT_FDCWD, new_rootfs.c_str(), AT_FDCWD, current.c_str(), RENAME_EXCHANGE) != 0)
+    return SysError(errno, "swap rootfs of " + name);
+  registry_.Put(name, record);
+  if (auto st = registry_.Save(); !st.ok()) {
+    ::renameat2(AT_FDCWD, new_rootfs.c_str(), AT_FDCWD, current.c_str(), RENAME_EXCHANGE);
+    if (previous) registry_.Put(name, *previous);
+    return std::move(st).error();
+  }
+  std::string retired = state_.FunctionDir(name) + "/.old-" + RandomHex(8);
+  if (::rename(new_rootfs.c_str(), retired.c_str()) != 0) retired = new_rootfs;
+  fn.rootfs->Retire(retired);
+  fn.rootfs = std::make_shared<RootfsVersion>(current, remover_);
+  spdlog::info("redeployed {} (version {}) at {}", name, record.version, record.ip);
+  return record;
+}
+
+Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
+                                                   store::FunctionRecord record,
+                                                   const std::string& new_rootfs) {
+  FAAS_ASSIGN_OR_RETURN(net::Ipv4 ip, AllocateIp());
+  record.ip = ip.ToString();
+  record.version = 1;
+  FAAS_RETURN_IF_ERROR(AddAddress(ip));
+  ScopeGuard remove_address([&] { RemoveAddress(ip); });
+  FAAS_ASSIGN_OR_RETURN(auto listener, Listen(name, ip));
+  if (::rename(new_rootfs.c_str(), record.rootfs.c_str()) != 0)
+    return SysError(errno, "rename rootfs of " + name);
+  ScopeGuard unrename([&] { ::rename(record.rootfs.c_str(), new_rootfs.c_str()); });
+  registry_.Put(name, record);
+  if (auto st = registry_.Save(); !st.ok()) {
+    registry_.Erase(name);
+    return std::move(st).error();
+  }
+  unrename.Dismiss();
+  remove_address.Dismiss();
+  auto fn = std::make_unique<Function>();
+  fn->rootfs = std::make_shared<RootfsVersion>(record.rootfs, remover_);
+  fn->listener = std::move(listener);
+  Accept(fn->listener.get());
+  functions_[name] = std::move(fn);
+  spdlog::info("deployed {} at {}:{}", name, record.ip, options_.port);
+  return record;
+}
+
+Status Functions::Remove(const std::string& name) {
+  const store::FunctionRecord* record = registry_.Find(name);
+  auto it = functions_.find(name);
+  if (record == nullptr) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+  if (deploying_.count(name))
+    return MakeError(Errc::kConflict, "a deploy of '" + name + "' is under way");
+  store::FunctionRecord removed = *record;
+  registry_.Erase(name);
+  if (auto st = registry_.Save(); !st.ok()) {
+    registry_.Put(name, removed);
+    return std::move(st).error();
+  }
+  if (auto ip = net::Ipv4::Parse(removed.ip); ip.ok()) RemoveAddress(*ip);
+  std::string retired = state_.FunctionDir(name) + "/.old-" + RandomHex(8);
+  if (it != functions_.end()) {
+    if (::rename(removed.rootfs.c_str(), retired.c_str()) == 0) it->second->rootfs->Retire(retired);
+    functions_.erase(it);  // closes the listener; running requests keep their rootfs
+  } else {
+    remover_(removed.rootfs);
+  }
+  spdlog::info("removed {}", name);
+  return Ok();
+}
+
+void Functions::Shutdown(std::chrono::milliseconds drain, std::function<void()> done) {
+  shutting_down_ = true;
+  shutdown_done_ = std::move(done);
+  for (auto& [name, fn] : functions_) fn->listener.reset();
+  spdlog::info("shutting down: {} request(s) running", containers_.size());
+  drain_timer_ = std::make_unique<asio::steady_timer>(io_, drain);
+  drain_timer_->async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    spdlog::warn("drain timeout: killing {} request(s)", containers_.size());
+    std::vector<std::shared_ptr<Container>> running;
+    for (auto& [ptr, c] : containers_) running.push_back(c);
+    for (auto& c : running) c->Kill("shutdown");
+  });
+  MaybeFinishShutdown();
+}
+
+void Functions::MaybeFinishShutdown() {
+  if (!containers_.empty() || !shutdown_done_) return;
+  drain_timer_.reset();
+  for (net::Ipv4 ip : std::set<net::Ipv4>(added_)) RemoveAddress(ip);
+  functions_.clear();
+  auto done = std::move(shutdown_done_);
+  done();
+}
+
+}  // namespace faas::server

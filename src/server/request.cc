@@ -1,0 +1,272 @@
+#include "server/request.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/file.h"
+#include "common/log.h"
+#include "runtime/fd_passing.h"
+
+namespace faas::server {
+namespace {
+
+namespace asio = boost::asio;
+
+const char* StateName(Container::State state) {
+  switch (state) {
+    case Container::State::kNew: return "new";
+    case Container::State::kSpawning: return "spawning";
+    case Container::State::kWaitingForConnect: return "waiting-for-connect";
+    case Container::State::kHanded: return "handed";
+    case Container::State::kExited: return "exited";
+    case Container::State::kCleaning: return "cleaning";
+    case Container::State::kCleaned: return "cleaned";
+  }
+  return "?";
+}
+
+int DupCloexec(int fd) { return ::fcntl(fd, F_DUPFD_CLOEXEC, 0); }
+
+Result<UniqueFd> ListenUnix(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path)
+    return MakeError(Errc::kInternal, "control socket path too long: " + path);
+  path.copy(addr.sun_path, path.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return SysError(errno, "socket");
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    return SysError(errno, "bind " + path);
+  // Only the container can reach this path; a handler running as any user may connect.
+  ::chmod(path.c_str(), 0666);
+  if (::listen(fd.get(), 1) != 0) return SysError(errno, "listen " + path);
+  return fd;
+}
+
+// Best effort: the container never took the connection, so faasd answers it itself.
+void AnswerClient(int fd, int status, const char* reason) {
+  char discard[4096];
+  while (::recv(fd, discard, sizeof discard, MSG_DONTWAIT) > 0) {
+  }
+  std::string body = std::string(reason) + "\n";
+  std::string response = "HTTP/1.1 " + std::to_string(status) + " " + reason +
+                         "\r\nContent-Type: text/plain\r\nContent-Length: " +
+                         std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  (void)::send(fd, response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::shutdown(fd, SHUT_WR);
+}
+
+}  // namespace
+
+Container::Container(asio::io_context& io, const RuntimeOptions& options,
+                     FunctionSnapshot function, std::string id, UniqueFd client,
+                     DoneCallback on_done)
+    : io_(io),
+      options_(options),
+      function_(std::move(function)),
+      id_(std::move(id)),
+      client_(std::move(client)),
+      on_done_(std::move(on_done)),
+      started_(std::chrono::steady_clock::now()),
+      control_wait_(io),
+      exit_wait_(io),
+      helper_wait_(io),
+      timer_(io),
+      kill_timer_(io) {}
+
+Container::~Container() {
+  if (state_ == State::kCleaned || state_ == State::kNew) return;
+  // Abandoned mid-flight (the loop is going away): clean up synchronously.
+  spdlog::warn("container {}: destroyed in state {}, cleaning up", id_, StateName(state_));
+  runc_ = runtime::Child();
+  auto del = runtime::Spawn({{options_.runtime, "--root", options_.runtime_root, "delete", "--force", id_}});
+  if (del.ok()) (void)del->Wait();
+  if (bundle_created_) (void)RemoveTree(BundleDir());
+}
+
+void Container::Start() {
+  state_ = State::kSpawning;
+  spdlog::debug("container {}: spawning for {}", id_, function_.name);
+  std::string dir = BundleDir();
+  if (::mkdir(dir.c_str(), 0700) != 0) return Fail("mkdir " + dir + ": " + std::strerror(errno));
+  bundle_created_ = true;
+  auto listener = ListenUnix(dir + "/control.sock");
+  if (!listener.ok()) return Fail(listener.error().message);
+  control_listener_ = std::move(listener).value();
+
+  runtime::ContainerSpec spec;
+  spec.rootfs = function_.rootfs->path();
+  spec.args = function_.cmd;
+  spec.env = function_.env;
+  spec.cwd = function_.working_dir;
+  spec.control_socket = dir + "/control.sock";
+  spec.cgroups_path = options_.cgroup_parent + "/" + id_;
+  if (auto st = runtime::WriteBundle(dir, spec); !st.ok()) return Fail(st.error().message);
+
+  auto child = runtime::Spawn(
+      {{options_.runtime, "--root", options_.runtime_root, "run", "--bundle", dir, id_}});
+  if (!child.ok()) return Fail(child.error().message);
+  runc_ = std::move(child).value();
+  exit_wait_.assign(DupCloexec(runc_.pidfd()));
+  control_wait_.assign(DupCloexec(control_listener_.get()));
+  state_ = State::kWaitingForConnect;
+  spdlog::debug("container {}: waiting for connect (runc pid {})", id_, runc_.pid());
+  WaitForExit();
+  WaitForConnect();
+  StartTimer(options_.connect_timeout, "connect");
+}
+
+void Container::Fail(const std::string& why) {
+  spdlog::error("container {} ({}): {}", id_, function_.name, why);
+  outcome_ = "failed: " + why;
+  if (client_) AnswerClient(client_.get(), 500, "Internal Server Error");
+  Cleanup();
+}
+
+void Container::WaitForConnect() {
+  control_wait_.async_wait(asio::posix::stream_descriptor::wait_read,
+                           [self = shared_from_this()](boost::system::error_code ec) {
+                             if (!ec) self->OnControlReadable();
+                           });
+}
+
+void Container::OnControlReadable() {
+  if (state_ != State::kWaitingForConnect) return;
+  UniqueFd conn(::accept4(control_listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!conn) {
+    if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return WaitForConnect();
+    return Kill("accept on control socket failed");
+  }
+  if (auto st = runtime::SendFd(conn.get(), client_.get(), runtime::kSocketPayload); !st.ok()) {
+    spdlog::warn("container {}: handing over the client failed: {}", id_, st.error().message);
+    return Kill("hand-over failed");
+  }
+  client_.Reset();
+  control_wait_.close();
+  control_listener_.Reset();
+  state_ = State::kHanded;
+  spdlog::debug("container {}: handed the client over", id_);
+  StartTimer(options_.run_timeout, "run");
+}
+
+void Container::WaitForExit() {
+  exit_wait_.async_wait(asio::posix::stream_descriptor::wait_read,
+                        [self = shared_from_this()](boost::system::error_code ec) {
+                          if (!ec) self->OnExited();
+                        });
+}
+
+void Container::OnExited() {
+  auto status = runc_.TryReap();
+  if (!status.ok()) return Fail(status.error().message);
+  if (*status < 0) return WaitForExit();
+  exit_wait_.close();
+  if (outcome_.empty()) outcome_ = runtime::DescribeWaitStatus(*status);
+  if (state_ == State::kWaitingForConnect && !killed_) {
+    spdlog::warn("container {} ({}): runtime {} before the handler connected", id_,
+                 function_.name, outcome_);
+    AnswerClient(client_.get(), 502, "Bad Gateway");
+  }
+  state_ = State::kExited;
+  Cleanup();
+}
+
+void Container::StartTimer(std::chrono::milliseconds after, const char* what) {
+  timer_.expires_after(after);
+  timer_.async_wait([self = shared_from_this(), what](boost::system::error_code ec) {
+    if (!ec) self->OnTimeout(what);
+  });
+}
+
+void Container::OnTimeout(const char* what) {
+  if (state_ == State::kWaitingForConnect) {
+    spdlog::warn("container {} ({}): handler did not connect within {} ms", id_, function_.name,
+                 options_.connect_timeout.count());
+    outcome_ = "connect timeout";
+    AnswerClient(client_.get(), 504, "Gateway Timeout");
+  } else {
+    spdlog::warn("container {} ({}): handler still running after {} ms", id_, function_.name,
+                 options_.run_timeout.count());
+    outcome_ = std::string(what) + " timeout";
+  }
+  Kill(what);
+}
+
+void Container::Kill(const char* why) {
+  if (killed_ || state_ >= State::kExited) return;
+  killed_ = true;
+  if (outcome_.empty()) outcome_ = std::string("killed: ") + why;
+  spdlog::debug("container {}: killing ({})", id_, why);
+  // Killing `runc run` leaves the container's processes; `runc delete --force`
+  // in the cleanup that follows the exit kills them and removes the cgroup.
+  if (runc_.running()) {
+    (void)runc_.Signal(SIGKILL);
+  } else {
+    Cleanup();
+  }
+}
+
+void Container::Cleanup() {
+  if (state_ == State::kCleaning || state_ == State::kCleaned) return;
+  state_ = State::kCleaning;
+  timer_.cancel();
+  kill_timer_.cancel();
+  control_wait_.close();
+  control_listener_.Reset();
+  client_.Reset();
+  if (runc_.running()) {
+    // Reached only from Fail() after the spawn: stop the runtime first.
+    (void)runc_.Signal(SIGKILL);
+    (void)runc_.Wait();
+    exit_wait_.close();
+  }
+  DeleteRuntimeState();
+}
+
+void Container::DeleteRuntimeState() {
+  struct stat st;
+  std::string state_dir = options_.runtime_root + "/" + id_;
+  if (::stat(state_dir.c_str(), &st) != 0) return Finish();
+  auto del = runtime::Spawn(
+      {{options_.runtime, "--root", options_.runtime_root, "delete", "--force", id_}});
+  if (!del.ok()) {
+    spdlog::error("container {}: {}", id_, del.error().message);
+    return Finish();
+  }
+  helper_ = std::move(del).value();
+  helper_wait_.assign(DupCloexec(helper_.pidfd()));
+  helper_wait_.async_wait(asio::posix::stream_descriptor::wait_read,
+                          [self = shared_from_this()](boost::system::error_code ec) {
+                            if (ec) return;
+                            auto status = self->helper_.Wait();
+                            self->helper_wait_.close();
+                            if (status.ok() && *status != 0)
+                              spdlog::warn("container {}: runtime delete: {}", self->id_,
+                                           runtime::DescribeWaitStatus(*status));
+                            self->Finish();
+                          });
+}
+
+void Container::Finish() {
+  if (bundle_created_) {
+    if (auto st = RemoveTree(BundleDir()); !st.ok())
+      spdlog::error("container {}: {}", id_, st.error().message);
+    bundle_created_ = false;
+  }
+  state_ = State::kCleaned;
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - started_)
+                .count();
+  spdlog::info("request {} {}: {} in {} ms", function_.name, id_, outcome_, ms);
+  auto done = std::move(on_done_);
+  if (done) done(this);
+}
+
+}  // namespace faas::server

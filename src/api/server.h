@@ -1,0 +1,60 @@
+// The control API: HTTP/1.1 on a unix socket (default) and optionally on TCP.
+//
+//   POST   /api/new              X-Image-Name: NAME, body = image (streamed)
+//   GET    /api/ip/NAME          {"name","ip"}
+//   GET    /api/list             the registry object
+//   DELETE /api/functions/NAME   {"name"}
+//   GET    /healthz              {"status":"ok"}
+//
+// Errors are {"error": "..."} with the status of their Errc. Runs on the event
+// loop thread; the backend is called on that thread only.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/fd.h"
+
+namespace faas::api {
+
+// What the API needs from the daemon; implemented by server::Daemon.
+class Backend {
+ public:
+  using DeployDone = std::function<void(Result<nlohmann::json>)>;
+  virtual ~Backend() = default;
+  // Starts importing `name`; returns the write end of a pipe to stream the image
+  // into (the caller closes it at the end of the body). `done` runs on the loop
+  // once the import has finished and the deploy is committed or rolled back.
+  virtual Result<UniqueFd> StartDeploy(const std::string& name, DeployDone done) = 0;
+  virtual Result<nlohmann::json> GetIp(const std::string& name) = 0;
+  virtual nlohmann::json List() = 0;
+  virtual Result<nlohmann::json> Remove(const std::string& name) = 0;
+};
+
+struct Options {
+  std::string unix_path;    // e.g. /run/faasd/faasd.sock; created with mode 0600
+  std::string tcp_listen;   // "127.0.0.1:8080"; empty: no TCP listener
+  std::string token;        // required as "Authorization: Bearer <token>" when not empty
+  uint64_t max_image_bytes = 8ull << 30;
+  uint64_t max_header_bytes = 16 << 10;
+};
+
+class Server {
+ public:
+  Server(boost::asio::io_context& io, Backend& backend, Options options);
+  ~Server();
+  Status Start();
+  // Stops accepting; connections in progress finish.
+  void Stop();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace faas::api

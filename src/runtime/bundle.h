@@ -1,0 +1,43 @@
+// OCI runtime bundles: the config.json faasd hands to runc for one request.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace faas::runtime {
+
+// Where the handler finds its control socket inside the container.
+inline constexpr char kControlSocketInContainer[] = "/control.sock";
+
+struct ContainerSpec {
+  std::string rootfs;                // absolute host path, mounted read-only
+  std::vector<std::string> args;     // the image's ENTRYPOINT + CMD
+  std::vector<std::string> env;      // the image's Env ("K=V")
+  std::string cwd;                   // the image's WorkingDir; "/" when empty
+  std::string control_socket;        // host path, bind-mounted at /control.sock
+  std::string hostname = "faas";
+  uint64_t memory_bytes = 512ull << 20;
+  uint64_t cpu_quota_us = 100000;    // per 100 ms period: 100000 is one CPU
+  int64_t pids_limit = 64;
+  uint64_t nofile_limit = 1024;
+  std::string cgroups_path;          // e.g. "/faasd/<id>"; empty lets runc choose
+};
+
+// The OCI config: pid/net/ipc/uts/mount/cgroup namespaces, no capabilities,
+// noNewPrivileges, masked and read-only kernel paths, tmpfs /tmp, limits.
+nlohmann::json MakeOciConfig(const ContainerSpec& spec);
+
+// Writes DIR/config.json (DIR must exist). Not fsynced: a bundle lives for one request.
+Status WriteBundle(const std::string& dir, const ContainerSpec& spec);
+
+// Creates the mount points the config needs (/proc /dev /sys /tmp and an empty
+// /control.sock) inside a freshly imported rootfs, so runc never writes into a
+// shared read-only rootfs at request time. Existing entries are left alone.
+Status PrepareRootfs(const std::string& rootfs);
+
+}  // namespace faas::runtime

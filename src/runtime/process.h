@@ -1,0 +1,57 @@
+// Child processes started without a shell, supervised through a pidfd.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/fd.h"
+
+namespace faas::runtime {
+
+// Owns a child process. The destructor SIGKILLs and reaps a child that was not reaped yet,
+// so a Child never outlives its owner as a zombie or an orphan.
+class Child {
+ public:
+  Child() = default;
+  Child(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  Child(Child&& other) noexcept;
+  Child& operator=(Child&& other) noexcept;
+  ~Child();
+
+  pid_t pid() const { return pid_; }
+  // Readable once the child has exited: wait on it with an event loop, then Reap().
+  int pidfd() const { return pidfd_.get(); }
+  bool running() const { return pid_ > 0; }
+
+  // Non-blocking: the wait status if the child has exited, nullopt-like -1 if not yet.
+  // After a successful reap the Child is empty.
+  Result<int> TryReap();
+  // Blocking wait.
+  Result<int> Wait();
+  // Sends `sig` through the pidfd (safe against pid reuse).
+  Status Signal(int sig);
+
+ private:
+  void KillAndReap();
+  pid_t pid_ = -1;
+  UniqueFd pidfd_;
+};
+
+struct SpawnOptions {
+  std::vector<std::string> argv;  // argv[0] is the path; PATH is not searched
+  int stdin_fd = -1;              // -1: /dev/null
+  int stdout_fd = -1;             // -1: inherit
+  int stderr_fd = -1;             // -1: inherit
+};
+
+// posix_spawn (vfork-like, nothing allocates between fork and exec) with every fd >= 3
+// closed in the child, then pidfd_open. Fails if the program cannot be executed.
+Result<Child> Spawn(const SpawnOptions& options);
+
+// Human-readable wait status: "exit 0", "killed by signal 9".
+std::string DescribeWaitStatus(int status);
+
+}  // namespace faas::runtime

@@ -1,0 +1,40 @@
+// The faasd daemon: one event loop thread that owns the functions, their
+// listeners and containers and the control API, plus a small thread pool for
+// image imports and removing old rootfs trees.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "api/server.h"
+#include "image/importer.h"
+#include "server/functions.h"
+
+namespace faas::server {
+
+struct DaemonOptions {
+  std::string state_dir = "/var/lib/faasd";
+  std::string run_dir = "/run/faasd";
+  std::string socket;  // default: RUN_DIR/faasd.sock
+  std::string listen_tcp;
+  std::string token_file;
+  std::chrono::milliseconds drain_timeout{10000};
+  int workers = 2;
+  image::ImportLimits limits;
+  FunctionsOptions functions;
+};
+
+class Daemon {
+ public:
+  explicit Daemon(DaemonOptions options);
+  ~Daemon();
+  // Starts, serves until SIGTERM/SIGINT, drains and cleans up. Returns the exit code.
+  int Run();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace faas::server

@@ -1,0 +1,107 @@
+// The deployed functions: their addresses, listeners, rootfs versions and the
+// containers serving their requests. Owned by the event loop thread; every method
+// must be called on it. Imports run elsewhere (see Daemon) and only their result
+// is committed here.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "common/error.h"
+#include "image/importer.h"
+#include "net/addresses.h"
+#include "net/ip_pool.h"
+#include "server/request.h"
+#include "store/registry.h"
+#include "store/state_dir.h"
+
+namespace faas::server {
+
+struct FunctionsOptions {
+  std::string pool = "10.0.0.0/24";
+  int port = 80;
+  RuntimeOptions runtime;
+};
+
+// An import that finished: its rootfs sits in STATE/images/NAME/.new-* waiting to be swapped in.
+struct ImportedImage {
+  std::string name;
+  std::string new_rootfs;
+  image::ImageConfig config;
+};
+
+class Functions {
+ public:
+  Functions(boost::asio::io_context& io, const store::StateDir& state, FunctionsOptions options,
+            RootfsVersion::Remover remover);
+  ~Functions();
+
+  // Start-up: loads the registry, removes leftovers of a dead faasd (bundles,
+  // runtime containers, stale lo:faas addresses), re-adds addresses and listens.
+  Status Start();
+
+  // Marks `name` as being deployed; kConflict if a deploy of it is under way.
+  Status BeginDeploy(const std::string& name);
+  // Ends a deploy: on success swaps the new rootfs in (keeping the IP of an existing
+  // function), or allocates an address, adds it and listens; persists the registry.
+  // Any failure rolls back and leaves the previous version serving.
+  Result<store::FunctionRecord> CommitDeploy(ImportedImage image);
+  void AbortDeploy(const std::string& name) { deploying_.erase(name); }
+
+  // Stops listening, removes the address, the rootfs and the registry entry.
+  Status Remove(const std::string& name);
+
+  const store::Registry& registry() const { return registry_; }
+
+  // Stops accepting and waits for running requests; after `drain` they are killed.
+  // Removes every address it added, then calls `done`.
+  void Shutdown(std::chrono::milliseconds drain, std::function<void()> done);
+
+  size_t active_containers() const { return containers_.size(); }
+
+ private:
+  struct Function;
+  struct Listener;
+
+  Status RemoveLeftovers();
+  Status Restore(const std::string& name, const store::FunctionRecord& record);
+  Result<net::Ipv4> AllocateIp();
+  Status AddAddress(net::Ipv4 ip);
+  void RemoveAddress(net::Ipv4 ip);
+  Result<store::FunctionRecord> Redeploy(const std::string& name, store::FunctionRecord record,
+                                         const std::string& new_rootfs);
+  Result<store::FunctionRecord> DeployNew(const std::string& name, store::FunctionRecord record,
+                                          const std::string& new_rootfs);
+  Result<std::unique_ptr<Listener>> Listen(const std::string& name, net::Ipv4 ip);
+  void Accept(Listener* listener);
+  void Serve(const std::string& name, UniqueFd client);
+  void OnContainerDone(Container* container);
+  void MaybeFinishShutdown();
+  std::string NextContainerId();
+
+  boost::asio::io_context& io_;
+  const store::StateDir& state_;
+  FunctionsOptions options_;
+  RootfsVersion::Remover remover_;
+  store::Registry registry_;
+  std::optional<net::IpPool> pool_;
+  std::optional<net::Netlink> netlink_;
+  int lo_index_ = 0;
+  std::set<net::Ipv4> added_;  // addresses this faasd added (and must remove)
+  std::map<std::string, std::unique_ptr<Function>> functions_;
+  std::set<std::string> deploying_;
+  std::map<Container*, std::shared_ptr<Container>> containers_;
+  uint64_t next_id_ = 0;
+  std::string id_prefix_;
+  bool shutting_down_ = false;
+  std::function<void()> shutdown_done_;
+  std::unique_ptr<boost::asio::steady_timer> drain_timer_;
+};
+
+}  // namespace faas::server

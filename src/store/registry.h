@@ -1,0 +1,52 @@
+// The registry of deployed functions, persisted as STATE/registry.json:
+//   {"NAME": {"ip": "10.0.0.10", "rootfs": ".../images/NAME/rootfs", "cmd": ["..."], ...}}
+// Not thread-safe: owned by the daemon's event loop, which serialises every change.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace faas::store {
+
+struct FunctionRecord {
+  std::string ip;
+  std::string rootfs;
+  std::vector<std::string> cmd;
+  std::vector<std::string> env;
+  std::string working_dir;
+  std::string user;
+  uint64_t version = 1;      // bumped on every redeploy
+  std::string deployed_at;   // RFC 3339, UTC
+};
+
+nlohmann::json ToJson(const FunctionRecord& record);
+Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json);
+
+class Registry {
+ public:
+  explicit Registry(std::string path) : path_(std::move(path)) {}
+
+  // Reads the file; a missing file is an empty registry. A corrupt file is an error
+  // (never silently replaced: it may be the only record of what was deployed).
+  Status Load();
+  // Writes atomically (temp file, fsync, rename, fsync dir). On failure the old file is intact.
+  Status Save() const;
+
+  const std::map<std::string, FunctionRecord>& functions() const { return functions_; }
+  const FunctionRecord* Find(const std::string& name) const;
+  void Put(const std::string& name, FunctionRecord record) { functions_[name] = std::move(record); }
+  void Erase(const std::string& name) { functions_.erase(name); }
+  nlohmann::json ToJson() const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::map<std::string, FunctionRecord> functions_;
+};
+
+}  // namespace faas::store
