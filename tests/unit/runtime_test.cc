@@ -1,0 +1,182 @@
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "runtime/bundle.h"
+#include "runtime/fd_passing.h"
+#include "runtime/process.h"
+
+namespace faas::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct SocketPair {
+  SocketPair() {
+    int fds[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    a.Reset(fds[0]);
+    b.Reset(fds[1]);
+  }
+  UniqueFd a, b;
+};
+
+TEST(FdPassingTest, PassesAWorkingFdWithPayload) {
+  SocketPair pair;
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+  ASSERT_TRUE(SendFd(pair.a.get(), write_end.get(), kSocketPayload).ok());
+  write_end.Reset();  // only the passed copy remains
+
+  std::string payload;
+  auto received = RecvFd(pair.b.get(), &payload);
+  ASSERT_TRUE(received.ok()) << received.error().message;
+  EXPECT_EQ(payload, "SOCKET");
+  EXPECT_NE(::fcntl(received->get(), F_GETFD) & FD_CLOEXEC, 0);
+  ASSERT_EQ(::write(received->get(), "hi", 2), 2);
+  char buf[2];
+  ASSERT_EQ(::read(read_end.get(), buf, 2), 2);
+  EXPECT_EQ(std::string(buf, 2), "hi");
+}
+
+TEST(FdPassingTest, MessageWithoutFdIsAnError) {
+  SocketPair pair;
+  ASSERT_EQ(::write(pair.a.get(), "SOCKET", 6), 6);
+  auto received = RecvFd(pair.b.get(), nullptr);
+  ASSERT_FALSE(received.ok());
+  EXPECT_EQ(received.error().code, Errc::kInvalidArgument);
+}
+
+TEST(FdPassingTest, ClosedPeerIsUnavailable) {
+  SocketPair pair;
+  pair.a.Reset();
+  auto received = RecvFd(pair.b.get(), nullptr);
+  ASSERT_FALSE(received.ok());
+  EXPECT_EQ(received.error().code, Errc::kUnavailable);
+}
+
+TEST(FdPassingTest, SendToClosedPeerFailsWithoutSignal) {
+  SocketPair pair;
+  pair.b.Reset();
+  EXPECT_FALSE(SendFd(pair.a.get(), 0, kSocketPayload).ok());
+}
+
+TEST(ProcessTest, ReportsExitStatus) {
+  auto ok = Spawn({{"/bin/true"}});
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(DescribeWaitStatus(*ok->Wait()), "exit 0");
+  auto fail = Spawn({{"/bin/false"}});
+  ASSERT_TRUE(fail.ok());
+  EXPECT_EQ(DescribeWaitStatus(*fail->Wait()), "exit 1");
+}
+
+TEST(ProcessTest, MissingProgramIsAnError) {
+  auto r = Spawn({{"/nonexistent/program"}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().sys_errno, ENOENT);
+}
+
+TEST(ProcessTest, ChildSeesNoInheritedFds) {
+  int fd = ::open("/dev/null", O_RDONLY);  // deliberately without O_CLOEXEC
+  ASSERT_GE(fd, 3);
+  auto child = Spawn({{"/bin/sh", "-c", "test ! -e /proc/self/fd/" + std::to_string(fd)}});
+  ::close(fd);
+  ASSERT_TRUE(child.ok());
+  EXPECT_EQ(DescribeWaitStatus(*child->Wait()), "exit 0");
+}
+
+TEST(ProcessTest, DestructorKillsAndReaps) {
+  pid_t pid;
+  {
+    auto child = Spawn({{"/bin/sleep", "60"}});
+    ASSERT_TRUE(child.ok());
+    pid = child->pid();
+  }
+  EXPECT_EQ(::kill(pid, 0), -1);
+  EXPECT_EQ(errno, ESRCH);
+}
+
+TEST(ProcessTest, TryReapBeforeAndAfterExit) {
+  auto child = Spawn({{"/bin/sleep", "60"}});
+  ASSERT_TRUE(child.ok());
+  EXPECT_EQ(*child->TryReap(), -1);
+  ASSERT_TRUE(child->Signal(SIGTERM).ok());
+  EXPECT_EQ(DescribeWaitStatus(*child->Wait()), "killed by signal 15");
+  EXPECT_FALSE(child->running());
+}
+
+ContainerSpec Spec() {
+  ContainerSpec spec;
+  spec.rootfs = "/var/lib/faasd/images/hello/rootfs";
+  spec.args = {"/handler"};
+  spec.env = {"A=1"};
+  spec.control_socket = "/var/lib/faasd/bundles/x/control.sock";
+  spec.cgroups_path = "/faasd/x";
+  return spec;
+}
+
+TEST(BundleTest, ConfigIsLockedDown) {
+  auto config = MakeOciConfig(Spec());
+  EXPECT_EQ(config["root"]["readonly"], true);
+  EXPECT_EQ(config["process"]["noNewPrivileges"], true);
+  EXPECT_TRUE(config["process"]["capabilities"]["bounding"].empty());
+  EXPECT_EQ(config["process"]["args"], nlohmann::json({"/handler"}));
+  EXPECT_EQ(config["process"]["cwd"], "/");
+  EXPECT_EQ(config["linux"]["resources"]["memory"]["limit"], 512ull << 20);
+  EXPECT_EQ(config["linux"]["resources"]["cpu"]["quota"], 100000);
+  std::set<std::string> namespaces;
+  for (auto& ns : config["linux"]["namespaces"]) namespaces.insert(ns["type"]);
+  EXPECT_EQ(namespaces, (std::set<std::string>{"pid", "network", "ipc", "uts", "mount", "cgroup"}));
+  bool socket_mounted = false, tmp_mounted = false;
+  for (auto& m : config["mounts"]) {
+    if (m["destination"] == "/control.sock")
+      socket_mounted = m["source"] == Spec().control_socket && m["type"] == "bind";
+    if (m["destination"] == "/tmp") tmp_mounted = m["type"] == "tmpfs";
+  }
+  EXPECT_TRUE(socket_mounted);
+  EXPECT_TRUE(tmp_mounted);
+  EXPECT_FALSE(config["linux"]["maskedPaths"].empty());
+}
+
+TEST(BundleTest, EnvGetsDefaultPathAndSocketVariable) {
+  auto env = MakeOciConfig(Spec())["process"]["env"].get<std::vector<std::string>>();
+  EXPECT_EQ(env.front().rfind("PATH=", 0), 0u);
+  EXPECT_NE(std::find(env.begin(), env.end(), "A=1"), env.end());
+  EXPECT_NE(std::find(env.begin(), env.end(), "FAAS_CONTROL_SOCKET=/control.sock"), env.end());
+  ContainerSpec with_path = Spec();
+  with_path.env = {"PATH=/opt/bin"};
+  auto env2 = MakeOciConfig(with_path)["process"]["env"].get<std::vector<std::string>>();
+  EXPECT_EQ(std::count_if(env2.begin(), env2.end(), [](auto& e) { return e.rfind("PATH=", 0) == 0; }), 1);
+}
+
+TEST(BundleTest, PrepareRootfsCreatesMountPoints) {
+  char tmpl[] = "/tmp/faas-rootfs-XXXXXX";
+  std::string root = ::mkdtemp(tmpl);
+  ASSERT_TRUE(PrepareRootfs(root).ok());
+  for (const char* d : {"proc", "dev", "sys", "tmp"}) EXPECT_TRUE(fs::is_directory(root + "/" + d)) << d;
+  EXPECT_TRUE(fs::is_regular_file(root + "/control.sock"));
+  EXPECT_TRUE(PrepareRootfs(root).ok()) << "idempotent";
+  fs::remove(root + "/control.sock");
+  fs::create_directory(root + "/control.sock");
+  EXPECT_FALSE(PrepareRootfs(root).ok());
+  fs::remove_all(root);
+}
+
+TEST(BundleTest, WriteBundleWritesConfigOnce) {
+  char tmpl[] = "/tmp/faas-bundle-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  ASSERT_TRUE(WriteBundle(dir, Spec()).ok());
+  EXPECT_TRUE(fs::exists(dir + "/config.json"));
+  EXPECT_FALSE(WriteBundle(dir, Spec()).ok()) << "never overwrites";
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace faas::runtime
