@@ -1,0 +1,41 @@
+// faas ip NAME: prints the function's IP address alone on one line.
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "cli/client.h"
+#include "cli/commands.h"
+
+namespace faas::cli {
+namespace {
+
+constexpr char kHelp[] =
+    "Prints the IP address of the function NAME, alone on one line, so scripts can use it\n"
+    "directly, e.g. curl http://$(faas ip hello):8080/. Fails with exit status 1 when faasd\n"
+    "has no function of that name.";
+
+Result<std::string> LookUpIp(const Client& client, const std::string& name) {
+  FAAS_ASSIGN_OR_RETURN(Response response, client.Get("/api/ip/" + name));
+  FAAS_ASSIGN_OR_RETURN(nlohmann::ordered_json reply, ParseReply(response));
+  return StringField(reply, "ip");
+}
+
+int RunIp(const Client& client, const std::string& name) {
+  if (int code = CheckName(name); code != kExitOk) return code;
+  Result<std::string> ip = LookUpIp(client, name);
+  if (!ip.ok()) return Fail(ip.error());
+  std::cout << *ip << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+Verb AddIpCommand(CLI::App& app) {
+  CLI::App* command = app.add_subcommand("ip", "Print the IP address of a function");
+  command->footer(kHelp);
+  auto name = std::make_shared<std::string>();
+  command->add_option("NAME", *name, "Name of the function")->required();
+  return {command, [name](const Client& client) { return RunIp(client, *name); }};
+}
+
+}  // namespace faas::cli

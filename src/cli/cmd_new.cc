@@ -1,0 +1,105 @@
+// faas new NAME: deploys a function from the image archive on stdin, streamed to faasd.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "cli/client.h"
+#include "cli/commands.h"
+
+namespace faas::cli {
+namespace {
+
+constexpr char kHelp[] =
+    "Deploys a function named NAME from a container image archive read on stdin, as written\n"
+    "by 'podman save' or 'docker save', e.g. podman save hello | faas new hello. The archive\n"
+    "is streamed to faasd, which unpacks it and starts the function with its own IP address;\n"
+    "faas then prints that address and the command the function runs. NAME is 1 to 63\n"
+    "characters from a-z 0-9 _ . - starting with a letter or digit.";
+
+constexpr char kPipeHint[] = "(pipe one in: podman save IMAGE | faas new NAME)";
+constexpr size_t kPeekBytes = 64 << 10;
+
+Result<size_t> ReadStdin(char* buf, size_t len) {
+  for (;;) {
+    const ssize_t got = read(STDIN_FILENO, buf, len);
+    if (got >= 0) return static_cast<size_t>(got);
+    if (errno != EINTR) return SysError(errno, "cannot read the image from stdin");
+  }
+}
+
+// The image on stdin. Its first chunk is read before any request, to fail early when there is
+// no image; Read() serves that chunk, then the rest of stdin.
+class StdinImage {
+ public:
+  // Reads the first chunk. Fails with kInvalidArgument when stdin is a terminal or empty.
+  Status Open() {
+    if (isatty(STDIN_FILENO)) {
+      return MakeError(Errc::kInvalidArgument,
+                       std::string("stdin is a terminal, not an image ") + kPipeHint);
+    }
+    head_.resize(kPeekBytes);
+    FAAS_ASSIGN_OR_RETURN(const size_t got, ReadStdin(head_.data(), head_.size()));
+    if (got == 0)
+      return MakeError(Errc::kInvalidArgument, std::string("no image on stdin ") + kPipeHint);
+    head_.resize(got);
+    return Ok();
+  }
+
+  Result<size_t> Read(char* buf, size_t len) {
+    if (offset_ == head_.size()) return ReadStdin(buf, len);
+    const size_t n = std::min(len, head_.size() - offset_);
+    std::memcpy(buf, head_.data() + offset_, n);
+    offset_ += n;
+    return n;
+  }
+
+ private:
+  std::string head_;
+  size_t offset_ = 0;
+};
+
+Result<nlohmann::ordered_json> Deploy(const Client& client, const std::string& name,
+                                      StdinImage& image) {
+  FAAS_ASSIGN_OR_RETURN(
+      Response response,
+      client.PostStream("/api/new", {"X-Image-Name: " + name, "Content-Type: application/x-tar"},
+                        [&image](char* buf, size_t len) { return image.Read(buf, len); }));
+  return ParseReply(response);
+}
+
+int PrintDeployed(const std::string& name, const nlohmann::ordered_json& reply) {
+  Result<std::string> ip = StringField(reply, "ip");
+  if (!ip.ok()) return Fail(ip.error());
+  std::cout << "✓ Deployed " << name << " at " << *ip << "\n";
+  std::cout << "  Command: " << reply.value("cmd", nlohmann::ordered_json::array()).dump() << "\n";
+  return kExitOk;
+}
+
+int RunNew(const Client& client, const std::string& name) {
+  if (int code = CheckName(name); code != kExitOk) return code;
+  StdinImage image;
+  if (Status opened = image.Open(); !opened.ok()) {
+    const bool usage = opened.error().code == Errc::kInvalidArgument;
+    return Fail(opened.error(), usage ? kExitUsage : kExitFailure);
+  }
+  Result<nlohmann::ordered_json> reply = Deploy(client, name, image);
+  if (!reply.ok()) return Fail(reply.error());
+  return PrintDeployed(name, *reply);
+}
+
+}  // namespace
+
+Verb AddNewCommand(CLI::App& app) {
+  CLI::App* command = app.add_subcommand("new", "Deploy a function from an image archive on stdin");
+  command->footer(kHelp);
+  auto name = std::make_shared<std::string>();
+  command->add_option("NAME", *name, "Name of the function")->required();
+  return {command, [name](const Client& client) { return RunNew(client, *name); }};
+}
+
+}  // namespace faas::cli

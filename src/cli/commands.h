@@ -1,0 +1,35 @@
+// The verbs of the faas CLI, one file each. A verb registers its subcommand on the app before
+// parsing and hands back how to run it; main() runs the one that was chosen.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+#include "cli/client.h"
+#include "common/error.h"
+
+namespace faas::cli {
+
+// Process exit codes, part of the CLI contract.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;  // faasd refused, or could not be reached
+inline constexpr int kExitUsage = 2;    // bad arguments or input, caught before any request
+
+struct Verb {
+  CLI::App* command = nullptr;  // owned by the app; parsed() says whether it was chosen
+  // Runs the verb with its parsed arguments; prints its result and returns the exit code.
+  std::function<int(const Client& client)> run;
+};
+
+Verb AddNewCommand(CLI::App& app);
+Verb AddIpCommand(CLI::App& app);
+Verb AddListCommand(CLI::App& app);
+Verb AddRmCommand(CLI::App& app);
+
+// Prints "Error: <message>" on stderr and returns `exit_code`.
+int Fail(const Error& error, int exit_code = kExitFailure);
+
+// Fail() with kExitUsage when `name` is not a valid function name; kExitOk otherwise.
+int CheckName(const std::string& name);
+
+}  // namespace faas::cli
