@@ -1,0 +1,61 @@
+// Turning an uploaded container image archive into a root filesystem.
+//
+// Accepted archives (the outer tar may itself be gzip- or zstd-compressed):
+//   - `docker save`, legacy and Docker >= 25 (manifest.json, OCI layout alongside),
+//   - `podman save` docker-archive (layer.tar members may be symlinks to blobs),
+//   - `podman save --format oci-archive` (index.json, possibly nested indexes).
+// manifest.json is preferred when present; the first image of the archive is taken.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/error.h"
+#include "image/config.h"  // ImageConfig
+
+namespace faas::image {
+
+struct ImportLimits {
+  uint64_t max_image_bytes = 8ull << 30;    // bytes read from input_fd
+  uint64_t max_rootfs_bytes = 16ull << 30;  // sum of unpacked regular-file sizes
+  uint64_t max_files = 1000000;             // entries written into the rootfs
+};
+
+struct ImportStats {
+  uint64_t input_bytes = 0;   // read from input_fd
+  uint64_t layers = 0;        // layers applied
+  uint64_t files = 0;         // layer entries processed, whiteouts included
+  uint64_t rootfs_bytes = 0;  // sum of regular-file sizes over all layers
+};
+
+// Reads an image archive from `input_fd` (borrowed) as a stream, in one pass: it may be
+// a pipe (not seekable, read once). On success the input is read to its end, so that a
+// writer at the other end of a pipe never blocks; on failure reading stops early.
+//
+// Every member of the archive is spooled into `work_dir` (an existing empty directory
+// that the caller removes afterwards; it holds about as much as the decompressed
+// archive) while its SHA-256 is computed; memory use does not grow with the image.
+// Blobs are checked against the digests naming them (OCI descriptors, blobs/sha256/
+// paths) and each layer's uncompressed tar against the config's rootfs.diff_ids.
+// Layers are then unpacked in order into `rootfs_dir` (an existing empty directory)
+// with OCI whiteout semantics, numeric ownership, modes and mtimes; device nodes are
+// refused, xattrs skipped. Paths are resolved with openat2(RESOLVE_BENEATH), so a
+// hostile archive cannot make us follow a symlink out of `rootfs_dir`.
+//
+// On failure `rootfs_dir` may hold partial content (the caller deletes it), but
+// nothing is ever written outside `work_dir` and `rootfs_dir`.
+//
+// Errors:
+//   kBadImage  malformed or unsafe input; the message says what and where, e.g.
+//              "layer 2 (sha256:ab12cd34ef56): entry '../etc/passwd': path escapes the root"
+//   kTooLarge  a limit in `limits` was reached (the decompressed archive is also held
+//              to max_image_bytes, to bound what is spooled)
+//   kIo        our own I/O failed (including reading input_fd)
+//
+// Thread-safe: no global state; concurrent imports need distinct directories.
+// Never throws. `stats`, when given, is filled in on success and failure.
+Result<ImageConfig> ImportImage(int input_fd, const std::string& work_dir,
+                                const std::string& rootfs_dir, const ImportLimits& limits,
+                                ImportStats* stats = nullptr);
+
+}  // namespace faas::image

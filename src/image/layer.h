@@ -1,0 +1,43 @@
+// Unpacking one layer tar into the root filesystem, with OCI whiteout semantics.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/error.h"
+
+namespace faas::image {
+
+struct LayerLimits {
+  uint64_t max_files = 0;         // layer entries over all layers, whiteouts included
+  uint64_t max_rootfs_bytes = 0;  // sum of regular-file sizes over all layers
+  uint64_t max_tar_bytes = 0;     // decompressed tar stream bytes over all layers
+};
+
+// Running totals of one import, carried from layer to layer.
+struct LayerTotals {
+  uint64_t files = 0;
+  uint64_t rootfs_bytes = 0;
+  uint64_t tar_bytes = 0;
+};
+
+// Applies the layer held in `blob_fd` (borrowed; a seekable regular file holding a tar,
+// plain or gzip/zstd/bzip2/xz compressed) on top of the tree at `rootfs_fd` (borrowed
+// directory fd).
+//
+// Reads the blob twice. The first pass checks every entry (path rules, entry types,
+// limits), performs the whiteouts, so that they only ever remove content of lower
+// layers, and hashes the decompressed stream to the end; when `expected_diff_id`
+// ("sha256:<hex>") is not empty it must match before anything of the layer is written.
+// The second pass writes the entries.
+//
+// Every path is resolved beneath `rootfs_fd` with openat2(RESOLVE_BENEATH): symlinks
+// are never followed out of the tree and a final symlink is never written through.
+// Errors: kBadImage (unsafe or malformed entry, corrupt compression, digest mismatch;
+// the message names the entry), kTooLarge (a limit in `limits` would be exceeded by
+// `totals`), kIo (our own filesystem operations). On error the tree may hold part of
+// the layer. Updates `totals`. Thread-safe for distinct trees.
+Status ApplyLayer(int blob_fd, int rootfs_fd, const std::string& expected_diff_id,
+                  const LayerLimits& limits, LayerTotals* totals);
+
+}  // namespace faas::image
