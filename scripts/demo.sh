@@ -3,8 +3,9 @@
 # the hello function from a podman-built image, call it, list it, stop faasd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh >/dev/null
-scripts/build.sh >/dev/null
+log=$(mktemp /tmp/faasd-setup.XXXXXX.log)
+echo "Installing packages and building (log: $log)"
+{ scripts/install-deps.sh && scripts/build.sh; } >"$log" 2>&1 || { tail -30 "$log"; exit 1; }
 demo=$(mktemp -d /tmp/faasd-demo.XXXXXX)
 scripts/build-hello-image.sh "$demo/hello.tar"
 echo "Built the hello image: $(du -h "$demo/hello.tar" | cut -f1)"
@@ -23,4 +24,5 @@ exec unshare --net --mount --propagation private bash -euo pipefail -c '
   faas new hello < "$demo/hello.tar"
   curl -sS "http://$(faas ip hello)/"
   faas list
+  set +x
 ' demo "$demo"
