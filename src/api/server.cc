@@ -28,8 +28,17 @@ constexpr auto kIdleTimeout = std::chrono::seconds(60);
 constexpr size_t kChunk = 256 << 10;
 constexpr uint64_t kMaxSmallBody = 64 << 10;
 
+// Lets the server close live sessions on shutdown whatever their socket type.
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  virtual void Shutdown() = 0;
+};
+
+using SessionList = std::vector<std::weak_ptr<SessionBase>>;
+
 template <typename Socket>
-class Session : public std::enable_shared_from_this<Session<Socket>> {
+class Session : public SessionBase, public std::enable_shared_from_this<Session<Socket>> {
  public:
   Session(Socket socket, Backend& backend, const Options& options)
       : socket_(std::move(socket)),
@@ -39,6 +48,14 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
         pipe_(socket_.get_executor()) {}
 
   void Start() { ReadHeader(); }
+
+  // Closing the socket fails the pending read; an upload in progress then closes
+  // its pipe, so the import ends and the daemon can finish shutting down.
+  void Shutdown() override {
+    error_code ignored;
+    socket_.cancel(ignored);
+    Close();
+  }
 
  private:
   void ArmTimer() {
@@ -227,14 +244,18 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
 };
 
 template <typename Acceptor>
-void AcceptLoop(Acceptor& acceptor, Backend& backend, const Options& options) {
-  acceptor.async_accept([&acceptor, &backend, &options](error_code ec, auto socket) {
+void AcceptLoop(Acceptor& acceptor, Backend& backend, const Options& options,
+                SessionList& sessions) {
+  acceptor.async_accept([&acceptor, &backend, &options, &sessions](error_code ec, auto socket) {
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
       using SocketType = decltype(socket);
-      std::make_shared<Session<SocketType>>(std::move(socket), backend, options)->Start();
+      auto session = std::make_shared<Session<SocketType>>(std::move(socket), backend, options);
+      std::erase_if(sessions, [](const auto& weak) { return weak.expired(); });
+      sessions.push_back(session);
+      session->Start();
     }
-    AcceptLoop(acceptor, backend, options);
+    AcceptLoop(acceptor, backend, options, sessions);
   });
 }
 
@@ -272,6 +293,10 @@ class Server::Impl {
     unix_.close(ignored);
     tcp_.close(ignored);
     if (!options_.unix_path.empty()) ::unlink(options_.unix_path.c_str());
+    for (auto& weak : sessions_) {
+      if (auto session = weak.lock()) session->Shutdown();
+    }
+    sessions_.clear();
   }
 
  private:
@@ -285,7 +310,7 @@ class Server::Impl {
     if (!ec) unix_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return MakeError(Errc::kIo, "listen on " + options_.unix_path + ": " + ec.message());
     ::chmod(options_.unix_path.c_str(), 0600);
-    AcceptLoop(unix_, backend_, options_);
+    AcceptLoop(unix_, backend_, options_, sessions_);
     spdlog::info("control API on unix:{}", options_.unix_path);
     return Ok();
   }
@@ -300,7 +325,7 @@ class Server::Impl {
     if (!ec) tcp_.bind(endpoint, ec);
     if (!ec) tcp_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return MakeError(Errc::kIo, "listen on " + options_.tcp_listen + ": " + ec.message());
-    AcceptLoop(tcp_, backend_, options_);
+    AcceptLoop(tcp_, backend_, options_, sessions_);
     spdlog::info("control API on tcp:{}{}", options_.tcp_listen, options_.token.empty() ? "" : " (token required)");
     return Ok();
   }
@@ -309,6 +334,7 @@ class Server::Impl {
   Options options_;
   asio::local::stream_protocol::acceptor unix_;
   asio::ip::tcp::acceptor tcp_;
+  SessionList sessions_;
 };
 
 Server::Server(asio::io_context& io, Backend& backend, Options options)

@@ -49,7 +49,7 @@ class Server {
   Server(boost::asio::io_context& io, Backend& backend, Options options);
   ~Server();
   Status Start();
-  // Stops accepting; connections in progress finish.
+  // Stops accepting and closes every open connection (an upload in progress fails).
   void Stop();
 
  private:

@@ -441,13 +441,40 @@ Status WriteFile(const LayerReader& reader, archive_entry* e, int parent_fd,
   return SetMetadataFd(file.get(), meta);
 }
 
-Status WriteDirectory(archive_entry* e, int parent_fd, const std::string& name) {
+// Entries created inside a directory later in the layer change its mtime, so its times
+// are set again once the layer is complete (as docker does). Bounded: past the cap a
+// directory keeps the times of its own entry, possibly bumped by later children.
+constexpr size_t kMaxDeferredDirectories = 65536;
+
+struct DeferredTimes {
+  std::vector<std::string> path;
+  struct timespec times[2];
+};
+
+Status WriteDirectory(archive_entry* e, const Entry& entry, int parent_fd,
+                      std::vector<DeferredTimes>* deferred) {
+  const std::string& name = entry.path.back();
   FAAS_ASSIGN_OR_RETURN(Metadata meta, MetadataOf(e));
   FAAS_ASSIGN_OR_RETURN(bool exists, ClearWayFor(parent_fd, name, /*keep_directory=*/true));
   if (!exists && ::mkdirat(parent_fd, name.c_str(), 0700) != 0) return FsError(errno, "mkdir");
   UniqueFd dir(::openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!dir) return FsError(errno, "open directory");
+  if (deferred->size() < kMaxDeferredDirectories) {
+    deferred->push_back({entry.path, {meta.times[0], meta.times[1]}});
+  }
   return SetMetadataFd(dir.get(), meta);
+}
+
+// A directory replaced later in the same layer is simply skipped.
+Status RestoreDirectoryTimes(int root_fd, const std::vector<DeferredTimes>& deferred) {
+  for (const DeferredTimes& d : deferred) {
+    auto parent = OpenBeneath(root_fd, JoinPath(d.path, d.path.size() - 1));
+    if (!parent.ok()) continue;
+    UniqueFd dir(::openat(parent->get(), d.path.back().c_str(),
+                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (dir && ::futimens(dir.get(), d.times) != 0) return FsError(errno, "set times");
+  }
+  return Ok();
 }
 
 Status WriteSymlink(archive_entry* e, const Entry& entry, int parent_fd, const std::string& name) {
@@ -486,7 +513,8 @@ Status WriteHardlink(int root_fd, const Entry& entry, int parent_fd, const std::
   return Ok();
 }
 
-Status WriteEntry(const LayerReader& reader, archive_entry* e, const Entry& entry, int root_fd) {
+Status WriteEntry(const LayerReader& reader, archive_entry* e, const Entry& entry, int root_fd,
+                  std::vector<DeferredTimes>* deferred) {
   switch (entry.kind) {
     case Kind::kSkip:
     case Kind::kWhiteout:
@@ -501,7 +529,7 @@ Status WriteEntry(const LayerReader& reader, archive_entry* e, const Entry& entr
     case Kind::kFile:
       return WriteFile(reader, e, parent.get(), name);
     case Kind::kDirectory:
-      return WriteDirectory(e, parent.get(), name);
+      return WriteDirectory(e, entry, parent.get(), deferred);
     case Kind::kSymlink:
       return WriteSymlink(e, entry, parent.get(), name);
     case Kind::kFifo:
@@ -574,13 +602,14 @@ Result<uint64_t> CheckPass(int blob_fd, int root_fd, const std::string& expected
 Status WritePass(int blob_fd, int root_fd, uint64_t tar_bytes) {
   LayerReader reader;
   FAAS_RETURN_IF_ERROR(reader.Open(blob_fd, nullptr, tar_bytes));
+  std::vector<DeferredTimes> deferred;
   for (;;) {
     FAAS_ASSIGN_OR_RETURN(archive_entry * e, reader.Next());
-    if (e == nullptr) return Ok();
+    if (e == nullptr) return RestoreDirectoryTimes(root_fd, deferred);
     const char* name = EntryName(e);
     auto entry = Classify(e, name);
     if (!entry.ok()) return WithEntry(std::move(entry).error(), name);
-    Status status = WriteEntry(reader, e, *entry, root_fd);
+    Status status = WriteEntry(reader, e, *entry, root_fd, &deferred);
     if (!status.ok()) return WithEntry(std::move(status).error(), name);
   }
 }

@@ -242,9 +242,14 @@ Status Functions::BeginDeploy(const std::string& name) {
   return Ok();
 }
 
+void Functions::AbortDeploy(const std::string& name) {
+  deploying_.erase(name);
+  if (shutting_down_) MaybeFinishShutdown();
+}
+
 Result<store::FunctionRecord> Functions::CommitDeploy(ImportedImage image) {
   const std::string name = image.name;
-  ScopeGuard end_deploy([&] { deploying_.erase(name); });
+  ScopeGuard end_deploy([&] { AbortDeploy(name); });
   bool existed = functions_.count(name) > 0;
   ScopeGuard remove_new([&] {
     (void)RemoveTree(image.new_rootfs);
@@ -351,7 +356,8 @@ void Functions::Shutdown(std::chrono::milliseconds drain, std::function<void()> 
   shutting_down_ = true;
   shutdown_done_ = std::move(done);
   for (auto& [name, fn] : functions_) fn->listener.reset();
-  spdlog::info("shutting down: {} request(s) running", containers_.size());
+  spdlog::info("shutting down: {} request(s) running, {} import(s)", containers_.size(),
+               deploying_.size());
   drain_timer_ = std::make_unique<asio::steady_timer>(io_, drain);
   drain_timer_->async_wait([this](boost::system::error_code ec) {
     if (ec) return;
@@ -364,7 +370,7 @@ void Functions::Shutdown(std::chrono::milliseconds drain, std::function<void()> 
 }
 
 void Functions::MaybeFinishShutdown() {
-  if (!containers_.empty() || !shutdown_done_) return;
+  if (!containers_.empty() || !deploying_.empty() || !shutdown_done_) return;
   drain_timer_.reset();
   for (net::Ipv4 ip : std::set<net::Ipv4>(added_)) RemoveAddress(ip);
   functions_.clear();

@@ -52,14 +52,15 @@ class Functions {
   // function), or allocates an address, adds it and listens; persists the registry.
   // Any failure rolls back and leaves the previous version serving.
   Result<store::FunctionRecord> CommitDeploy(ImportedImage image);
-  void AbortDeploy(const std::string& name) { deploying_.erase(name); }
+  void AbortDeploy(const std::string& name);
 
   // Stops listening, removes the address, the rootfs and the registry entry.
   Status Remove(const std::string& name);
 
   const store::Registry& registry() const { return registry_; }
 
-  // Stops accepting and waits for running requests; after `drain` they are killed.
+  // Stops accepting and waits for running requests and imports; after `drain` the
+  // requests are killed.
   // Removes every address it added, then calls `done`.
   void Shutdown(std::chrono::milliseconds drain, std::function<void()> done);
 
