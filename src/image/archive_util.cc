@@ -40,6 +40,7 @@ ArchiveReader NewDecompressReader() {
   if (!reader) return reader;
   AddDecompressors(reader.get());
   archive_read_support_format_raw(reader.get());
+  archive_read_support_format_empty(reader.get());  // raw refuses zero bytes
   return reader;
 }
 

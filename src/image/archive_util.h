@@ -34,6 +34,8 @@ ArchiveReader NewTarReader(bool allow_empty);
 
 // A reader that yields the decompressed bytes of its input as a single entry
 // (same set of decompressors as NewTarReader; uncompressed input passes through).
+// When the input decompresses to nothing, the first archive_read_next_header()
+// returns ARCHIVE_EOF instead.
 ArchiveReader NewDecompressReader();
 
 // libarchive's last error text for `a`, or a placeholder when it has none.

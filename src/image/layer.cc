@@ -97,8 +97,6 @@ class LayerReader {
 };
 
 Status LayerReader::Open(int blob_fd, Sha256* hash, uint64_t max_bytes) {
-  struct stat st;
-  if (::fstat(blob_fd, &st) != 0) return SysError(errno, "stat layer blob");
   if (::lseek(blob_fd, 0, SEEK_SET) < 0) return SysError(errno, "seek layer blob");
   decompressor_ = NewDecompressReader();
   tar_ = NewTarReader(/*allow_empty=*/true);
@@ -106,15 +104,13 @@ Status LayerReader::Open(int blob_fd, Sha256* hash, uint64_t max_bytes) {
   stream_.decompressor = decompressor_.get();
   stream_.hash = hash;
   stream_.max_bytes = max_bytes;
-  // libarchive's raw format does not accept zero bytes; an empty blob is an empty stream.
-  stream_.empty = st.st_size == 0;
-  if (!stream_.empty) {
-    archive_entry* raw = nullptr;
-    if (archive_read_open_fd(decompressor_.get(), blob_fd, kBufferSize) != ARCHIVE_OK ||
-        archive_read_next_header(decompressor_.get(), &raw) < ARCHIVE_WARN) {
-      return Bad("unreadable layer blob: " + Quote(ArchiveErrorText(decompressor_.get())));
-    }
+  archive_entry* raw = nullptr;
+  int r = archive_read_open_fd(decompressor_.get(), blob_fd, kBufferSize);
+  if (r == ARCHIVE_OK) r = archive_read_next_header(decompressor_.get(), &raw);
+  if (r < ARCHIVE_WARN) {
+    return Bad("unreadable layer blob: " + Quote(ArchiveErrorText(decompressor_.get())));
   }
+  stream_.empty = r == ARCHIVE_EOF;  // the blob decompressed to nothing at all
   if (archive_read_open(tar_.get(), &stream_, nullptr, ReadTarStream, nullptr) != ARCHIVE_OK) {
     return ReadError();
   }

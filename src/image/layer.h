@@ -25,11 +25,13 @@ struct LayerTotals {
 // plain or gzip/zstd/bzip2/xz compressed) on top of the tree at `rootfs_fd` (borrowed
 // directory fd).
 //
-// Reads the blob twice. The first pass checks every entry (path rules, entry types,
-// limits), performs the whiteouts, so that they only ever remove content of lower
-// layers, and hashes the decompressed stream to the end; when `expected_diff_id`
-// ("sha256:<hex>") is not empty it must match before anything of the layer is written.
-// The second pass writes the entries.
+// Reads the blob twice, so that memory stays bounded whatever the layer's size (only
+// the times of up to 65536 directories are kept until the end). The first pass
+// checks every entry (path rules, entry types, limits), performs the whiteouts (so they
+// only ever remove content of lower layers, wherever they sit in the tar) and hashes
+// the decompressed stream to its end; when `expected_diff_id` ("sha256:<hex>") is not
+// empty it must match before any entry of the layer is written. The second pass writes
+// the entries, then restores the times of the directories it touched.
 //
 // Every path is resolved beneath `rootfs_fd` with openat2(RESOLVE_BENEATH): symlinks
 // are never followed out of the tree and a final symlink is never written through.

@@ -1,0 +1,867 @@
+// Tests for faas::image::ImportImage. Run as root (ownership is checked).
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "archive_builder.h"
+#include "common/fd.h"
+#include "common/file.h"
+#include "image/config.h"
+#include "image/importer.h"
+
+namespace faas::image {
+namespace {
+
+using faas::testing::BuildDocker25Archive;
+using faas::testing::BuildDockerArchive;
+using faas::testing::BuildOciArchive;
+using faas::testing::BuildPodmanArchive;
+using faas::testing::Compression;
+using faas::testing::Digest;
+using faas::testing::ImageOptions;
+using faas::testing::Layer;
+using faas::testing::MakeLayer;
+using faas::testing::Sha256Hex;
+using faas::testing::TarBuilder;
+using faas::testing::TarEntry;
+using nlohmann::json;
+
+std::set<std::string> ListDir(const std::string& path) {
+  std::set<std::string> names;
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return names;
+  while (dirent* ent = ::readdir(dir)) {
+    std::string name = ent->d_name;
+    if (name != "." && name != "..") names.insert(name);
+  }
+  ::closedir(dir);
+  return names;
+}
+
+class ImageTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { ::signal(SIGPIPE, SIG_IGN); }
+
+  void SetUp() override {
+    char tmpl[] = "/tmp/faas-image-test.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    base_ = tmpl;
+    work_ = base_ + "/work";
+    rootfs_ = base_ + "/rootfs";
+    sentinel_ = base_ + "/sentinel";
+    for (const std::string& dir : {work_, rootfs_, sentinel_}) {
+      ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+    }
+  }
+
+  void TearDown() override {
+    ExpectNothingOutside();
+    EXPECT_TRUE(RemoveTree(base_).ok());
+  }
+
+  // Feeds `archive` through a pipe from another thread: the importer sees a stream.
+  Result<ImageConfig> Import(const std::string& archive, const ImportLimits& limits = {}) {
+    ClearDirs();
+    int fds[2];
+    EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    UniqueFd read_end(fds[0]);
+    std::thread writer([fd = fds[1], &archive] {
+      size_t done = 0;
+      while (done < archive.size()) {
+        ssize_t n = ::write(fd, archive.data() + done, archive.size() - done);
+        if (n <= 0) break;  // EPIPE once the importer gave up
+        done += static_cast<size_t>(n);
+      }
+      ::close(fd);
+    });
+    auto result = ImportImage(read_end.get(), work_, rootfs_, limits, &stats_);
+    read_end.Reset();
+    writer.join();
+    return result;
+  }
+
+  // Expects failure with `code`, a message containing `needle`, and nothing escaped.
+  void ExpectRejected(const std::string& archive, Errc code, const std::string& needle,
+                      const ImportLimits& limits = {}) {
+    auto result = Import(archive, limits);
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.error().code, code) << result.error().message;
+    EXPECT_NE(result.error().message.find(needle), std::string::npos) << result.error().message;
+    ExpectNothingOutside();
+  }
+
+  void ExpectNothingOutside() {
+    EXPECT_EQ(ListDir(sentinel_), std::set<std::string>{});
+    EXPECT_EQ(ListDir(base_), (std::set<std::string>{"work", "rootfs", "sentinel"}));
+  }
+
+  // Empties work and rootfs, so that one test may import several times.
+  void ClearDirs() {
+    for (const std::string& dir : {work_, rootfs_}) {
+      UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      ASSERT_TRUE(fd.valid());
+      ASSERT_TRUE(RemoveTreeContents(fd.get()).ok());
+    }
+  }
+
+  std::string Path(const std::string& rel) const { return rootfs_ + "/" + rel; }
+
+  std::string Read(const std::string& rel) const {
+    std::ifstream in(Path(rel), std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  bool Exists(const std::string& rel) const {
+    struct stat st;
+    return ::lstat(Path(rel).c_str(), &st) == 0;
+  }
+
+  struct stat Lstat(const std::string& rel) const {
+    struct stat st = {};
+    EXPECT_EQ(::lstat(Path(rel).c_str(), &st), 0) << rel;
+    return st;
+  }
+
+  std::string ReadLink(const std::string& rel) const {
+    char buf[4096];
+    ssize_t n = ::readlink(Path(rel).c_str(), buf, sizeof buf);
+    return n < 0 ? "" : std::string(buf, static_cast<size_t>(n));
+  }
+
+  std::string base_, work_, rootfs_, sentinel_;
+  ImportStats stats_;
+};
+
+std::vector<Layer> OneLayer(const TarBuilder& tar, Compression c = Compression::kNone) {
+  return {MakeLayer(tar, c)};
+}
+
+ImageOptions WithRunConfig(json run_config) {
+  ImageOptions options;
+  options.run_config = std::move(run_config);
+  return options;
+}
+
+// ---------------------------------------------------------------------------
+// Unpacking
+
+TEST_F(ImageTest, SimpleImage) {
+  TarBuilder tar;
+  tar.Dir("bin").File("bin/hello", "#!/bin/sh\necho hi\n", 0755);
+  tar.last().uid = 1000;
+  tar.last().gid = 1001;
+  tar.File("etc/motd", "welcome\n");
+  auto result = Import(BuildDockerArchive(OneLayer(tar), WithRunConfig({{"Cmd", {"/bin/hello"}}})));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(result->cmd, std::vector<std::string>{"/bin/hello"});
+  EXPECT_EQ(Read("bin/hello"), "#!/bin/sh\necho hi\n");
+  EXPECT_EQ(Read("etc/motd"), "welcome\n");
+  struct stat st = Lstat("bin/hello");
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_EQ(st.st_uid, 1000u);
+  EXPECT_EQ(st.st_gid, 1001u);
+  EXPECT_EQ(st.st_mtime, 1700000000);
+  EXPECT_EQ(stats_.layers, 1u);
+  EXPECT_EQ(stats_.files, 3u);
+  EXPECT_EQ(stats_.rootfs_bytes, 18u + 8u);
+  EXPECT_GT(stats_.input_bytes, 0u);
+}
+
+TEST_F(ImageTest, MultiLayerOverwrite) {
+  TarBuilder lower;
+  lower.File("a", "one").File("dir-becomes-file/x", "x").File("file-becomes-dir", "f");
+  lower.Symlink("link-becomes-file", sentinel_ + "/victim");
+  TarBuilder upper;
+  upper.File("a", "two").File("dir-becomes-file", "now a file");
+  upper.Dir("file-becomes-dir").File("file-becomes-dir/y", "y");
+  upper.File("link-becomes-file", "replaced, not written through");
+  auto result = Import(BuildDockerArchive({MakeLayer(lower), MakeLayer(upper)}));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(Read("a"), "two");
+  EXPECT_EQ(Read("dir-becomes-file"), "now a file");
+  EXPECT_TRUE(S_ISDIR(Lstat("file-becomes-dir").st_mode));
+  EXPECT_EQ(Read("file-becomes-dir/y"), "y");
+  EXPECT_TRUE(S_ISREG(Lstat("link-becomes-file").st_mode));
+  EXPECT_EQ(stats_.layers, 2u);
+}
+
+TEST_F(ImageTest, DirectoryStructure) {
+  TarBuilder tar;
+  tar.Dir("usr").Dir("usr/lib", 0750).Dir("tmp", 01777);
+  tar.last().mtime = 1600000000;  // must survive children created after it
+  tar.File("tmp/child", "c");
+  tar.File("usr/lib/deep/er/file", "implicit parents");  // parents not listed
+  tar.File("usr/bin/su", "suid", 04755);
+  tar.last().uid = 1000;  // chown must not clear the setuid bit we set after it
+  tar.Dir("usr", 0711);   // directory over directory: contents kept, metadata updated
+  tar.Fifo("run-fifo");
+  auto result = Import(BuildDockerArchive(OneLayer(tar)));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(Read("usr/lib/deep/er/file"), "implicit parents");
+  EXPECT_EQ(Lstat("usr/lib").st_mode & 07777, 0750u);
+  EXPECT_EQ(Lstat("usr").st_mode & 07777, 0711u);
+  EXPECT_EQ(Lstat("tmp").st_mode & 07777, 01777u);
+  EXPECT_EQ(Lstat("tmp").st_mtime, 1600000000);
+  EXPECT_EQ(Lstat("usr/lib").st_mtime, 1700000000);
+  EXPECT_EQ(Lstat("usr/bin/su").st_mode & 07777, 04755u);
+  EXPECT_EQ(Lstat("usr/bin/su").st_uid, 1000u);
+  EXPECT_TRUE(S_ISFIFO(Lstat("run-fifo").st_mode));
+}
+
+TEST_F(ImageTest, SparseFile) {
+  TarEntry entry;
+  entry.path = "sparse";
+  entry.data = std::string(1 << 20, '\0');
+  entry.data.replace(0, 5, "start");
+  entry.data.replace((1 << 20) - 3, 3, "end");
+  entry.sparse = {{0, 4096}, {(1 << 20) - 4096, 4096}};
+  TarBuilder tar;
+  tar.Add(entry);
+  auto result = Import(BuildDockerArchive(OneLayer(tar)));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(Read("sparse"), entry.data);
+}
+
+TEST_F(ImageTest, Utf8Names) {
+  TarBuilder tar;
+  tar.File("caf\xc3\xa9/\xe6\x97\xa5\xe6\x9c\xac", "utf8").Symlink("l\xc3\xbc", "caf\xc3\xa9");
+  auto result = Import(BuildOciArchive(OneLayer(tar)));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(Read("caf\xc3\xa9/\xe6\x97\xa5\xe6\x9c\xac"), "utf8");
+  EXPECT_EQ(ReadLink("l\xc3\xbc"), "caf\xc3\xa9");
+}
+
+TEST_F(ImageTest, OpaqueAtTheTop) {
+  TarBuilder lower, upper;
+  lower.File("a", "a").File("d/b", "b");
+  upper.Opaque("").File("c", "c");
+  auto result = Import(BuildDockerArchive({MakeLayer(lower), MakeLayer(upper)}));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(ListDir(rootfs_), std::set<std::string>{"c"});
+}
+
+TEST_F(ImageTest, NonBlockingPipe) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+  UniqueFd read_end(fds[0]);
+  std::string archive =
+      BuildDockerArchive(OneLayer(TarBuilder().File("f", std::string(1 << 20, 'f'))));
+  std::thread writer([fd = fds[1], &archive] {
+    ::fcntl(fd, F_SETFL, 0);  // the writer blocks; only the reader's end is non-blocking
+    size_t done = 0;
+    while (done < archive.size()) {
+      ssize_t n = ::write(fd, archive.data() + done, archive.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    ::close(fd);
+  });
+  auto result = ImportImage(read_end.get(), work_, rootfs_, {}, &stats_);
+  read_end.Reset();
+  writer.join();
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(stats_.input_bytes, archive.size());  // read to the end
+}
+
+TEST_F(ImageTest, EmptyLayers) {
+  // A tar with no entries, a zero-byte blob, and gzip of nothing.
+  auto result = Import(
+      BuildOciArchive({MakeLayer(TarBuilder()), Layer{"", Compression::kNone},
+                       Layer{"", Compression::kGzip}, MakeLayer(TarBuilder().File("f", "x"))}));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(Read("f"), "x");
+  EXPECT_EQ(stats_.layers, 4u);
+}
+
+TEST_F(ImageTest, RootEntryIsAccepted) {
+  TarBuilder tar;
+  tar.Dir("./").Dir("/").File("./etc/x", "x");
+  auto result = Import(BuildDockerArchive(OneLayer(tar)));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(Read("etc/x"), "x");
+}
+
+// ---------------------------------------------------------------------------
+// Image config
+
+TEST_F(ImageTest, Cmd) {
+  auto result = Import(BuildDockerArchive(OneLayer(TarBuilder().File("f", "")),
+                                          WithRunConfig({{"Cmd", {"python3", "app.py"}}})));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(result->cmd, (std::vector<std::string>{"python3", "app.py"}));
+}
+
+TEST_F(ImageTest, EntrypointPlusCmd) {
+  auto result = Import(
+      BuildDockerArchive(OneLayer(TarBuilder().File("f", "")),
+                         WithRunConfig({{"Entrypoint", {"/entry", "-v"}}, {"Cmd", {"serve"}}})));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(result->cmd, (std::vector<std::string>{"/entry", "-v", "serve"}));
+}
+
+TEST_F(ImageTest, EntrypointWithNullCmd) {
+  auto result =
+      Import(BuildDockerArchive(OneLayer(TarBuilder().File("f", "")),
+                                WithRunConfig({{"Entrypoint", {"/e"}}, {"Cmd", nullptr}})));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(result->cmd, std::vector<std::string>{"/e"});
+}
+
+TEST_F(ImageTest, NoCmdDefaultsToShell) {
+  auto result = Import(BuildDockerArchive(OneLayer(TarBuilder().File("f", ""))));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(result->cmd, std::vector<std::string>{"/bin/sh"});
+  EXPECT_TRUE(result->env.empty());
+  EXPECT_EQ(result->working_dir, "");
+}
+
+TEST_F(ImageTest, EnvWorkingDirUser) {
+  auto result = Import(BuildDockerArchive(
+      OneLayer(TarBuilder().File("f", "")),
+      WithRunConfig(
+          {{"Env", {"PATH=/usr/bin", "A=b=c"}}, {"WorkingDir", "/app"}, {"User", "1000:1000"}})));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(result->env, (std::vector<std::string>{"PATH=/usr/bin", "A=b=c"}));
+  EXPECT_EQ(result->working_dir, "/app");
+  EXPECT_EQ(result->user, "1000:1000");
+}
+
+TEST_F(ImageTest, ConfigParserRejectsWrongTypes) {
+  EXPECT_EQ(ParseImageConfig(R"({"config":{"Cmd":"/bin/sh -c x"}})").error().code, Errc::kBadImage);
+  EXPECT_EQ(ParseImageConfig(R"({"config":{"Env":[1,2]}})").error().code, Errc::kBadImage);
+  EXPECT_EQ(ParseImageConfig(R"({"config":{"WorkingDir":["/"]}})").error().code, Errc::kBadImage);
+  EXPECT_EQ(ParseImageConfig(R"({"config":[]})").error().code, Errc::kBadImage);
+  EXPECT_EQ(ParseImageConfig(R"({"rootfs":{"diff_ids":["md5:00"]}})").error().code,
+            Errc::kBadImage);
+  EXPECT_EQ(ParseImageConfig("[]").error().code, Errc::kBadImage);
+  EXPECT_EQ(ParseImageConfig(std::string(100, '[') + std::string(100, ']')).error().code,
+            Errc::kBadImage);
+  auto ok = ParseImageConfig(R"({"config":null})");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->config.cmd, std::vector<std::string>{"/bin/sh"});
+}
+
+TEST_F(ImageTest, WrongCmdTypeInImageIsBadImage) {
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File("f", "")),
+                                    WithRunConfig({{"Cmd", "/bin/sh -c x"}})),
+                 Errc::kBadImage, "config.Cmd");
+}
+
+// ---------------------------------------------------------------------------
+// Whiteouts and links
+
+TEST_F(ImageTest, WhiteoutFile) {
+  TarBuilder lower;
+  lower.File("keep", "k").File("gone", "g").File("dir/sub/file", "f").File("dir2/x", "x");
+  TarBuilder upper;
+  upper.Whiteout("", "gone").Whiteout("dir", "sub").Whiteout("", "never-existed");
+  upper.Whiteout("missing-dir", "x");
+  auto result = Import(BuildDockerArchive({MakeLayer(lower), MakeLayer(upper)}));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_TRUE(Exists("keep"));
+  EXPECT_FALSE(Exists("gone"));
+  EXPECT_TRUE(Exists("dir"));
+  EXPECT_FALSE(Exists("dir/sub"));
+  EXPECT_FALSE(Exists(".wh.gone"));
+  EXPECT_TRUE(Exists("dir2/x"));
+}
+
+TEST_F(ImageTest, WhiteoutOnlyHidesLowerLayers) {
+  TarBuilder lower;
+  lower.File("f", "lower");
+  TarBuilder upper;
+  upper.File("f", "same layer").Whiteout("", "f");  // whiteout after the file, same layer
+  auto result = Import(BuildDockerArchive({MakeLayer(lower), MakeLayer(upper)}));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(Read("f"), "same layer");
+}
+
+TEST_F(ImageTest, OpaqueDirectory) {
+  TarBuilder lower;
+  lower.File("d/old1", "1").File("d/sub/old2", "2").File("other/keep", "k");
+  TarBuilder upper;
+  upper.File("d/before", "b");  // same layer, before the marker: kept
+  upper.Opaque("d");
+  upper.File("d/after", "a");
+  auto result = Import(BuildDockerArchive({MakeLayer(lower), MakeLayer(upper)}));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(ListDir(Path("d")), (std::set<std::string>{"before", "after"}));
+  EXPECT_TRUE(Exists("other/keep"));
+}
+
+TEST_F(ImageTest, Hardlinks) {
+  TarBuilder lower;
+  lower.File("lower-file", "shared from below");
+  TarBuilder upper;
+  upper.File("bin/busybox", "bb", 0755).Hardlink("bin/ls", "bin/busybox");
+  upper.Hardlink("./bin/cat", "./bin/busybox").Hardlink("up-link", "lower-file");
+  auto result = Import(BuildDockerArchive({MakeLayer(lower), MakeLayer(upper)}));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  struct stat a = Lstat("bin/busybox");
+  EXPECT_EQ(Lstat("bin/ls").st_ino, a.st_ino);
+  EXPECT_EQ(Lstat("bin/cat").st_ino, a.st_ino);
+  EXPECT_EQ(a.st_nlink, 3u);
+  EXPECT_EQ(Lstat("up-link").st_ino, Lstat("lower-file").st_ino);
+}
+
+TEST_F(ImageTest, SymlinksKeptAsData) {
+  TarBuilder tar;
+  tar.File("usr/lib/libc.so", "libc");
+  tar.Symlink("lib", "usr/lib");
+  tar.Symlink("abs", "/etc/passwd");
+  tar.Symlink("up", "../../../../" + sentinel_);
+  tar.Symlink("dangling", "no/such/file");
+  tar.File("lib/via-link", "written through an in-root relative symlink");
+  auto result = Import(BuildDockerArchive(OneLayer(tar)));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_TRUE(S_ISLNK(Lstat("lib").st_mode));
+  EXPECT_EQ(ReadLink("lib"), "usr/lib");
+  EXPECT_EQ(ReadLink("abs"), "/etc/passwd");
+  EXPECT_EQ(ReadLink("up"), "../../../../" + sentinel_);
+  EXPECT_EQ(ReadLink("dangling"), "no/such/file");
+  EXPECT_EQ(Read("usr/lib/via-link"), "written through an in-root relative symlink");
+}
+
+// ---------------------------------------------------------------------------
+// Compression and formats
+
+TEST_F(ImageTest, GzipLayers) {
+  TarBuilder a, b;
+  a.File("a", "from gzip");
+  b.File("b", "also gzip");
+  auto result = Import(
+      BuildDockerArchive({MakeLayer(a, Compression::kGzip), MakeLayer(b, Compression::kGzip)}));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(Read("a"), "from gzip");
+  EXPECT_EQ(Read("b"), "also gzip");
+}
+
+TEST_F(ImageTest, ZstdLayers) {
+  TarBuilder a;
+  a.File("z", std::string(100000, 'z'));
+  auto result = Import(BuildOciArchive({MakeLayer(a, Compression::kZstd)}));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(Read("z"), std::string(100000, 'z'));
+}
+
+TEST_F(ImageTest, CompressedOuterArchive) {
+  for (Compression c : {Compression::kGzip, Compression::kZstd}) {
+    ImageOptions options;
+    options.outer = c;
+    TarBuilder tar;
+    tar.File("outer", "compressed");
+    auto result = Import(BuildDockerArchive(OneLayer(tar), options));
+    ASSERT_TRUE(result.ok()) << result.error().message;
+    EXPECT_EQ(Read("outer"), "compressed");
+    ASSERT_TRUE(
+        RemoveTreeContents(UniqueFd(::open(rootfs_.c_str(), O_RDONLY | O_CLOEXEC)).get()).ok());
+    ASSERT_TRUE(
+        RemoveTreeContents(UniqueFd(::open(work_.c_str(), O_RDONLY | O_CLOEXEC)).get()).ok());
+  }
+}
+
+struct FormatCase {
+  const char* name;
+  std::string (*build)(const std::vector<Layer>&, const ImageOptions&);
+  bool nested;
+};
+
+class ImageFormatTest : public ImageTest, public ::testing::WithParamInterface<FormatCase> {};
+
+TEST_P(ImageFormatTest, TwoLayersWithCmd) {
+  TarBuilder lower, upper;
+  lower.File("etc/os-release", "ID=test\n").File("old", "o");
+  upper.File("app/main", "run me", 0755).Whiteout("", "old");
+  ImageOptions options = WithRunConfig({{"Cmd", {"/app/main"}}, {"Env", {"X=1"}}});
+  options.nested_index = GetParam().nested;
+  auto result = Import(GetParam().build(
+      {MakeLayer(lower, Compression::kGzip), MakeLayer(upper, Compression::kNone)}, options));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(result->cmd, std::vector<std::string>{"/app/main"});
+  EXPECT_EQ(result->env, std::vector<std::string>{"X=1"});
+  EXPECT_EQ(Read("etc/os-release"), "ID=test\n");
+  EXPECT_EQ(Read("app/main"), "run me");
+  EXPECT_FALSE(Exists("old"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, ImageFormatTest,
+                         ::testing::Values(FormatCase{"DockerLegacy", BuildDockerArchive, false},
+                                           FormatCase{"Podman", BuildPodmanArchive, false},
+                                           FormatCase{"Docker25", BuildDocker25Archive, false},
+                                           FormatCase{"Oci", BuildOciArchive, false},
+                                           FormatCase{"OciNestedIndex", BuildOciArchive, true}),
+                         [](const ::testing::TestParamInfo<FormatCase>& info) {
+                           return info.param.name;
+                         });
+
+TEST_F(ImageTest, ManifestJsonPreferredOverIndex) {
+  // Docker >= 25 has both; a broken index.json proves manifest.json was used.
+  ImageOptions options;
+  options.extra = [](TarBuilder& tar) { tar.File("index.json", "{broken"); };
+  TarBuilder tar;
+  tar.File("f", "x");
+  auto result = Import(BuildDocker25Archive(OneLayer(tar), options));
+  ASSERT_TRUE(result.ok()) << result.error().message;
+}
+
+TEST_F(ImageTest, SeekableFileInput) {
+  TarBuilder tar;
+  tar.File("f", "from a file");
+  std::string path = work_ + "/../input.tar";
+  faas::testing::WriteFileOrDie(path, BuildDockerArchive(OneLayer(tar)));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd.valid());
+  auto result = ImportImage(fd.get(), work_, rootfs_, {}, nullptr);
+  ::unlink(path.c_str());
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(Read("f"), "from a file");
+}
+
+TEST_F(ImageTest, ConcurrentImports) {
+  std::vector<std::string> dirs;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    std::string work = work_ + "/w" + std::to_string(i);
+    std::string root = rootfs_ + "/r" + std::to_string(i);
+    ASSERT_EQ(::mkdir(work.c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir(root.c_str(), 0755), 0);
+    threads.emplace_back([work, root, i, &ok] {
+      TarBuilder tar;
+      tar.File("id", std::to_string(i));
+      std::string archive = BuildOciArchive({MakeLayer(tar, Compression::kGzip)});
+      std::string path = work + "/in.tar";
+      faas::testing::WriteFileOrDie(path, archive);
+      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      auto result = ImportImage(fd.get(), work, root, {}, nullptr);
+      if (result.ok()) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 4);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(Read("r" + std::to_string(i) + "/id"), std::to_string(i));
+}
+
+// ---------------------------------------------------------------------------
+// Refused input
+
+TEST_F(ImageTest, MissingManifest) {
+  ExpectRejected(TarBuilder().File("hello.txt", "not an image").Build(), Errc::kBadImage,
+                 "no manifest.json or index.json in archive");
+}
+
+TEST_F(ImageTest, EmptyInput) { ExpectRejected("", Errc::kBadImage, "not a valid image archive"); }
+
+TEST_F(ImageTest, NotATar) {
+  ExpectRejected(std::string(4096, 'x'), Errc::kBadImage, "not a valid image archive");
+}
+
+TEST_F(ImageTest, DigestMismatchDockerDiffId) {
+  ImageOptions options;
+  options.edit_config = [](json& config) {
+    config["rootfs"]["diff_ids"][0] = Digest("something else");
+  };
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File("f", "x")), options),
+                 Errc::kBadImage, "digest mismatch");
+  EXPECT_FALSE(Exists("f"));  // nothing of the layer is written before its digest is checked
+}
+
+TEST_F(ImageTest, DigestMismatchOciBlob) {
+  TarBuilder tar;
+  tar.File("f", "x");
+  Layer layer = MakeLayer(tar, Compression::kGzip);
+  ImageOptions options;
+  options.extra = [&layer](TarBuilder& outer) {
+    // Same blob name, other content: the later member wins, and must be refused.
+    outer.File("blobs/sha256/" + Sha256Hex(layer.Blob()),
+               faas::testing::Compress(TarBuilder().File("evil", "e").Build(), Compression::kGzip));
+  };
+  ExpectRejected(BuildOciArchive({layer}, options), Errc::kBadImage, "digest mismatch");
+  ExpectRejected(BuildDocker25Archive({layer}, options), Errc::kBadImage, "digest mismatch");
+}
+
+TEST_F(ImageTest, DiffIdCountMismatch) {
+  ImageOptions options;
+  options.edit_config = [](json& config) { config["rootfs"]["diff_ids"] = json::array(); };
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File("f", "x")), options),
+                 Errc::kBadImage, "diff_ids");
+}
+
+struct MaliciousCase {
+  const char* name;
+  std::function<void(TarBuilder&, const std::string& sentinel)> lower;  // may be empty
+  std::function<void(TarBuilder&, const std::string& sentinel)> layer;
+  const char* message;
+};
+
+class MaliciousLayerTest : public ImageTest, public ::testing::WithParamInterface<MaliciousCase> {};
+
+TEST_P(MaliciousLayerTest, RefusedAndNothingEscapes) {
+  std::vector<Layer> layers;
+  if (GetParam().lower) {
+    TarBuilder lower;
+    GetParam().lower(lower, sentinel_);
+    layers.push_back(MakeLayer(lower));
+  }
+  TarBuilder tar;
+  GetParam().layer(tar, sentinel_);
+  layers.push_back(MakeLayer(tar));
+  ExpectRejected(BuildDockerArchive(layers), Errc::kBadImage, GetParam().message);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layers, MaliciousLayerTest,
+    ::testing::Values(
+        MaliciousCase{"DotDotEntry", nullptr,
+                      [](TarBuilder& t, const std::string&) { t.File("../sentinel/evil", "x"); },
+                      "path escapes the root"},
+        MaliciousCase{
+            "DotDotInTheMiddle", nullptr,
+            [](TarBuilder& t, const std::string&) { t.File("a/../../sentinel/evil", "x"); },
+            "path escapes the root"},
+        MaliciousCase{"AbsolutePath", nullptr,
+                      [](TarBuilder& t, const std::string& s) { t.File(s + "/evil", "x"); },
+                      "absolute path"},
+        MaliciousCase{"SymlinkDotDotThenWrite", nullptr,
+                      [](TarBuilder& t, const std::string&) {
+                        t.Symlink("a", "..").File("a/sentinel/evil", "x");
+                      },
+                      "path escapes the root"},
+        MaliciousCase{
+            "SymlinkAbsoluteThenWrite", nullptr,
+            [](TarBuilder& t, const std::string& s) { t.Symlink("a", s).File("a/evil", "x"); },
+            "path escapes the root"},
+        MaliciousCase{"SymlinkFromLowerLayerThenWrite",
+                      [](TarBuilder& t, const std::string& s) { t.Symlink("a", s); },
+                      [](TarBuilder& t, const std::string&) { t.File("a/evil", "x"); },
+                      "path escapes the root"},
+        MaliciousCase{"SymlinkThenDirectory", nullptr,
+                      [](TarBuilder& t, const std::string& s) { t.Symlink("a", s).Dir("a/evil"); },
+                      "path escapes the root"},
+        MaliciousCase{"SymlinkThenHardlinkTarget", nullptr,
+                      [](TarBuilder& t, const std::string&) {
+                        t.Symlink("a", "../../../../../etc").Hardlink("stolen", "a/passwd");
+                      },
+                      "path escapes the root"},
+        MaliciousCase{"HardlinkDotDot", nullptr,
+                      [](TarBuilder& t, const std::string&) { t.Hardlink("x", "../x"); },
+                      "path escapes the root"},
+        MaliciousCase{"HardlinkAbsolute", nullptr,
+                      [](TarBuilder& t, const std::string&) { t.Hardlink("x", "/etc/passwd"); },
+                      "absolute path"},
+        MaliciousCase{"CharDevice", nullptr,
+                      [](TarBuilder& t, const std::string&) { t.CharDevice("dev/mem"); },
+                      "device node not allowed"},
+        MaliciousCase{"BlockDevice", nullptr,
+                      [](TarBuilder& t, const std::string&) {
+                        TarEntry e;
+                        e.type = TarEntry::Type::kBlockDevice;
+                        e.path = "dev/sda";
+                        t.Add(e);
+                      },
+                      "device node not allowed"},
+        MaliciousCase{"WhiteoutDotDot",
+                      [](TarBuilder& t, const std::string&) { t.File("a/b", "x"); },
+                      [](TarBuilder& t, const std::string&) { t.File("a/.wh...", ""); },
+                      "path escapes the root"},
+        MaliciousCase{"WhiteoutDot", nullptr,
+                      [](TarBuilder& t, const std::string&) { t.File("a/.wh..", ""); }, "whiteout"},
+        MaliciousCase{"WhiteoutInDotDotDir", nullptr,
+                      [](TarBuilder& t, const std::string&) { t.File("../sentinel/.wh.x", ""); },
+                      "path escapes the root"},
+        MaliciousCase{"OpaqueThroughSymlink",
+                      [](TarBuilder& t, const std::string&) { t.Symlink("a", "../sentinel"); },
+                      [](TarBuilder& t, const std::string&) { t.Opaque("a/x"); },
+                      "path escapes the root"}),
+    [](const ::testing::TestParamInfo<MaliciousCase>& info) { return info.param.name; });
+
+TEST_F(ImageTest, WhiteoutThroughSymlinkDoesNotDeleteOutside) {
+  ASSERT_EQ(::mkdir((base_ + "/outside").c_str(), 0755), 0);
+  faas::testing::WriteFileOrDie(base_ + "/outside/precious", "keep me");
+  TarBuilder lower, upper;
+  lower.Symlink("a", base_ + "/outside");
+  upper.Whiteout("a", "precious");
+  auto result = Import(BuildDockerArchive({MakeLayer(lower), MakeLayer(upper)}));
+  EXPECT_FALSE(result.ok());
+  std::ifstream in(base_ + "/outside/precious");
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(content, "keep me");
+  ASSERT_TRUE(RemoveTree(base_ + "/outside").ok());
+}
+
+TEST_F(ImageTest, ErrorMessageNamesLayerAndEntry) {
+  TarBuilder good, bad;
+  good.File("ok", "ok");
+  bad.File("../etc/passwd", "x");
+  auto result = Import(BuildDockerArchive({MakeLayer(good), MakeLayer(bad)}));
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().code, Errc::kBadImage);
+  std::string expected = "layer 2 (sha256:" + Sha256Hex(bad.Build()).substr(0, 12) +
+                         "): entry '../etc/passwd': path escapes the root";
+  EXPECT_EQ(result.error().message, expected);
+}
+
+TEST_F(ImageTest, ManifestLayerPathEscapes) {
+  ImageOptions options;
+  options.edit_manifest = [](json& m) { m[0]["Layers"][0] = "../../etc/passwd"; };
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File("f", "")), options), Errc::kBadImage,
+                 "escapes the archive");
+  options.edit_manifest = [](json& m) { m[0]["Layers"][0] = "/etc/passwd"; };
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File("f", "")), options), Errc::kBadImage,
+                 "escapes the archive");
+}
+
+TEST_F(ImageTest, ManifestConfigPathEscapes) {
+  ImageOptions options;
+  options.edit_manifest = [](json& m) { m[0]["Config"] = "a/../../config.json"; };
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File("f", "")), options), Errc::kBadImage,
+                 "escapes the archive");
+}
+
+TEST_F(ImageTest, ManifestWrongTypes) {
+  ImageOptions options;
+  options.edit_manifest = [](json& m) { m[0]["Layers"] = "layer.tar"; };
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File("f", "")), options), Errc::kBadImage,
+                 "Layers");
+  options.edit_manifest = [](json& m) { m = json::object(); };
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File("f", "")), options), Errc::kBadImage,
+                 "manifest.json");
+  options.edit_manifest = [](json& m) { m["layers"] = "x"; };
+  ExpectRejected(BuildOciArchive(OneLayer(TarBuilder().File("f", "")), options), Errc::kBadImage,
+                 "OCI manifest");
+  options.edit_manifest = [](json& m) { m["config"]["digest"] = 5; };
+  ExpectRejected(BuildOciArchive(OneLayer(TarBuilder().File("f", "")), options), Errc::kBadImage,
+                 "descriptor has no digest");
+  options.edit_manifest = [](json& m) { m["layers"][0]["digest"] = "sha512:00"; };
+  ExpectRejected(BuildOciArchive(OneLayer(TarBuilder().File("f", "")), options), Errc::kBadImage,
+                 "unsupported digest");
+}
+
+TEST_F(ImageTest, HardlinkToDirectoryRefused) {
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().Dir("d").Hardlink("l", "d"))),
+                 Errc::kBadImage, "hardlink to a directory");
+}
+
+TEST_F(ImageTest, OverlongNameIsBadImage) {
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File(std::string(300, 'n'), "x"))),
+                 Errc::kBadImage, "File name too long");
+}
+
+TEST_F(ImageTest, PodmanLayerSymlinkOutsideArchive) {
+  for (const char* target : {"../../etc/passwd", "/etc/passwd"}) {
+    ImageOptions options;
+    options.extra = [target](TarBuilder& tar) {
+      // Replace the first layer's link (manifest.json points at it) by a hostile one.
+      tar.Symlink("evil/layer.tar", target);
+    };
+    options.edit_manifest = [](json& m) { m[0]["Layers"][0] = "evil/layer.tar"; };
+    ExpectRejected(BuildPodmanArchive(OneLayer(TarBuilder().File("f", "")), options),
+                   Errc::kBadImage, "out of the archive");
+  }
+}
+
+TEST_F(ImageTest, ArchiveSymlinkLoop) {
+  ImageOptions options;
+  options.extra = [](TarBuilder& tar) { tar.Symlink("x/layer.tar", "layer.tar"); };
+  options.edit_manifest = [](json& m) { m[0]["Layers"][0] = "x/layer.tar"; };
+  ExpectRejected(BuildPodmanArchive(OneLayer(TarBuilder().File("f", "")), options), Errc::kBadImage,
+                 "too many levels of links");
+}
+
+TEST_F(ImageTest, TruncatedGzipLayer) {
+  TarBuilder tar;
+  std::string big;
+  for (int i = 0; i < 20000; ++i) big += std::to_string(i * 7919) + "\n";
+  tar.File("big", big);
+  Layer layer = MakeLayer(tar, Compression::kGzip);
+  std::string blob = layer.Blob();
+  std::string cut = blob.substr(0, blob.size() / 2);
+  // The descriptor names the truncated blob, so its digest matches: the failure must
+  // come from decompression.
+  ImageOptions options;
+  options.edit_manifest = [&cut](json& m) {
+    m["layers"][0]["digest"] = Digest(cut);
+    m["layers"][0]["size"] = cut.size();
+  };
+  options.extra = [&cut](TarBuilder& outer) { outer.File("blobs/sha256/" + Sha256Hex(cut), cut); };
+  ExpectRejected(BuildOciArchive({layer}, options), Errc::kBadImage, "corrupt layer data");
+}
+
+TEST_F(ImageTest, TruncatedOuterArchive) {
+  std::string archive =
+      BuildDockerArchive(OneLayer(TarBuilder().File("f", std::string(8192, 'f'))));
+  ExpectRejected(archive.substr(0, 3000), Errc::kBadImage, "not a valid image archive");
+}
+
+TEST_F(ImageTest, BadJson) {
+  ImageOptions options;
+  options.extra = [](TarBuilder& tar) { tar.File("manifest.json", "[{\"Config\": "); };
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File("f", "")), options), Errc::kBadImage,
+                 "invalid JSON");
+  ImageOptions oci;
+  oci.extra = [](TarBuilder& tar) { tar.File("index.json", "not json"); };
+  ExpectRejected(BuildOciArchive(OneLayer(TarBuilder().File("f", "")), oci), Errc::kBadImage,
+                 "invalid JSON");
+}
+
+TEST_F(ImageTest, BadConfigJsonUnderItsName) {
+  // Legacy archives do not verify the config's name: garbage there must still be caught.
+  ImageOptions options;
+  options.edit_manifest = [](json& m) { m[0]["Config"] = "other.json"; };
+  options.extra = [](TarBuilder& tar) { tar.File("other.json", "{\"config\": {\"Cmd\": [1"); };
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File("f", "")), options), Errc::kBadImage,
+                 "image config");
+}
+
+TEST_F(ImageTest, MaxFilesLimit) {
+  TarBuilder tar;
+  for (int i = 0; i < 20; ++i) tar.File("f" + std::to_string(i), "x");
+  ImportLimits limits;
+  limits.max_files = 10;
+  ExpectRejected(BuildDockerArchive(OneLayer(tar)), Errc::kTooLarge, "more than 10 entries",
+                 limits);
+  EXPECT_TRUE(ListDir(rootfs_).empty());  // counted before anything of the layer is written
+}
+
+TEST_F(ImageTest, MaxRootfsBytesLimit) {
+  TarBuilder tar;
+  tar.File("big", std::string(100000, 'b'));
+  ImportLimits limits;
+  limits.max_rootfs_bytes = 50000;
+  ExpectRejected(BuildDockerArchive(OneLayer(tar)), Errc::kTooLarge, "exceed", limits);
+}
+
+TEST_F(ImageTest, MaxImageBytesLimit) {
+  TarBuilder tar;
+  tar.File("big", std::string(1 << 20, 'b'));
+  ImportLimits limits;
+  limits.max_image_bytes = 256 * 1024;
+  ExpectRejected(BuildDockerArchive(OneLayer(tar)), Errc::kTooLarge, "larger than", limits);
+}
+
+TEST_F(ImageTest, DecompressedOuterArchiveIsBounded) {
+  // 4 MiB of zeros gzip to a few KiB: the spool must still stop at max_image_bytes.
+  TarBuilder tar;
+  tar.File("zeros", std::string(4 << 20, '\0'));
+  ImageOptions options;
+  options.outer = Compression::kGzip;
+  std::string archive = BuildDockerArchive(OneLayer(tar), options);
+  ImportLimits limits;
+  limits.max_image_bytes = 1 << 20;
+  ASSERT_LT(archive.size(), limits.max_image_bytes);
+  ExpectRejected(archive, Errc::kTooLarge, "decompressed image archive", limits);
+}
+
+}  // namespace
+}  // namespace faas::image
