@@ -2,9 +2,8 @@
 #pragma once
 
 #include <boost/beast/http/verb.hpp>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "api/server.h"
 

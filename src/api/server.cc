@@ -73,10 +73,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     parser_->header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
     parser_->body_limit(options_.max_image_bytes);
     ArmTimer();
-    http::async_read_header(socket_, buffer_, *parser_,
-                            [self = this->shared_from_this()](error_code ec, size_t) {
-                              self->OnHeader(ec);
-                            });
+    http::async_read_header(
+        socket_, buffer_, *parser_,
+        [self = this->shared_from_this()](error_code ec, size_t) { self->OnHeader(ec); });
   }
 
   void OnHeader(error_code ec) {
@@ -150,10 +149,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     body.data = chunk_.data();
     body.size = chunk_.size();
     ArmTimer();
-    http::async_read(socket_, buffer_, *parser_,
-                     [self = this->shared_from_this()](error_code ec, size_t) {
-                       self->OnBodyChunk(ec);
-                     });
+    http::async_read(
+        socket_, buffer_, *parser_,
+        [self = this->shared_from_this()](error_code ec, size_t) { self->OnBodyChunk(ec); });
   }
 
   void OnBodyChunk(error_code ec) {
@@ -261,7 +259,8 @@ void AcceptLoop(Acceptor& acceptor, Backend& backend, const Options& options,
 
 Result<asio::ip::tcp::endpoint> ParseTcp(const std::string& spec) {
   auto colon = spec.rfind(':');
-  if (colon == std::string::npos) return MakeError(Errc::kInvalidArgument, "expected HOST:PORT, got '" + spec + "'");
+  if (colon == std::string::npos)
+    return MakeError(Errc::kInvalidArgument, "expected HOST:PORT, got '" + spec + "'");
   error_code ec;
   auto address = asio::ip::make_address(spec.substr(0, colon), ec);
   if (ec) return MakeError(Errc::kInvalidArgument, "bad address in '" + spec + "'");
@@ -271,7 +270,8 @@ Result<asio::ip::tcp::endpoint> ParseTcp(const std::string& spec) {
   } catch (...) {
     port = -1;
   }
-  if (port <= 0 || port > 65535) return MakeError(Errc::kInvalidArgument, "bad port in '" + spec + "'");
+  if (port <= 0 || port > 65535)
+    return MakeError(Errc::kInvalidArgument, "bad port in '" + spec + "'");
   return asio::ip::tcp::endpoint(address, static_cast<unsigned short>(port));
 }
 
@@ -318,7 +318,8 @@ class Server::Impl {
   Status ListenTcp() {
     FAAS_ASSIGN_OR_RETURN(auto endpoint, ParseTcp(options_.tcp_listen));
     if (!endpoint.address().is_loopback() && options_.token.empty())
-      return MakeError(Errc::kInvalidArgument, "--listen-tcp on a non-loopback address needs --token-file");
+      return MakeError(Errc::kInvalidArgument,
+                       "--listen-tcp on a non-loopback address needs --token-file");
     error_code ec;
     tcp_.open(endpoint.protocol(), ec);
     if (!ec) tcp_.set_option(asio::socket_base::reuse_address(true), ec);
@@ -326,7 +327,8 @@ class Server::Impl {
     if (!ec) tcp_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return MakeError(Errc::kIo, "listen on " + options_.tcp_listen + ": " + ec.message());
     AcceptLoop(tcp_, backend_, options_, sessions_);
-    spdlog::info("control API on tcp:{}{}", options_.tcp_listen, options_.token.empty() ? "" : " (token required)");
+    spdlog::info("control API on tcp:{}{}", options_.tcp_listen,
+                 options_.token.empty() ? "" : " (token required)");
     return Ok();
   }
 

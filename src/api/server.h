@@ -13,9 +13,8 @@
 #include <boost/asio/io_context.hpp>
 #include <functional>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "common/error.h"
 #include "common/fd.h"
@@ -37,9 +36,9 @@ class Backend {
 };
 
 struct Options {
-  std::string unix_path;    // e.g. /run/faasd/faasd.sock; created with mode 0600
-  std::string tcp_listen;   // "127.0.0.1:8080"; empty: no TCP listener
-  std::string token;        // required as "Authorization: Bearer <token>" when not empty
+  std::string unix_path;   // e.g. /run/faasd/faasd.sock; created with mode 0600
+  std::string tcp_listen;  // "127.0.0.1:8080"; empty: no TCP listener
+  std::string token;       // required as "Authorization: Bearer <token>" when not empty
   uint64_t max_image_bytes = 8ull << 30;
   uint64_t max_header_bytes = 16 << 10;
 };

@@ -41,7 +41,7 @@ Error SysError(int err, const std::string& what, Errc code = Errc::kIo);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}      // NOLINT: implicit by design
   Result(Error error) : v_(std::move(error)) {}  // NOLINT
 
   bool ok() const { return v_.index() == 0; }
@@ -93,16 +93,16 @@ inline Status Ok() { return {}; }
   } while (0)
 
 // Same, adding context to the message.
-#define FAAS_RETURN_IF_ERROR_CTX(expr, ctx)                                      \
-  do {                                                                           \
-    auto faas_status_ = (expr);                                                  \
-    if (!faas_status_.ok()) return std::move(faas_status_).error().Wrap(ctx);    \
+#define FAAS_RETURN_IF_ERROR_CTX(expr, ctx)                                   \
+  do {                                                                        \
+    auto faas_status_ = (expr);                                               \
+    if (!faas_status_.ok()) return std::move(faas_status_).error().Wrap(ctx); \
   } while (0)
 
 // auto x = FAAS_TRY(...) is not portable; this declares `lhs` from a Result.
 #define FAAS_ASSIGN_OR_RETURN(lhs, expr) \
   FAAS_ASSIGN_OR_RETURN_IMPL(FAAS_CONCAT(faas_result_, __LINE__), lhs, expr)
-#define FAAS_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr)    \
-  auto tmp = (expr);                                  \
-  if (!tmp.ok()) return std::move(tmp).error();       \
+#define FAAS_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
+  auto tmp = (expr);                               \
+  if (!tmp.ok()) return std::move(tmp).error();    \
   lhs = std::move(tmp).value()

@@ -62,7 +62,8 @@ Status RemoveAt(int dirfd, const char* name, dev_t dev) {
     return SysError(errno, std::string("stat ") + name);
   }
   if (S_ISDIR(st.st_mode)) {
-    if (st.st_dev != dev) return MakeError(Errc::kIo, std::string("refusing to remove mount point ") + name);
+    if (st.st_dev != dev)
+      return MakeError(Errc::kIo, std::string("refusing to remove mount point ") + name);
     UniqueFd child(::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!child) return SysError(errno, std::string("open ") + name);
     FAAS_RETURN_IF_ERROR(RemoveContentsOnDevice(child.get(), dev));
@@ -80,13 +81,15 @@ Status RemoveAt(int dirfd, const char* name, dev_t dev) {
 Status AtomicWriteFile(const std::string& path, const std::string& data, int mode) {
   std::filesystem::path target(path);
   std::string dir = target.parent_path().empty() ? "." : target.parent_path().string();
-  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
+  std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
   if (!fd) return SysError(errno, "create " + tmp);
   Status status = WriteAll(fd.get(), data.data(), data.size());
   if (status.ok() && ::fsync(fd.get()) != 0) status = SysError(errno, "fsync " + tmp);
   fd.Reset();
-  if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) status = SysError(errno, "rename " + tmp);
+  if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0)
+    status = SysError(errno, "rename " + tmp);
   if (!status.ok()) {
     ::unlink(tmp.c_str());
     return std::move(status).error().Wrap("write " + path);
@@ -107,7 +110,8 @@ Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
     }
     if (n == 0) break;
     if (out.size() + static_cast<size_t>(n) > max_bytes)
-      return MakeError(Errc::kTooLarge, path + " is larger than " + std::to_string(max_bytes) + " bytes");
+      return MakeError(Errc::kTooLarge,
+                       path + " is larger than " + std::to_string(max_bytes) + " bytes");
     out.append(buf, static_cast<size_t>(n));
   }
   return out;

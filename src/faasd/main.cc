@@ -33,7 +33,8 @@ std::string FindProgram(const std::string& name) {
   return name;
 }
 
-int Unpack(const std::string& image, const std::string& dir, const faas::image::ImportLimits& limits) {
+int Unpack(const std::string& image, const std::string& dir,
+           const faas::image::ImportLimits& limits) {
   faas::UniqueFd fd(image == "-" ? ::dup(0) : ::open(image.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {
     std::cerr << "Error: open " << image << ": " << std::strerror(errno) << "\n";
@@ -53,13 +54,10 @@ int Unpack(const std::string& image, const std::string& dir, const faas::image::
     std::cerr << "Error: " << config.error().message << "\n";
     return 1;
   }
-  nlohmann::json out = {{"cmd", config->cmd},
-                        {"env", config->env},
-                        {"working_dir", config->working_dir},
-                        {"user", config->user},
-                        {"layers", stats.layers},
-                        {"files", stats.files},
-                        {"bytes", stats.rootfs_bytes}};
+  nlohmann::json out = {
+      {"cmd", config->cmd},         {"env", config->env},     {"working_dir", config->working_dir},
+      {"user", config->user},       {"layers", stats.layers}, {"files", stats.files},
+      {"bytes", stats.rootfs_bytes}};
   std::cout << out.dump(2) << "\n";
   return 0;
 }
@@ -78,23 +76,39 @@ int main(int argc, char** argv) {
       "to it with a fresh container started by runc. Control it with `faas`."};
   app.set_version_flag("--version", "faasd 0.1.0");
   app.add_option("--state-dir", options.state_dir, "State directory")->capture_default_str();
-  app.add_option("--run-dir", options.run_dir, "Runtime directory (socket, runc state)")->capture_default_str();
-  app.add_option("--socket", options.socket, "Control API unix socket (default RUN_DIR/faasd.sock)");
+  app.add_option("--run-dir", options.run_dir, "Runtime directory (socket, runc state)")
+      ->capture_default_str();
+  app.add_option("--socket", options.socket,
+                 "Control API unix socket (default RUN_DIR/faasd.sock)");
   app.add_option("--listen-tcp", options.listen_tcp, "Also serve the control API on HOST:PORT");
   app.add_option("--token-file", options.token_file, "Bearer token required by the TCP API");
-  app.add_option("--pool", options.functions.pool, "Address pool for functions")->capture_default_str();
-  app.add_option("--port", options.functions.port, "Port functions listen on")->capture_default_str()->check(CLI::Range(1, 65535));
-  app.add_option("--runtime", runtime, "OCI runtime with runc's command line (runc, crun)")->capture_default_str();
-  app.add_option("--connect-timeout", connect_ms, "ms a handler has to connect to /control.sock")->capture_default_str();
-  app.add_option("--run-timeout", run_ms, "ms a handler may run after it got its client")->capture_default_str();
-  app.add_option("--drain-timeout", drain_ms, "ms to let running requests finish on SIGTERM")->capture_default_str();
-  app.add_option("--max-image-size", options.limits.max_image_bytes, "Largest accepted image archive, bytes")->capture_default_str();
-  app.add_option("--max-rootfs-size", options.limits.max_rootfs_bytes, "Largest unpacked rootfs, bytes")->capture_default_str();
-  app.add_option("--max-files", options.limits.max_files, "Most entries in an unpacked rootfs")->capture_default_str();
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--pool", options.functions.pool, "Address pool for functions")
+      ->capture_default_str();
+  app.add_option("--port", options.functions.port, "Port functions listen on")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--runtime", runtime, "OCI runtime with runc's command line (runc, crun)")
+      ->capture_default_str();
+  app.add_option("--connect-timeout", connect_ms, "ms a handler has to connect to /control.sock")
+      ->capture_default_str();
+  app.add_option("--run-timeout", run_ms, "ms a handler may run after it got its client")
+      ->capture_default_str();
+  app.add_option("--drain-timeout", drain_ms, "ms to let running requests finish on SIGTERM")
+      ->capture_default_str();
+  app.add_option("--max-image-size", options.limits.max_image_bytes,
+                 "Largest accepted image archive, bytes")
+      ->capture_default_str();
+  app.add_option("--max-rootfs-size", options.limits.max_rootfs_bytes,
+                 "Largest unpacked rootfs, bytes")
+      ->capture_default_str();
+  app.add_option("--max-files", options.limits.max_files, "Most entries in an unpacked rootfs")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
 
   std::string unpack_image, unpack_dir;
-  auto* unpack = app.add_subcommand("unpack", "Import an image archive into DIR and print its config (no daemon)");
+  auto* unpack = app.add_subcommand(
+      "unpack", "Import an image archive into DIR and print its config (no daemon)");
   unpack->add_option("IMAGE", unpack_image, "Image archive, or - for stdin")->required();
   unpack->add_option("DIR", unpack_dir, "Directory to unpack the rootfs into")->required();
 

@@ -15,7 +15,8 @@ constexpr char kDefaultPath[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/
 
 nlohmann::json Mount(const std::string& dest, const std::string& type, const std::string& source,
                      std::vector<std::string> options) {
-  return {{"destination", dest}, {"type", type}, {"source", source}, {"options", std::move(options)}};
+  return {
+      {"destination", dest}, {"type", type}, {"source", source}, {"options", std::move(options)}};
 }
 
 nlohmann::json Mounts(const ContainerSpec& spec) {
@@ -28,7 +29,8 @@ nlohmann::json Mounts(const ContainerSpec& spec) {
       Mount("/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"}),
       Mount("/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}),
       Mount("/tmp", "tmpfs", "tmpfs", {"nosuid", "nodev", "mode=1777", "size=65536k"}),
-      Mount(kControlSocketInContainer, "bind", spec.control_socket, {"bind", "nosuid", "nodev", "noexec"}),
+      Mount(kControlSocketInContainer, "bind", spec.control_socket,
+            {"bind", "nosuid", "nodev", "noexec"}),
   });
 }
 
@@ -50,21 +52,25 @@ nlohmann::json Linux(const ContainerSpec& spec) {
         {"pids", {{"limit", spec.pids_limit}}},
         {"devices", {{{"allow", false}, {"access", "rwm"}}}}}},
       {"namespaces",
-       {{{"type", "pid"}}, {{"type", "network"}}, {{"type", "ipc"}}, {{"type", "uts"}},
-        {{"type", "mount"}}, {{"type", "cgroup"}}}},
+       {{{"type", "pid"}},
+        {{"type", "network"}},
+        {{"type", "ipc"}},
+        {{"type", "uts"}},
+        {{"type", "mount"}},
+        {{"type", "cgroup"}}}},
       {"maskedPaths",
        {"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
         "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
         "/proc/scsi"}},
-      {"readonlyPaths",
-       {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}},
+      {"readonlyPaths", {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}},
   };
   if (!spec.cgroups_path.empty()) linux_section["cgroupsPath"] = spec.cgroups_path;
   return linux_section;
 }
 
 Status EnsureDir(int rootfd, const char* name) {
-  if (::mkdirat(rootfd, name, 0755) != 0 && errno != EEXIST) return SysError(errno, std::string("mkdir /") + name);
+  if (::mkdirat(rootfd, name, 0755) != 0 && errno != EEXIST)
+    return SysError(errno, std::string("mkdir /") + name);
   return Ok();
 }
 
@@ -81,8 +87,11 @@ nlohmann::json MakeOciConfig(const ContainerSpec& spec) {
         {"env", Environment(spec)},
         {"cwd", spec.cwd.empty() ? "/" : spec.cwd},
         {"capabilities",
-         {{"bounding", no_caps}, {"effective", no_caps}, {"permitted", no_caps},
-          {"inheritable", no_caps}, {"ambient", no_caps}}},
+         {{"bounding", no_caps},
+          {"effective", no_caps},
+          {"permitted", no_caps},
+          {"inheritable", no_caps},
+          {"ambient", no_caps}}},
         {"rlimits",
          {{{"type", "RLIMIT_NOFILE"}, {"hard", spec.nofile_limit}, {"soft", spec.nofile_limit}}}},
         {"noNewPrivileges", true}}},
@@ -113,14 +122,17 @@ Status WriteBundle(const std::string& dir, const ContainerSpec& spec) {
 Status PrepareRootfs(const std::string& rootfs) {
   UniqueFd rootfd(::open(rootfs.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!rootfd) return SysError(errno, "open " + rootfs);
-  for (const char* dir : {"proc", "dev", "sys", "tmp"}) FAAS_RETURN_IF_ERROR(EnsureDir(rootfd.get(), dir));
+  for (const char* dir : {"proc", "dev", "sys", "tmp"})
+    FAAS_RETURN_IF_ERROR(EnsureDir(rootfd.get(), dir));
   const char* sock = kControlSocketInContainer + 1;
   struct stat st;
   if (::fstatat(rootfd.get(), sock, &st, AT_SYMLINK_NOFOLLOW) == 0) {
     if (S_ISREG(st.st_mode)) return Ok();
-    return MakeError(Errc::kBadImage, "the image has /control.sock, which faasd needs for its own socket");
+    return MakeError(Errc::kBadImage,
+                     "the image has /control.sock, which faasd needs for its own socket");
   }
-  UniqueFd fd(::openat(rootfd.get(), sock, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  UniqueFd fd(
+      ::openat(rootfd.get(), sock, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (!fd) return SysError(errno, "create /control.sock");
   return Ok();
 }

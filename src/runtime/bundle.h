@@ -2,10 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 
@@ -15,17 +14,17 @@ namespace faas::runtime {
 inline constexpr char kControlSocketInContainer[] = "/control.sock";
 
 struct ContainerSpec {
-  std::string rootfs;                // absolute host path, mounted read-only
-  std::vector<std::string> args;     // the image's ENTRYPOINT + CMD
-  std::vector<std::string> env;      // the image's Env ("K=V")
-  std::string cwd;                   // the image's WorkingDir; "/" when empty
-  std::string control_socket;        // host path, bind-mounted at /control.sock
+  std::string rootfs;             // absolute host path, mounted read-only
+  std::vector<std::string> args;  // the image's ENTRYPOINT + CMD
+  std::vector<std::string> env;   // the image's Env ("K=V")
+  std::string cwd;                // the image's WorkingDir; "/" when empty
+  std::string control_socket;     // host path, bind-mounted at /control.sock
   std::string hostname = "faas";
   uint64_t memory_bytes = 512ull << 20;
-  uint64_t cpu_quota_us = 100000;    // per 100 ms period: 100000 is one CPU
+  uint64_t cpu_quota_us = 100000;  // per 100 ms period: 100000 is one CPU
   int64_t pids_limit = 64;
   uint64_t nofile_limit = 1024;
-  std::string cgroups_path;          // e.g. "/faasd/<id>"; empty lets runc choose
+  std::string cgroups_path;  // e.g. "/faasd/<id>"; empty lets runc choose
 };
 
 // The OCI config: pid/net/ipc/uts/mount/cgroup namespaces, no capabilities,

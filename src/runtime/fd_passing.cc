@@ -67,7 +67,8 @@ Result<UniqueFd> RecvFd(int sock, std::string* payload) {
     if (n == 0) return MakeError(Errc::kUnavailable, "peer closed before sending an fd");
     return MakeError(Errc::kInvalidArgument, "message carried no fd");
   }
-  if (msg.msg_flags & MSG_CTRUNC) return MakeError(Errc::kInvalidArgument, "control data truncated");
+  if (msg.msg_flags & MSG_CTRUNC)
+    return MakeError(Errc::kInvalidArgument, "control data truncated");
   if (payload) payload->assign(buf, static_cast<size_t>(n));
   return received;
 }

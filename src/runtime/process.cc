@@ -76,7 +76,8 @@ Result<int> Child::Wait() {
 
 Status Child::Signal(int sig) {
   if (pid_ <= 0 || !pidfd_) return Ok();
-  if (PidfdSendSignal(pidfd_.get(), sig) != 0 && errno != ESRCH) return SysError(errno, "pidfd_send_signal");
+  if (PidfdSendSignal(pidfd_.get(), sig) != 0 && errno != ESRCH)
+    return SysError(errno, "pidfd_send_signal");
   return Ok();
 }
 
@@ -124,7 +125,8 @@ Result<Child> Spawn(const SpawnOptions& options) {
 
 std::string DescribeWaitStatus(int status) {
   if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("killed by signal ") + std::to_string(WTERMSIG(status));
+  if (WIFSIGNALED(status))
+    return std::string("killed by signal ") + std::to_string(WTERMSIG(status));
   return "status " + std::to_string(status);
 }
 

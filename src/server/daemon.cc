@@ -98,7 +98,8 @@ class Daemon::Impl : public api::Backend {
       (void)RemoveTree(work_dir);
       if (!config.ok()) (void)RemoveTree(new_rootfs);
       auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::steady_clock::now() - start).count();
+                    std::chrono::steady_clock::now() - start)
+                    .count();
       asio::post(io_, [this, name, new_rootfs, ms, stats, done = std::move(done),
                        config = std::move(config)]() mutable {
         FinishDeploy(name, new_rootfs, std::move(config), stats, ms, std::move(done));
@@ -134,7 +135,8 @@ class Daemon::Impl : public api::Backend {
     });
     FAAS_RETURN_IF_ERROR(functions_->Start());
     api::Options api_options;
-    api_options.unix_path = options_.socket.empty() ? options_.run_dir + "/faasd.sock" : options_.socket;
+    api_options.unix_path =
+        options_.socket.empty() ? options_.run_dir + "/faasd.sock" : options_.socket;
     api_options.tcp_listen = options_.listen_tcp;
     api_options.token = token;
     api_options.max_image_bytes = options_.limits.max_image_bytes;

@@ -74,7 +74,8 @@ Result<std::string> RunAndCapture(const std::vector<std::string>& argv) {
     if (n > 0) out.append(buf, static_cast<size_t>(n));
   FAAS_ASSIGN_OR_RETURN(int status, child->Wait());
   if (status != 0)
-    return MakeError(Errc::kInternal, argv[0] + " " + argv[3] + ": " + runtime::DescribeWaitStatus(status));
+    return MakeError(Errc::kInternal,
+                     argv[0] + " " + argv[3] + ": " + runtime::DescribeWaitStatus(status));
   return out;
 }
 
@@ -197,23 +198,21 @@ Result<std::unique_ptr<Functions::Listener>> Functions::Listen(const std::string
 }
 
 void Functions::Accept(Listener* listener) {
-  listener->wait.async_wait(asio::posix::stream_descriptor::wait_read,
-                            [this, listener](boost::system::error_code ec) {
-                              if (ec) return;  // the listener is gone
-                              for (;;) {
-                                UniqueFd client(::accept4(listener->fd.get(), nullptr, nullptr,
-                                                          SOCK_CLOEXEC));
-                                if (!client) {
-                                  if (errno == EINTR || errno == ECONNABORTED) continue;
-                                  if (errno != EAGAIN)
-                                    spdlog::warn("accept on {}: {}", listener->name,
-                                                 std::strerror(errno));
-                                  break;
-                                }
-                                Serve(listener->name, std::move(client));
-                              }
-                              Accept(listener);
-                            });
+  listener->wait.async_wait(
+      asio::posix::stream_descriptor::wait_read, [this, listener](boost::system::error_code ec) {
+        if (ec) return;  // the listener is gone
+        for (;;) {
+          UniqueFd client(::accept4(listener->fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+          if (!client) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno != EAGAIN)
+              spdlog::warn("accept on {}: {}", listener->name, std::strerror(errno));
+            break;
+          }
+          Serve(listener->name, std::move(client));
+        }
+        Accept(listener);
+      });
 }
 
 std::string Functions::NextContainerId() { return id_prefix_ + std::to_string(++next_id_); }
@@ -222,10 +221,11 @@ void Functions::Serve(const std::string& name, UniqueFd client) {
   auto it = functions_.find(name);
   const store::FunctionRecord* record = registry_.Find(name);
   if (shutting_down_ || it == functions_.end() || record == nullptr) return;
-  FunctionSnapshot snapshot{name, it->second->rootfs, record->cmd, record->env, record->working_dir};
-  auto container = std::make_shared<Container>(
-      io_, options_.runtime, std::move(snapshot), NextContainerId(), std::move(client),
-      [this](Container* c) { OnContainerDone(c); });
+  FunctionSnapshot snapshot{name, it->second->rootfs, record->cmd, record->env,
+                            record->working_dir};
+  auto container =
+      std::make_shared<Container>(io_, options_.runtime, std::move(snapshot), NextContainerId(),
+                                  std::move(client), [this](Container* c) { OnContainerDone(c); });
   containers_[container.get()] = container;
   container->Start();
 }
@@ -268,9 +268,9 @@ Result<store::FunctionRecord> Functions::CommitDeploy(ImportedImage image) {
   record.user = image.config.user;
   record.deployed_at = NowRfc3339();
 
-  Result<store::FunctionRecord> result =
-      existed ? Redeploy(name, std::move(record), image.new_rootfs)
-              : DeployNew(name, std::move(record), image.new_rootfs);
+  Result<store::FunctionRecord> result = existed
+                                             ? Redeploy(name, std::move(record), image.new_rootfs)
+                                             : DeployNew(name, std::move(record), image.new_rootfs);
   if (result.ok()) remove_new.Dismiss();
   return result;
 }

@@ -1,11 +1,10 @@
 #include "server/request.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include <cerrno>
 #include <cstring>
@@ -21,13 +20,20 @@ namespace asio = boost::asio;
 
 const char* StateName(Container::State state) {
   switch (state) {
-    case Container::State::kNew: return "new";
-    case Container::State::kSpawning: return "spawning";
-    case Container::State::kWaitingForConnect: return "waiting-for-connect";
-    case Container::State::kHanded: return "handed";
-    case Container::State::kExited: return "exited";
-    case Container::State::kCleaning: return "cleaning";
-    case Container::State::kCleaned: return "cleaned";
+    case Container::State::kNew:
+      return "new";
+    case Container::State::kSpawning:
+      return "spawning";
+    case Container::State::kWaitingForConnect:
+      return "waiting-for-connect";
+    case Container::State::kHanded:
+      return "handed";
+    case Container::State::kExited:
+      return "exited";
+    case Container::State::kCleaning:
+      return "cleaning";
+    case Container::State::kCleaned:
+      return "cleaned";
   }
   return "?";
 }
@@ -56,18 +62,18 @@ void AnswerClient(int fd, int status, const char* reason) {
   while (::recv(fd, discard, sizeof discard, MSG_DONTWAIT) > 0) {
   }
   std::string body = std::string(reason) + "\n";
-  std::string response = "HTTP/1.1 " + std::to_string(status) + " " + reason +
-                         "\r\nContent-Type: text/plain\r\nContent-Length: " +
-                         std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  std::string response =
+      "HTTP/1.1 " + std::to_string(status) + " " + reason +
+      "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\nConnection: close\r\n\r\n" + body;
   (void)::send(fd, response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   ::shutdown(fd, SHUT_WR);
 }
 
 }  // namespace
 
-Container::Container(asio::io_context& io, const RuntimeOptions& options,
-                     FunctionSnapshot function, std::string id, UniqueFd client,
-                     DoneCallback on_done)
+Container::Container(asio::io_context& io, const RuntimeOptions& options, FunctionSnapshot function,
+                     std::string id, UniqueFd client, DoneCallback on_done)
     : io_(io),
       options_(options),
       function_(std::move(function)),
@@ -86,7 +92,8 @@ Container::~Container() {
   // Abandoned mid-flight (the loop is going away): clean up synchronously.
   spdlog::warn("container {}: destroyed in state {}, cleaning up", id_, StateName(state_));
   runc_ = runtime::Child();
-  auto del = runtime::Spawn({{options_.runtime, "--root", options_.runtime_root, "delete", "--force", id_}});
+  auto del = runtime::Spawn(
+      {{options_.runtime, "--root", options_.runtime_root, "delete", "--force", id_}});
   if (del.ok()) (void)del->Wait();
   if (bundle_created_) (void)RemoveTree(BundleDir());
 }
@@ -170,8 +177,8 @@ void Container::OnExited() {
   exit_wait_.close();
   if (outcome_.empty()) outcome_ = runtime::DescribeWaitStatus(*status);
   if (state_ == State::kWaitingForConnect && !killed_) {
-    spdlog::warn("container {} ({}): runtime {} before the handler connected", id_,
-                 function_.name, outcome_);
+    spdlog::warn("container {} ({}): runtime {} before the handler connected", id_, function_.name,
+                 outcome_);
     AnswerClient(client_.get(), 502, "Bad Gateway");
   }
   state_ = State::kExited;
@@ -261,8 +268,8 @@ void Container::Finish() {
     bundle_created_ = false;
   }
   state_ = State::kCleaned;
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - started_)
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  started_)
                 .count();
   spdlog::info("request {} {}: {} in {} ms", function_.name, id_, outcome_, ms);
   auto done = std::move(on_done_);

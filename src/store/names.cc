@@ -19,9 +19,10 @@ Status ValidateName(std::string_view name) {
   std::string shown(name.substr(0, 80));
   for (char& c : shown)
     if (c < 0x20 || c > 0x7e) c = '?';
-  return MakeError(Errc::kInvalidArgument,
-                   "invalid function name '" + shown +
-                       "': use 1-63 characters from a-z 0-9 _ . -, starting with a letter or digit");
+  return MakeError(
+      Errc::kInvalidArgument,
+      "invalid function name '" + shown +
+          "': use 1-63 characters from a-z 0-9 _ . -, starting with a letter or digit");
 }
 
 }  // namespace faas::store

@@ -8,8 +8,8 @@
 namespace faas::store {
 
 nlohmann::json ToJson(const FunctionRecord& r) {
-  return {{"ip", r.ip},   {"rootfs", r.rootfs},           {"cmd", r.cmd},
-          {"env", r.env}, {"working_dir", r.working_dir}, {"user", r.user},
+  return {{"ip", r.ip},           {"rootfs", r.rootfs},           {"cmd", r.cmd},
+          {"env", r.env},         {"working_dir", r.working_dir}, {"user", r.user},
           {"version", r.version}, {"deployed_at", r.deployed_at}};
 }
 
@@ -51,7 +51,8 @@ Status Registry::Load() {
     return std::move(text).error().Wrap("load registry");
   }
   nlohmann::json json = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_object()) return MakeError(Errc::kInternal, "registry " + path_ + " is not a JSON object");
+  if (!json.is_object())
+    return MakeError(Errc::kInternal, "registry " + path_ + " is not a JSON object");
   std::map<std::string, FunctionRecord> loaded;
   for (const auto& [name, value] : json.items()) {
     FAAS_RETURN_IF_ERROR_CTX(ValidateName(name), "registry " + path_);

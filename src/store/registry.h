@@ -4,10 +4,9 @@
 #pragma once
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 
@@ -20,8 +19,8 @@ struct FunctionRecord {
   std::vector<std::string> env;
   std::string working_dir;
   std::string user;
-  uint64_t version = 1;      // bumped on every redeploy
-  std::string deployed_at;   // RFC 3339, UTC
+  uint64_t version = 1;     // bumped on every redeploy
+  std::string deployed_at;  // RFC 3339, UTC
 };
 
 nlohmann::json ToJson(const FunctionRecord& record);

@@ -76,7 +76,9 @@ TEST(UniqueFdTest, ClosesOnDestructionAndMove) {
 
 TEST(ScopeGuardTest, RunsUnlessDismissed) {
   int runs = 0;
-  { ScopeGuard g([&] { ++runs; }); }
+  {
+    ScopeGuard g([&] { ++runs; });
+  }
   {
     ScopeGuard g([&] { ++runs; });
     g.Dismiss();

@@ -153,14 +153,16 @@ TEST(BundleTest, EnvGetsDefaultPathAndSocketVariable) {
   ContainerSpec with_path = Spec();
   with_path.env = {"PATH=/opt/bin"};
   auto env2 = MakeOciConfig(with_path)["process"]["env"].get<std::vector<std::string>>();
-  EXPECT_EQ(std::count_if(env2.begin(), env2.end(), [](auto& e) { return e.rfind("PATH=", 0) == 0; }), 1);
+  EXPECT_EQ(
+      std::count_if(env2.begin(), env2.end(), [](auto& e) { return e.rfind("PATH=", 0) == 0; }), 1);
 }
 
 TEST(BundleTest, PrepareRootfsCreatesMountPoints) {
   char tmpl[] = "/tmp/faas-rootfs-XXXXXX";
   std::string root = ::mkdtemp(tmpl);
   ASSERT_TRUE(PrepareRootfs(root).ok());
-  for (const char* d : {"proc", "dev", "sys", "tmp"}) EXPECT_TRUE(fs::is_directory(root + "/" + d)) << d;
+  for (const char* d : {"proc", "dev", "sys", "tmp"})
+    EXPECT_TRUE(fs::is_directory(root + "/" + d)) << d;
   EXPECT_TRUE(fs::is_regular_file(root + "/control.sock"));
   EXPECT_TRUE(PrepareRootfs(root).ok()) << "idempotent";
   fs::remove(root + "/control.sock");

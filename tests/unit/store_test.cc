@@ -24,7 +24,8 @@ class StoreTest : public ::testing::Test {
 };
 
 TEST(NamesTest, AcceptsTheDocumentedAlphabet) {
-  for (const char* ok : {"a", "hello", "0abc", "a_b.c-d", "x23456789012345678901234567890123456789012345678901234567890123"})
+  for (const char* ok : {"a", "hello", "0abc", "a_b.c-d",
+                         "x23456789012345678901234567890123456789012345678901234567890123"})
     EXPECT_TRUE(ValidateName(ok).ok()) << ok;
 }
 
@@ -84,7 +85,8 @@ TEST_F(StoreTest, CorruptRegistryIsAnErrorAndIsNotReplaced) {
 }
 
 TEST_F(StoreTest, RegistryWithBadNameIsRejected) {
-  std::ofstream(dir_ + "/registry.json") << R"({"../x": {"ip": "10.0.0.11", "rootfs": "/r", "cmd": []}})";
+  std::ofstream(dir_ + "/registry.json")
+      << R"({"../x": {"ip": "10.0.0.11", "rootfs": "/r", "cmd": []}})";
   Registry registry(dir_ + "/registry.json");
   EXPECT_FALSE(registry.Load().ok());
 }
