@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http.hpp>
 #include <optional>
 
@@ -89,7 +90,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     const auto& req = parser_->get();
     if (!Authorized(req)) return Respond(401, ErrorJson("missing or wrong bearer token"), false);
-    if (req.method() == http::verb::post && req.target() == "/api/new") return StartDeploy();
+    if (req.target() == "/api/new") {
+      if (req.method() == http::verb::post) return StartDeploy();
+      return Respond(405, ErrorJson("method not allowed: deploy with POST"), false);
+    }
     if (parser_->content_length() && *parser_->content_length() > kMaxSmallBody)
       return Respond(413, ErrorJson("request body too large"), false);
     DrainSmallBody();
@@ -134,7 +138,20 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       return Respond(HttpStatusFor(e.code), ErrorJson(e.message), false);
     }
     pipe_.assign(pipe->Release());
-    PumpBody();
+    auto expect = parser_->get().find(http::field::expect);
+    if (expect == parser_->get().end() || !beast::iequals(expect->value(), "100-continue"))
+      return PumpBody();
+    // curl waits a second for this before sending a large body.
+    static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    asio::async_write(socket_, asio::buffer(kContinue, sizeof kContinue - 1),
+                      [self = this->shared_from_this()](error_code ec, size_t) {
+                        if (ec) {
+                          self->client_gone_ = true;
+                          self->ClosePipe();
+                          return self->MaybeFinishDeploy();
+                        }
+                        self->PumpBody();
+                      });
   }
 
   // Moves the body into the importer's pipe one chunk at a time: constant memory,

@@ -95,6 +95,7 @@ Error TooLargeImage(uint64_t max_bytes) {
 Error InputError(const Input& in, archive* a) {
   if (in.too_large) return TooLargeImage(in.max_bytes);
   if (in.read_errno != 0) return SysError(in.read_errno, "read image");
+  if (in.bytes == 0) return Bad("empty image: no bytes received (pipe in `podman save IMAGE`)");
   return Bad("not a valid image archive: " + Quote(ArchiveErrorText(a)));
 }
 
