@@ -1,0 +1,69 @@
+#include <gtest/gtest.h>
+
+#include "api/handlers.h"
+
+namespace faas::api {
+namespace {
+
+using boost::beast::http::verb;
+
+class FakeBackend : public Backend {
+ public:
+  Result<UniqueFd> StartDeploy(const std::string&, DeployDone) override {
+    return MakeError(Errc::kInternal, "not used");
+  }
+  Result<nlohmann::json> GetIp(const std::string& name) override {
+    if (name != "hello") return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+    return nlohmann::json{{"name", name}, {"ip", "10.0.0.10"}};
+  }
+  nlohmann::json List() override { return {{"hello", {{"ip", "10.0.0.10"}}}}; }
+  Result<nlohmann::json> Remove(const std::string& name) override {
+    removed.push_back(name);
+    if (name == "busy") return MakeError(Errc::kConflict, "a deploy of 'busy' is under way");
+    return nlohmann::json{{"name", name}};
+  }
+  std::vector<std::string> removed;
+};
+
+TEST(ApiRouteTest, Healthz) {
+  FakeBackend backend;
+  Reply r = Route(backend, verb::get, "/healthz");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body["status"], "ok");
+}
+
+TEST(ApiRouteTest, IpKnownAndUnknown) {
+  FakeBackend backend;
+  EXPECT_EQ(Route(backend, verb::get, "/api/ip/hello").body["ip"], "10.0.0.10");
+  Reply missing = Route(backend, verb::get, "/api/ip/nope");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(missing.body["error"], "no function named 'nope'");
+}
+
+TEST(ApiRouteTest, ListReturnsTheRegistryObject) {
+  FakeBackend backend;
+  Reply r = Route(backend, verb::get, "/api/list?pretty=1");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, backend.List());
+}
+
+TEST(ApiRouteTest, DeleteMapsErrorsToStatuses) {
+  FakeBackend backend;
+  EXPECT_EQ(Route(backend, verb::delete_, "/api/functions/hello").status, 200);
+  EXPECT_EQ(Route(backend, verb::delete_, "/api/functions/busy").status, 409);
+  EXPECT_EQ(backend.removed, (std::vector<std::string>{"hello", "busy"}));
+}
+
+TEST(ApiRouteTest, WrongMethodIs405AndUnknownPathIs404) {
+  FakeBackend backend;
+  EXPECT_EQ(Route(backend, verb::post, "/api/list").status, 405);
+  EXPECT_EQ(Route(backend, verb::get, "/api/functions/hello").status, 405);
+  EXPECT_EQ(Route(backend, verb::get, "/api/new").status, 405);
+  EXPECT_EQ(Route(backend, verb::get, "/api/ip/").status, 404);
+  EXPECT_EQ(Route(backend, verb::get, "/api/ip/a/b").status, 404);
+  EXPECT_EQ(Route(backend, verb::get, "/nothing").status, 404);
+  EXPECT_TRUE(backend.removed.empty());
+}
+
+}  // namespace
+}  // namespace faas::api
