@@ -40,6 +40,7 @@ Reply Route(Backend& backend, verb method, const std::string& raw_target) {
     return FromResult(backend.GetIp(name));
   }
   if (TakePrefix(target, "/api/functions/", &name)) {
+    if (method == verb::get) return FromResult(backend.Describe(name));
     if (method != verb::delete_) return MethodNotAllowed();
     return FromResult(backend.Remove(name));
   }

@@ -10,6 +10,7 @@
 namespace faas::api {
 
 inline constexpr char kImageNameHeader[] = "X-Image-Name";
+inline constexpr char kFunctionOptionsHeader[] = "X-Function-Options";
 
 struct Reply {
   int status = 200;

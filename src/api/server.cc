@@ -128,8 +128,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void StartDeploy() {
     std::string name(parser_->get()[kImageNameHeader]);
+    std::string options(parser_->get()[kFunctionOptionsHeader]);
     auto self = this->shared_from_this();
-    auto pipe = backend_.StartDeploy(name, [self](Result<nlohmann::json> result) {
+    auto pipe = backend_.StartDeploy(name, options, [self](Result<nlohmann::json> result) {
       self->deploy_result_.emplace(std::move(result));
       self->MaybeFinishDeploy();
     });

@@ -3,6 +3,7 @@
 //   POST   /api/new              X-Image-Name: NAME, body = image (streamed)
 //   GET    /api/ip/NAME          {"name","ip"}
 //   GET    /api/list             the registry object
+//   GET    /api/functions/NAME   the function's record, with "name"
 //   DELETE /api/functions/NAME   {"name"}
 //   GET    /healthz              {"status":"ok"}
 //
@@ -29,7 +30,10 @@ class Backend {
   // Starts importing `name`; returns the write end of a pipe to stream the image
   // into (the caller closes it at the end of the body). `done` runs on the loop
   // once the import has finished and the deploy is committed or rolled back.
-  virtual Result<UniqueFd> StartDeploy(const std::string& name, DeployDone done) = 0;
+  // `options` is the X-Function-Options header (JSON; may be empty).
+  virtual Result<UniqueFd> StartDeploy(const std::string& name, const std::string& options,
+                                       DeployDone done) = 0;
+  virtual Result<nlohmann::json> Describe(const std::string& name) = 0;
   virtual Result<nlohmann::json> GetIp(const std::string& name) = 0;
   virtual nlohmann::json List() = 0;
   virtual Result<nlohmann::json> Remove(const std::string& name) = 0;

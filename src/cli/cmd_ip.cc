@@ -11,7 +11,7 @@ namespace {
 
 constexpr char kHelp[] =
     "Prints the IP address of the function NAME, alone on one line, so scripts can use it\n"
-    "directly, e.g. curl http://$(faas ip hello):8080/. Fails with exit status 1 when faasd\n"
+    "directly, e.g. curl http://$(faas ip hello)/. Fails with exit status 1 when faasd\n"
     "has no function of that name.";
 
 Result<std::string> LookUpIp(const Client& client, const std::string& name) {

@@ -63,11 +63,33 @@ class StdinImage {
   size_t offset_ = 0;
 };
 
-Result<nlohmann::ordered_json> Deploy(const Client& client, const std::string& name,
+// Per-function settings; faasd validates them and applies its defaults to the rest.
+struct NewOptions {
+  std::string name;
+  std::string memory, cpus, timeout, connect_timeout;
+  int pids = 0;
+  std::vector<std::string> env;
+
+  // The X-Function-Options header value: compact JSON, ASCII only.
+  std::string Header() const {
+    nlohmann::json json = nlohmann::json::object();
+    if (!memory.empty()) json["memory"] = memory;
+    if (!cpus.empty()) json["cpus"] = cpus;
+    if (pids > 0) json["pids"] = pids;
+    if (!timeout.empty()) json["timeout"] = timeout;
+    if (!connect_timeout.empty()) json["connect_timeout"] = connect_timeout;
+    if (!env.empty()) json["env"] = env;
+    return json.dump(-1, ' ', /*ensure_ascii=*/true);
+  }
+};
+
+Result<nlohmann::ordered_json> Deploy(const Client& client, const NewOptions& options,
                                       StdinImage& image) {
   FAAS_ASSIGN_OR_RETURN(
       Response response,
-      client.PostStream("/api/new", {"X-Image-Name: " + name, "Content-Type: application/x-tar"},
+      client.PostStream("/api/new",
+                        {"X-Image-Name: " + options.name, "Content-Type: application/x-tar",
+                         "X-Function-Options: " + options.Header()},
                         [&image](char* buf, size_t len) { return image.Read(buf, len); }));
   return ParseReply(response);
 }
@@ -80,14 +102,15 @@ int PrintDeployed(const std::string& name, const nlohmann::ordered_json& reply) 
   return kExitOk;
 }
 
-int RunNew(const Client& client, const std::string& name) {
+int RunNew(const Client& client, const NewOptions& options) {
+  const std::string& name = options.name;
   if (int code = CheckName(name); code != kExitOk) return code;
   StdinImage image;
   if (Status opened = image.Open(); !opened.ok()) {
     const bool usage = opened.error().code == Errc::kInvalidArgument;
     return Fail(opened.error(), usage ? kExitUsage : kExitFailure);
   }
-  Result<nlohmann::ordered_json> reply = Deploy(client, name, image);
+  Result<nlohmann::ordered_json> reply = Deploy(client, options, image);
   if (!reply.ok()) return Fail(reply.error());
   return PrintDeployed(name, *reply);
 }
@@ -97,9 +120,19 @@ int RunNew(const Client& client, const std::string& name) {
 Verb AddNewCommand(CLI::App& app) {
   CLI::App* command = app.add_subcommand("new", "Deploy a function from an image archive on stdin");
   command->footer(kHelp);
-  auto name = std::make_shared<std::string>();
-  command->add_option("NAME", *name, "Name of the function")->required();
-  return {command, [name](const Client& client) { return RunNew(client, *name); }};
+  auto options = std::make_shared<NewOptions>();
+  command->add_option("NAME", options->name, "Name of the function")->required();
+  command->add_option("--memory", options->memory, "Memory limit, e.g. 256M (default 512M)");
+  command->add_option("--cpus", options->cpus, "CPU limit, e.g. 0.5 (default 1)");
+  command->add_option("--pids", options->pids, "Most processes in the container (default 64)")
+      ->check(CLI::Range(1, 65536));
+  command->add_option("--timeout", options->timeout,
+                      "How long a handler may run after it got its client, e.g. 10s (default 30s)");
+  command->add_option("--connect-timeout", options->connect_timeout,
+                      "How long a handler has to connect to /control.sock (default 5s)");
+  command->add_option("--env", options->env, "KEY=VALUE added to the image's environment")
+      ->allow_extra_args(false);
+  return {command, [options](const Client& client) { return RunNew(client, *options); }};
 }
 
 }  // namespace faas::cli

@@ -84,7 +84,7 @@ int Main(int argc, char** argv) {
   GlobalFlags flags;
   AddGlobalFlags(app, flags);
   const std::vector<Verb> verbs = {AddNewCommand(app), AddIpCommand(app), AddListCommand(app),
-                                   AddRmCommand(app)};
+                                   AddRmCommand(app), AddDescribeCommand(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

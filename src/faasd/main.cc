@@ -89,9 +89,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 65535));
   app.add_option("--runtime", runtime, "OCI runtime with runc's command line (runc, crun)")
       ->capture_default_str();
-  app.add_option("--connect-timeout", connect_ms, "ms a handler has to connect to /control.sock")
+  app.add_option("--connect-timeout", connect_ms, "Default ms a handler has to connect to /control.sock")
       ->capture_default_str();
-  app.add_option("--run-timeout", run_ms, "ms a handler may run after it got its client")
+  app.add_option("--run-timeout", run_ms, "Default ms a handler may run after it got its client")
       ->capture_default_str();
   app.add_option("--drain-timeout", drain_ms, "ms to let running requests finish on SIGTERM")
       ->capture_default_str();
@@ -124,8 +124,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   options.functions.runtime.runtime = FindProgram(runtime);
-  options.functions.runtime.connect_timeout = std::chrono::milliseconds(connect_ms);
-  options.functions.runtime.run_timeout = std::chrono::milliseconds(run_ms);
+  options.defaults.connect_timeout_ms = static_cast<uint64_t>(connect_ms);
+  options.defaults.timeout_ms = static_cast<uint64_t>(run_ms);
   options.drain_timeout = std::chrono::milliseconds(drain_ms);
   faas::server::Daemon daemon(options);
   return daemon.Run();

@@ -82,7 +82,7 @@ nlohmann::json MakeOciConfig(const ContainerSpec& spec) {
       {"ociVersion", "1.0.2"},
       {"process",
        {{"terminal", false},
-        {"user", {{"uid", 0}, {"gid", 0}}},
+        {"user", {{"uid", spec.uid}, {"gid", spec.gid}}},
         {"args", spec.args},
         {"env", Environment(spec)},
         {"cwd", spec.cwd.empty() ? "/" : spec.cwd},

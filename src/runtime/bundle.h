@@ -20,6 +20,8 @@ struct ContainerSpec {
   std::string cwd;                // the image's WorkingDir; "/" when empty
   std::string control_socket;     // host path, bind-mounted at /control.sock
   std::string hostname = "faas";
+  uint32_t uid = 0;
+  uint32_t gid = 0;
   uint64_t memory_bytes = 512ull << 20;
   uint64_t cpu_quota_us = 100000;  // per 100 ms period: 100000 is one CPU
   int64_t pids_limit = 64;

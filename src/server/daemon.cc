@@ -75,13 +75,17 @@ class Daemon::Impl : public api::Backend {
     return 0;
   }
 
-  Result<UniqueFd> StartDeploy(const std::string& name, DeployDone done) override {
+  Result<UniqueFd> StartDeploy(const std::string& name, const std::string& options_header,
+                               DeployDone done) override {
     FAAS_RETURN_IF_ERROR(store::ValidateName(name));
+    FAAS_ASSIGN_OR_RETURN(store::DeployOptions options,
+                          store::ParseDeployOptions(options_header, options_.defaults));
     FAAS_RETURN_IF_ERROR(functions_->BeginDeploy(name));
     ScopeGuard abort([&] { functions_->AbortDeploy(name); });
-    std::string new_rootfs = state_.FunctionDir(name) + "/.new-" + UniqueSuffix();
+    ImportedImage image{
+        name, state_.FunctionDir(name) + "/.new-" + UniqueSuffix(), {}, {}, std::move(options)};
     std::string work_dir = state_.TmpDir() + "/import-" + name + "-" + UniqueSuffix();
-    FAAS_RETURN_IF_ERROR(MakeDirs(new_rootfs));
+    FAAS_RETURN_IF_ERROR(MakeDirs(image.new_rootfs));
     FAAS_RETURN_IF_ERROR(MakeDirs(work_dir));
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
@@ -89,23 +93,31 @@ class Daemon::Impl : public api::Backend {
     ::fcntl(write_end.get(), F_SETFL, O_NONBLOCK);
     abort.Dismiss();
     spdlog::info("deploy of {} started", name);
-    asio::post(pool_, [this, name, new_rootfs, work_dir, done = std::move(done),
+    asio::post(pool_, [this, image = std::move(image), work_dir, done = std::move(done),
                        input = std::make_shared<UniqueFd>(std::move(read_end))]() mutable {
       auto start = std::chrono::steady_clock::now();
       image::ImportStats stats;
-      auto config = image::ImportImage(input->get(), work_dir, new_rootfs, options_.limits, &stats);
+      Status status = Import(input->get(), work_dir, &image, &stats);
       input->Reset();
       (void)RemoveTree(work_dir);
-      if (!config.ok()) (void)RemoveTree(new_rootfs);
+      if (!status.ok()) (void)RemoveTree(image.new_rootfs);
       auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                     std::chrono::steady_clock::now() - start)
                     .count();
-      asio::post(io_, [this, name, new_rootfs, ms, stats, done = std::move(done),
-                       config = std::move(config)]() mutable {
-        FinishDeploy(name, new_rootfs, std::move(config), stats, ms, std::move(done));
+      asio::post(io_, [this, image = std::move(image), status = std::move(status), stats, ms,
+                       done = std::move(done)]() mutable {
+        FinishDeploy(std::move(image), std::move(status), stats, ms, std::move(done));
       });
     });
     return write_end;
+  }
+
+  Result<nlohmann::json> Describe(const std::string& name) override {
+    const auto* record = functions_->registry().Find(name);
+    if (!record) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+    nlohmann::json out = store::ToJson(*record);
+    out["name"] = name;
+    return out;
   }
 
   Result<nlohmann::json> GetIp(const std::string& name) override {
@@ -144,18 +156,27 @@ class Daemon::Impl : public api::Backend {
     return api_->Start();
   }
 
-  void FinishDeploy(const std::string& name, const std::string& new_rootfs,
-                    Result<image::ImageConfig> config, const image::ImportStats& stats, long ms,
+  // Runs on a worker thread.
+  Status Import(int input, const std::string& work_dir, ImportedImage* image,
+                image::ImportStats* stats) {
+    FAAS_ASSIGN_OR_RETURN(image->config, image::ImportImage(input, work_dir, image->new_rootfs,
+                                                            options_.limits, stats));
+    FAAS_ASSIGN_OR_RETURN(image->user, image::ResolveUser(image->new_rootfs, image->config.user));
+    return Ok();
+  }
+
+  void FinishDeploy(ImportedImage image, Status status, const image::ImportStats& stats, long ms,
                     DeployDone done) {
-    if (!config.ok()) {
+    const std::string name = image.name;
+    if (!status.ok()) {
       functions_->AbortDeploy(name);
       ::rmdir(state_.FunctionDir(name).c_str());  // only if this deploy created it
-      spdlog::warn("deploy of {} failed after {} ms: {}", name, ms, config.error().message);
-      return done(std::move(config).error());
+      spdlog::warn("deploy of {} failed after {} ms: {}", name, ms, status.error().message);
+      return done(std::move(status).error());
     }
     spdlog::info("imported {}: {} layer(s), {} files, {} bytes in {} ms", name, stats.layers,
                  stats.files, stats.rootfs_bytes, ms);
-    auto record = functions_->CommitDeploy({name, new_rootfs, std::move(config).value()});
+    auto record = functions_->CommitDeploy(std::move(image));
     if (!record.ok()) {
       spdlog::warn("deploy of {} failed: {}", name, record.error().message);
       return done(std::move(record).error());

@@ -22,6 +22,7 @@ struct DaemonOptions {
   std::chrono::milliseconds drain_timeout{10000};
   int workers = 2;
   image::ImportLimits limits;
+  store::FunctionLimits defaults;  // for deploys that do not set their own
   FunctionsOptions functions;
 };
 

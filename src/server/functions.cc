@@ -221,8 +221,9 @@ void Functions::Serve(const std::string& name, UniqueFd client) {
   auto it = functions_.find(name);
   const store::FunctionRecord* record = registry_.Find(name);
   if (shutting_down_ || it == functions_.end() || record == nullptr) return;
-  FunctionSnapshot snapshot{name, it->second->rootfs, record->cmd, record->env,
-                            record->working_dir};
+  FunctionSnapshot snapshot{name,        it->second->rootfs,  record->cmd,
+                            record->env, record->working_dir, record->uid,
+                            record->gid, record->limits};
   auto container =
       std::make_shared<Container>(io_, options_.runtime, std::move(snapshot), NextContainerId(),
                                   std::move(client), [this](Container* c) { OnContainerDone(c); });
@@ -263,9 +264,12 @@ Result<store::FunctionRecord> Functions::CommitDeploy(ImportedImage image) {
   if (old) record = *old;
   record.rootfs = state_.RootfsPath(name);
   record.cmd = image.config.cmd;
-  record.env = image.config.env;
+  record.env = store::MergeEnv(image.config.env, image.options.env);
   record.working_dir = image.config.working_dir;
   record.user = image.config.user;
+  record.uid = image.user.uid;
+  record.gid = image.user.gid;
+  record.limits = image.options.limits;
   record.deployed_at = NowRfc3339();
 
   Result<store::FunctionRecord> result = existed

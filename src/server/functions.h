@@ -15,9 +15,11 @@
 
 #include "common/error.h"
 #include "image/importer.h"
+#include "image/user.h"
 #include "net/addresses.h"
 #include "net/ip_pool.h"
 #include "server/request.h"
+#include "store/limits.h"
 #include "store/registry.h"
 #include "store/state_dir.h"
 
@@ -34,6 +36,8 @@ struct ImportedImage {
   std::string name;
   std::string new_rootfs;
   image::ImageConfig config;
+  image::UserIds user;
+  store::DeployOptions options;
 };
 
 class Functions {

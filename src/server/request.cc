@@ -115,6 +115,11 @@ void Container::Start() {
   spec.cwd = function_.working_dir;
   spec.control_socket = dir + "/control.sock";
   spec.cgroups_path = options_.cgroup_parent + "/" + id_;
+  spec.uid = function_.uid;
+  spec.gid = function_.gid;
+  spec.memory_bytes = function_.limits.memory_bytes;
+  spec.cpu_quota_us = function_.limits.cpu_millis * 100;
+  spec.pids_limit = function_.limits.pids;
   if (auto st = runtime::WriteBundle(dir, spec); !st.ok()) return Fail(st.error().message);
 
   auto child = runtime::Spawn(
@@ -127,7 +132,7 @@ void Container::Start() {
   spdlog::debug("container {}: waiting for connect (runc pid {})", id_, runc_.pid());
   WaitForExit();
   WaitForConnect();
-  StartTimer(options_.connect_timeout, "connect");
+  StartTimer(std::chrono::milliseconds(function_.limits.connect_timeout_ms), "connect");
 }
 
 void Container::Fail(const std::string& why) {
@@ -160,7 +165,7 @@ void Container::OnControlReadable() {
   control_listener_.Reset();
   state_ = State::kHanded;
   spdlog::debug("container {}: handed the client over", id_);
-  StartTimer(options_.run_timeout, "run");
+  StartTimer(std::chrono::milliseconds(function_.limits.timeout_ms), "run");
 }
 
 void Container::WaitForExit() {
@@ -195,12 +200,12 @@ void Container::StartTimer(std::chrono::milliseconds after, const char* what) {
 void Container::OnTimeout(const char* what) {
   if (state_ == State::kWaitingForConnect) {
     spdlog::warn("container {} ({}): handler did not connect within {} ms", id_, function_.name,
-                 options_.connect_timeout.count());
+                 function_.limits.connect_timeout_ms);
     outcome_ = "connect timeout";
     AnswerClient(client_.get(), 504, "Gateway Timeout");
   } else {
     spdlog::warn("container {} ({}): handler still running after {} ms", id_, function_.name,
-                 options_.run_timeout.count());
+                 function_.limits.timeout_ms);
     outcome_ = std::string(what) + " timeout";
   }
   Kill(what);

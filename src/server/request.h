@@ -19,6 +19,7 @@
 #include "common/fd.h"
 #include "runtime/bundle.h"
 #include "runtime/process.h"
+#include "store/limits.h"
 
 namespace faas::server {
 
@@ -27,8 +28,6 @@ struct RuntimeOptions {
   std::string runtime_root;                // --root for the runtime: its container state
   std::string bundles_dir;                 // STATE/bundles
   std::string cgroup_parent = "/faasd";
-  std::chrono::milliseconds connect_timeout{5000};
-  std::chrono::milliseconds run_timeout{30000};
   std::chrono::milliseconds kill_grace{3000};
 };
 
@@ -59,6 +58,9 @@ struct FunctionSnapshot {
   std::vector<std::string> cmd;
   std::vector<std::string> env;
   std::string working_dir;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  store::FunctionLimits limits;
 };
 
 class Container : public std::enable_shared_from_this<Container> {

@@ -8,9 +8,17 @@
 namespace faas::store {
 
 nlohmann::json ToJson(const FunctionRecord& r) {
-  return {{"ip", r.ip},           {"rootfs", r.rootfs},           {"cmd", r.cmd},
-          {"env", r.env},         {"working_dir", r.working_dir}, {"user", r.user},
-          {"version", r.version}, {"deployed_at", r.deployed_at}};
+  return {{"ip", r.ip},
+          {"rootfs", r.rootfs},
+          {"cmd", r.cmd},
+          {"env", r.env},
+          {"working_dir", r.working_dir},
+          {"user", r.user},
+          {"uid", r.uid},
+          {"gid", r.gid},
+          {"limits", ToJson(r.limits)},
+          {"version", r.version},
+          {"deployed_at", r.deployed_at}};
 }
 
 Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
@@ -22,6 +30,9 @@ Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
     r.env = json.value("env", std::vector<std::string>{});
     r.working_dir = json.value("working_dir", std::string());
     r.user = json.value("user", std::string());
+    r.uid = json.value("uid", uint32_t{0});
+    r.gid = json.value("gid", uint32_t{0});
+    r.limits = LimitsFromJson(json.value("limits", nlohmann::json::object()), FunctionLimits{});
     r.version = json.value("version", uint64_t{1});
     r.deployed_at = json.value("deployed_at", std::string());
     return r;

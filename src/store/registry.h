@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "store/limits.h"
 
 namespace faas::store {
 
@@ -18,7 +19,10 @@ struct FunctionRecord {
   std::vector<std::string> cmd;
   std::vector<std::string> env;
   std::string working_dir;
-  std::string user;
+  std::string user;  // as the image says it
+  uint32_t uid = 0;  // `user` resolved against the rootfs at deploy time
+  uint32_t gid = 0;
+  FunctionLimits limits;
   uint64_t version = 1;     // bumped on every redeploy
   std::string deployed_at;  // RFC 3339, UTC
 };

@@ -9,8 +9,12 @@ using boost::beast::http::verb;
 
 class FakeBackend : public Backend {
  public:
-  Result<UniqueFd> StartDeploy(const std::string&, DeployDone) override {
+  Result<UniqueFd> StartDeploy(const std::string&, const std::string&, DeployDone) override {
     return MakeError(Errc::kInternal, "not used");
+  }
+  Result<nlohmann::json> Describe(const std::string& name) override {
+    if (name != "hello") return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+    return nlohmann::json{{"name", name}, {"cmd", {"/handler"}}};
   }
   Result<nlohmann::json> GetIp(const std::string& name) override {
     if (name != "hello") return MakeError(Errc::kNotFound, "no function named '" + name + "'");
@@ -54,10 +58,16 @@ TEST(ApiRouteTest, DeleteMapsErrorsToStatuses) {
   EXPECT_EQ(backend.removed, (std::vector<std::string>{"hello", "busy"}));
 }
 
+TEST(ApiRouteTest, DescribeKnownAndUnknown) {
+  FakeBackend backend;
+  EXPECT_EQ(Route(backend, verb::get, "/api/functions/hello").body["cmd"][0], "/handler");
+  EXPECT_EQ(Route(backend, verb::get, "/api/functions/nope").status, 404);
+}
+
 TEST(ApiRouteTest, WrongMethodIs405AndUnknownPathIs404) {
   FakeBackend backend;
   EXPECT_EQ(Route(backend, verb::post, "/api/list").status, 405);
-  EXPECT_EQ(Route(backend, verb::get, "/api/functions/hello").status, 405);
+  EXPECT_EQ(Route(backend, verb::put, "/api/functions/hello").status, 405);
   EXPECT_EQ(Route(backend, verb::get, "/api/new").status, 405);
   EXPECT_EQ(Route(backend, verb::get, "/api/ip/").status, 404);
   EXPECT_EQ(Route(backend, verb::get, "/api/ip/a/b").status, 404);

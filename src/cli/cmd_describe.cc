@@ -1,0 +1,36 @@
+// faas describe NAME: prints the function's record (address, command, limits) as JSON.
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "cli/client.h"
+#include "cli/commands.h"
+
+namespace faas::cli {
+namespace {
+
+constexpr char kHelp[] =
+    "Prints everything faasd knows about the function NAME as JSON: its IP address, command,\n"
+    "environment, user, resource limits and timeouts, version and deploy time.";
+
+int RunDescribe(const Client& client, const std::string& name) {
+  if (int code = CheckName(name); code != kExitOk) return code;
+  Result<Response> response = client.Get("/api/functions/" + name);
+  if (!response.ok()) return Fail(response.error());
+  Result<nlohmann::ordered_json> reply = ParseReply(*response);
+  if (!reply.ok()) return Fail(reply.error());
+  std::cout << reply->dump(2) << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+Verb AddDescribeCommand(CLI::App& app) {
+  CLI::App* command = app.add_subcommand("describe", "Show a function's settings as JSON");
+  command->footer(kHelp);
+  auto name = std::make_shared<std::string>();
+  command->add_option("NAME", *name, "Name of the function")->required();
+  return {command, [name](const Client& client) { return RunDescribe(client, *name); }};
+}
+
+}  // namespace faas::cli

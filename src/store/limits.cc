@@ -1,0 +1,176 @@
+#include "store/limits.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+namespace faas::store {
+namespace {
+
+Error Invalid(const std::string& what, std::string_view text, const std::string& hint) {
+  return MakeError(Errc::kInvalidArgument,
+                   "invalid " + what + " '" + std::string(text) + "': " + hint);
+}
+
+// Splits "12.5ms" into 12.5 and "ms".
+bool SplitNumber(std::string_view text, double* value, std::string_view* unit) {
+  size_t end = 0;
+  while (end < text.size() && ((text[end] >= '0' && text[end] <= '9') || text[end] == '.')) ++end;
+  if (end == 0) return false;
+  std::string number(text.substr(0, end));
+  char* parse_end = nullptr;
+  *value = std::strtod(number.c_str(), &parse_end);
+  if (parse_end != number.c_str() + number.size() || !std::isfinite(*value)) return false;
+  *unit = text.substr(end);
+  return true;
+}
+
+Result<std::string> StringOrNumber(const nlohmann::json& value, const char* key) {
+  if (value.is_string()) return value.get<std::string>();
+  if (value.is_number()) return value.dump();
+  return MakeError(Errc::kInvalidArgument, std::string("option '") + key + "' must be a string");
+}
+
+Status ValidateEnv(const std::string& kv) {
+  auto eq = kv.find('=');
+  if (eq == 0 || eq == std::string::npos || kv.find('\0') != std::string::npos)
+    return MakeError(Errc::kInvalidArgument, "invalid env '" + kv + "': expected KEY=VALUE");
+  return Ok();
+}
+
+Status ApplyOption(const std::string& key, const nlohmann::json& value, DeployOptions* out) {
+  FunctionLimits& l = out->limits;
+  if (key == "env") {
+    if (!value.is_array()) return MakeError(Errc::kInvalidArgument, "option 'env' must be a list");
+    for (const auto& item : value) {
+      if (!item.is_string())
+        return MakeError(Errc::kInvalidArgument, "env entries must be strings");
+      FAAS_RETURN_IF_ERROR(ValidateEnv(item.get<std::string>()));
+      out->env.push_back(item.get<std::string>());
+    }
+    return Ok();
+  }
+  FAAS_ASSIGN_OR_RETURN(std::string text, StringOrNumber(value, key.c_str()));
+  if (key == "memory") {
+    FAAS_ASSIGN_OR_RETURN(l.memory_bytes, ParseMemory(text));
+  } else if (key == "cpus") {
+    FAAS_ASSIGN_OR_RETURN(l.cpu_millis, ParseCpus(text));
+  } else if (key == "pids") {
+    int64_t pids = 0;
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), pids);
+    if (ec != std::errc() || ptr != text.data() + text.size() || pids < 1 || pids > 65536)
+      return Invalid("pids limit", text, "expected a whole number from 1 to 65536");
+    l.pids = pids;
+  } else if (key == "timeout") {
+    FAAS_ASSIGN_OR_RETURN(l.timeout_ms, ParseDuration(text));
+  } else if (key == "connect_timeout") {
+    FAAS_ASSIGN_OR_RETURN(l.connect_timeout_ms, ParseDuration(text));
+  } else {
+    return MakeError(Errc::kInvalidArgument, "unknown deploy option '" + key + "'");
+  }
+  return Ok();
+}
+
+}  // namespace
+
+Result<uint64_t> ParseMemory(std::string_view text) {
+  double value = 0;
+  std::string_view unit;
+  const char* hint = "expected bytes or a size like 256M or 1G";
+  if (!SplitNumber(text, &value, &unit)) return Invalid("memory", text, hint);
+  if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.remove_suffix(1);
+  if (!unit.empty() && unit.back() == 'i') unit.remove_suffix(1);
+  double scale = 1;
+  if (unit == "k" || unit == "K") {
+    scale = 1024.0;
+  } else if (unit == "m" || unit == "M") {
+    scale = 1024.0 * 1024;
+  } else if (unit == "g" || unit == "G") {
+    scale = 1024.0 * 1024 * 1024;
+  } else if (!unit.empty()) {
+    return Invalid("memory", text, hint);
+  }
+  double bytes = value * scale;
+  if (bytes < 4.0 * 1024 * 1024 || bytes > 1024.0 * 1024 * 1024 * 1024)
+    return Invalid("memory", text, "must be between 4M and 1024G");
+  return static_cast<uint64_t>(bytes);
+}
+
+Result<uint32_t> ParseCpus(std::string_view text) {
+  double value = 0;
+  std::string_view unit;
+  if (!SplitNumber(text, &value, &unit) || !unit.empty())
+    return Invalid("cpus", text, "expected a number of CPUs like 0.5 or 2");
+  if (value < 0.01 || value > 64) return Invalid("cpus", text, "must be between 0.01 and 64");
+  return static_cast<uint32_t>(std::lround(value * 1000));
+}
+
+Result<uint64_t> ParseDuration(std::string_view text) {
+  double value = 0;
+  std::string_view unit;
+  const char* hint = "expected a duration like 500ms, 10s or 2m";
+  if (!SplitNumber(text, &value, &unit)) return Invalid("duration", text, hint);
+  double ms;
+  if (unit == "ms") {
+    ms = value;
+  } else if (unit == "s" || unit.empty()) {
+    ms = value * 1000;
+  } else if (unit == "m") {
+    ms = value * 60 * 1000;
+  } else if (unit == "h") {
+    ms = value * 3600 * 1000;
+  } else {
+    return Invalid("duration", text, hint);
+  }
+  if (ms < 1 || ms > 24.0 * 3600 * 1000)
+    return Invalid("duration", text, "must be between 1ms and 24h");
+  return static_cast<uint64_t>(std::llround(ms));
+}
+
+Result<DeployOptions> ParseDeployOptions(std::string_view header, const FunctionLimits& defaults) {
+  DeployOptions out;
+  out.limits = defaults;
+  if (header.empty()) return out;
+  nlohmann::json json = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object())
+    return MakeError(Errc::kInvalidArgument, "X-Function-Options must be a JSON object");
+  for (const auto& [key, value] : json.items()) FAAS_RETURN_IF_ERROR(ApplyOption(key, value, &out));
+  return out;
+}
+
+std::vector<std::string> MergeEnv(std::vector<std::string> base,
+                                  const std::vector<std::string>& overrides) {
+  for (const auto& kv : overrides) {
+    std::string key = kv.substr(0, kv.find('=') + 1);
+    auto it = std::find_if(base.begin(), base.end(),
+                           [&](const std::string& e) { return e.rfind(key, 0) == 0; });
+    if (it != base.end()) {
+      *it = kv;
+    } else {
+      base.push_back(kv);
+    }
+  }
+  return base;
+}
+
+nlohmann::json ToJson(const FunctionLimits& l) {
+  return {{"memory_bytes", l.memory_bytes},
+          {"cpus", l.cpu_millis / 1000.0},
+          {"pids", l.pids},
+          {"timeout_ms", l.timeout_ms},
+          {"connect_timeout_ms", l.connect_timeout_ms}};
+}
+
+FunctionLimits LimitsFromJson(const nlohmann::json& json, const FunctionLimits& defaults) {
+  FunctionLimits l = defaults;
+  if (!json.is_object()) return l;
+  l.memory_bytes = json.value("memory_bytes", l.memory_bytes);
+  if (json.contains("cpus") && json["cpus"].is_number())
+    l.cpu_millis = static_cast<uint32_t>(std::lround(json["cpus"].get<double>() * 1000));
+  l.pids = json.value("pids", l.pids);
+  l.timeout_ms = json.value("timeout_ms", l.timeout_ms);
+  l.connect_timeout_ms = json.value("connect_timeout_ms", l.connect_timeout_ms);
+  return l;
+}
+
+}  // namespace faas::store
