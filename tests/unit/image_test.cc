@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -17,6 +18,7 @@
 #include "common/file.h"
 #include "image/config.h"
 #include "image/importer.h"
+#include "image/user.h"
 
 namespace faas::image {
 namespace {
@@ -861,6 +863,66 @@ TEST_F(ImageTest, DecompressedOuterArchiveIsBounded) {
   limits.max_image_bytes = 1 << 20;
   ASSERT_LT(archive.size(), limits.max_image_bytes);
   ExpectRejected(archive, Errc::kTooLarge, "decompressed image archive", limits);
+}
+
+}  // namespace
+}  // namespace faas::image
+
+namespace faas::image {
+namespace {
+
+class UserTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/faas-user-XXXXXX";
+    root_ = ::mkdtemp(tmpl);
+    std::filesystem::create_directories(root_ + "/etc");
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+  void Write(const std::string& path, const std::string& text) {
+    std::ofstream(root_ + "/" + path) << text;
+  }
+  std::string root_;
+};
+
+TEST_F(UserTest, EmptyIsRoot) {
+  auto ids = ResolveUser(root_, "");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(ids->uid, 0u);
+  EXPECT_EQ(ids->gid, 0u);
+}
+
+TEST_F(UserTest, NamesResolveThroughTheImagesFiles) {
+  Write("etc/passwd", "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n");
+  Write("etc/group", "root:x:0:\nstaff:x:50:\n");
+  auto app = ResolveUser(root_, "app");
+  ASSERT_TRUE(app.ok()) << app.error().message;
+  EXPECT_EQ(app->uid, 1000u);
+  EXPECT_EQ(app->gid, 1001u);
+  auto with_group = ResolveUser(root_, "app:staff");
+  ASSERT_TRUE(with_group.ok());
+  EXPECT_EQ(with_group->gid, 50u);
+  auto numeric = ResolveUser(root_, "1000:7");
+  ASSERT_TRUE(numeric.ok());
+  EXPECT_EQ(numeric->uid, 1000u);
+  EXPECT_EQ(numeric->gid, 7u);
+  EXPECT_EQ(ResolveUser(root_, "4242")->gid, 0u) << "unknown numeric uid gets gid 0";
+}
+
+TEST_F(UserTest, UnknownNamesAreBadImages) {
+  Write("etc/passwd", "root:x:0:0::/root:/bin/sh\n");
+  auto r = ResolveUser(root_, "nobody");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::kBadImage);
+  EXPECT_FALSE(ResolveUser(root_, "root:wheel").ok());
+}
+
+TEST_F(UserTest, PasswdSymlinkCannotLeaveTheRootfs) {
+  // /etc/passwd -> /etc/passwd of the host would name root; inside the rootfs it is missing.
+  std::filesystem::create_symlink("/etc/passwd", root_ + "/etc/passwd");
+  auto r = ResolveUser(root_, "root");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::kBadImage);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "common/file.h"
+#include "store/limits.h"
 #include "store/names.h"
 #include "store/registry.h"
 #include "store/state_dir.h"
@@ -106,6 +107,73 @@ TEST_F(StoreTest, StateDirLayoutAndStaleCleanup) {
   EXPECT_FALSE(fs::exists(state.FunctionDir("hello") + "/.old-2"));
   EXPECT_FALSE(fs::exists(state.TmpDir() + "/import-x"));
   EXPECT_TRUE(fs::exists(state.RootfsPath("hello")));
+}
+
+TEST(LimitsTest, ParsesMemorySizes) {
+  EXPECT_EQ(*ParseMemory("256M"), 256ull << 20);
+  EXPECT_EQ(*ParseMemory("256Mi"), 256ull << 20);
+  EXPECT_EQ(*ParseMemory("1G"), 1ull << 30);
+  EXPECT_EQ(*ParseMemory("1.5g"), 3ull << 29);
+  EXPECT_EQ(*ParseMemory("8388608"), 8ull << 20);
+  for (const char* bad : {"", "M", "12X", "1", "-5M", "2000G", "1.2.3M"})
+    EXPECT_FALSE(ParseMemory(bad).ok()) << bad;
+}
+
+TEST(LimitsTest, ParsesCpusAndDurations) {
+  EXPECT_EQ(*ParseCpus("0.5"), 500u);
+  EXPECT_EQ(*ParseCpus("2"), 2000u);
+  EXPECT_FALSE(ParseCpus("0").ok());
+  EXPECT_FALSE(ParseCpus("1c").ok());
+  EXPECT_EQ(*ParseDuration("500ms"), 500u);
+  EXPECT_EQ(*ParseDuration("10s"), 10000u);
+  EXPECT_EQ(*ParseDuration("2m"), 120000u);
+  EXPECT_EQ(*ParseDuration("3"), 3000u);
+  for (const char* bad : {"", "s", "10x", "0ms", "25h"})
+    EXPECT_FALSE(ParseDuration(bad).ok()) << bad;
+}
+
+TEST(LimitsTest, DeployOptionsApplyOverDefaults) {
+  FunctionLimits defaults;
+  defaults.timeout_ms = 7000;
+  auto opts = ParseDeployOptions(
+      R"({"memory":"64M","cpus":"0.25","pids":8,"connect_timeout":"1s","env":["A=1"]})", defaults);
+  ASSERT_TRUE(opts.ok()) << opts.error().message;
+  EXPECT_EQ(opts->limits.memory_bytes, 64ull << 20);
+  EXPECT_EQ(opts->limits.cpu_millis, 250u);
+  EXPECT_EQ(opts->limits.pids, 8);
+  EXPECT_EQ(opts->limits.connect_timeout_ms, 1000u);
+  EXPECT_EQ(opts->limits.timeout_ms, 7000u) << "unset keys keep the daemon's default";
+  EXPECT_EQ(opts->env, std::vector<std::string>{"A=1"});
+  EXPECT_EQ(ParseDeployOptions("", defaults)->limits.timeout_ms, 7000u);
+}
+
+TEST(LimitsTest, BadDeployOptionsAreInvalidArgument) {
+  for (const char* bad : {"[1]", "{", R"({"colour":"red"})", R"({"env":"A=1"})",
+                          R"({"env":["NOEQUALS"]})", R"({"pids":0})", R"({"memory":true})"}) {
+    auto r = ParseDeployOptions(bad, FunctionLimits{});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().code, Errc::kInvalidArgument) << bad;
+  }
+}
+
+TEST(LimitsTest, MergeEnvReplacesByKey) {
+  auto env = MergeEnv({"PATH=/bin", "A=1"}, {"A=2", "B=3"});
+  EXPECT_EQ(env, (std::vector<std::string>{"PATH=/bin", "A=2", "B=3"}));
+}
+
+TEST_F(StoreTest, LimitsSurviveTheRegistry) {
+  Registry registry(dir_ + "/registry.json");
+  FunctionRecord r = Sample();
+  r.limits.memory_bytes = 64ull << 20;
+  r.limits.cpu_millis = 250;
+  r.uid = 1000;
+  registry.Put("hello", r);
+  ASSERT_TRUE(registry.Save().ok());
+  Registry again(dir_ + "/registry.json");
+  ASSERT_TRUE(again.Load().ok());
+  EXPECT_EQ(again.Find("hello")->limits.memory_bytes, 64ull << 20);
+  EXPECT_EQ(again.Find("hello")->limits.cpu_millis, 250u);
+  EXPECT_EQ(again.Find("hello")->uid, 1000u);
 }
 
 }  // namespace
