@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "common/fd.h"
+#include "runtime/seccomp.h"
 
 namespace faas::runtime {
 namespace {
@@ -65,6 +66,7 @@ nlohmann::json Linux(const ContainerSpec& spec) {
       {"readonlyPaths", {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}},
   };
   if (!spec.cgroups_path.empty()) linux_section["cgroupsPath"] = spec.cgroups_path;
+  linux_section["seccomp"] = SeccompProfile();
   return linux_section;
 }
 

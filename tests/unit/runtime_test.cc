@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 
 #include "runtime/bundle.h"
 #include "runtime/fd_passing.h"
@@ -143,6 +144,22 @@ TEST(BundleTest, ConfigIsLockedDown) {
   EXPECT_TRUE(socket_mounted);
   EXPECT_TRUE(tmp_mounted);
   EXPECT_FALSE(config["linux"]["maskedPaths"].empty());
+}
+
+TEST(BundleTest, SeccompIsAnAllowlistWithoutDangerousCalls) {
+  auto seccomp = MakeOciConfig(Spec())["linux"]["seccomp"];
+  EXPECT_EQ(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+  std::set<std::string> allowed;
+  for (auto& rule : seccomp["syscalls"]) {
+    EXPECT_EQ(rule["action"], "SCMP_ACT_ALLOW");
+    for (auto& name : rule["names"]) allowed.insert(name);
+  }
+  for (const char* needed : {"read", "write", "recvmsg", "execve", "exit_group", "futex"})
+    EXPECT_TRUE(allowed.count(needed)) << needed;
+  for (const char* denied : {"mount", "umount2", "unshare", "setns", "ptrace", "bpf", "init_module",
+                             "kexec_load", "reboot", "keyctl", "io_uring_setup", "pivot_root",
+                             "perf_event_open", "open_by_handle_at", "userfaultfd"})
+    EXPECT_FALSE(allowed.count(denied)) << denied;
 }
 
 TEST(BundleTest, EnvGetsDefaultPathAndSocketVariable) {
