@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -98,6 +99,47 @@ Result<UserIds> ResolveUser(const std::string& rootfs_dir, const std::string& us
                      "the image's group '" + *group_part + "' is not in its /etc/group");
   ids.gid = *ParseId((*group)[2]);
   return ids;
+}
+
+}  // namespace faas::image
+
+namespace faas::image {
+namespace {
+
+bool IsExecutableIn(int rootfd, const std::string& path) {
+  open_how how{};
+  how.flags = O_PATH | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+  std::string relative = path.substr(path.find_first_not_of('/'));
+  UniqueFd fd(static_cast<int>(::syscall(SYS_openat2, rootfd, relative.c_str(), &how, sizeof how)));
+  struct stat st;
+  return fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0111);
+}
+
+}  // namespace
+
+Status CheckCommand(const std::string& rootfs_dir, const std::vector<std::string>& cmd,
+                    const std::vector<std::string>& env) {
+  if (cmd.empty() || cmd[0].empty())
+    return MakeError(Errc::kBadImage, "the image has an empty command");
+  UniqueFd rootfd(::open(rootfs_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!rootfd) return SysError(errno, "open " + rootfs_dir);
+  const std::string& program = cmd[0];
+  if (program.find('/') != std::string::npos) {
+    if (program[0] == '/' && IsExecutableIn(rootfd.get(), program)) return Ok();
+    return MakeError(Errc::kBadImage,
+                     "the image's command " + program + " is not an executable file in the image");
+  }
+  std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  for (const auto& kv : env)
+    if (kv.rfind("PATH=", 0) == 0) path = kv.substr(5);
+  std::istringstream dirs(path);
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    if (!dir.empty() && dir[0] == '/' && IsExecutableIn(rootfd.get(), dir + "/" + program))
+      return Ok();
+  }
+  return MakeError(Errc::kBadImage,
+                   "the image's command " + program + " is not found in its PATH (" + path + ")");
 }
 
 }  // namespace faas::image

@@ -162,6 +162,9 @@ class Daemon::Impl : public api::Backend {
     FAAS_ASSIGN_OR_RETURN(image->config, image::ImportImage(input, work_dir, image->new_rootfs,
                                                             options_.limits, stats));
     FAAS_ASSIGN_OR_RETURN(image->user, image::ResolveUser(image->new_rootfs, image->config.user));
+    FAAS_RETURN_IF_ERROR(
+        image::CheckCommand(image->new_rootfs, image->config.cmd,
+                            store::MergeEnv(image->config.env, image->options.env)));
     return Ok();
   }
 

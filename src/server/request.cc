@@ -85,7 +85,8 @@ Container::Container(asio::io_context& io, const RuntimeOptions& options, Functi
       exit_wait_(io),
       helper_wait_(io),
       timer_(io),
-      kill_timer_(io) {}
+      kill_timer_(io),
+      output_(io) {}
 
 Container::~Container() {
   if (state_ == State::kCleaned || state_ == State::kNew) return;
@@ -122,9 +123,19 @@ void Container::Start() {
   spec.pids_limit = function_.limits.pids;
   if (auto st = runtime::WriteBundle(dir, spec); !st.ok()) return Fail(st.error().message);
 
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC | O_NONBLOCK) != 0)
+    return Fail(std::string("pipe: ") + std::strerror(errno));
+  UniqueFd out_write(out[1]);
+  output_.assign(out[0]);
   auto child = runtime::Spawn(
-      {{options_.runtime, "--root", options_.runtime_root, "run", "--bundle", dir, id_}});
+      {{options_.runtime, "--root", options_.runtime_root, "run", "--bundle", dir, id_},
+       -1,
+       out_write.get(),
+       out_write.get()});
+  out_write.Reset();
   if (!child.ok()) return Fail(child.error().message);
+  ReadOutput();
   runc_ = std::move(child).value();
   exit_wait_.assign(DupCloexec(runc_.pidfd()));
   control_wait_.assign(DupCloexec(control_listener_.get()));
@@ -225,6 +236,38 @@ void Container::Kill(const char* why) {
   }
 }
 
+void Container::ReadOutput() {
+  output_.async_read_some(
+      asio::buffer(output_buffer_),
+      [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+        if (ec) return self->LogOutput(/*flush=*/true);
+        if (self->output_logged_ < kMaxOutputLogged) {
+          self->output_line_.append(self->output_buffer_.data(), n);
+          self->LogOutput(/*flush=*/false);
+        }
+        self->ReadOutput();  // past the cap: keep draining so the handler never blocks
+      });
+}
+
+void Container::LogOutput(bool flush) {
+  size_t start = 0;
+  for (size_t nl; (nl = output_line_.find('\n', start)) != std::string::npos; start = nl + 1) {
+    spdlog::info("{} {} | {}", function_.name, id_, output_line_.substr(start, nl - start));
+    output_logged_ += nl - start + 1;
+  }
+  output_line_.erase(0, start);
+  if (output_line_.size() > 1024 || (flush && !output_line_.empty())) {
+    spdlog::info("{} {} | {}", function_.name, id_, output_line_);
+    output_logged_ += output_line_.size();
+    output_line_.clear();
+  }
+  if (output_logged_ >= kMaxOutputLogged && !output_truncated_) {
+    output_truncated_ = true;
+    spdlog::warn("{} {}: output beyond {} bytes is not logged", function_.name, id_,
+                 kMaxOutputLogged);
+  }
+}
+
 void Container::Cleanup() {
   if (state_ == State::kCleaning || state_ == State::kCleaned) return;
   state_ = State::kCleaning;
@@ -267,6 +310,15 @@ void Container::DeleteRuntimeState() {
 }
 
 void Container::Finish() {
+  // Everything that wrote to the pipe is gone by now: log what is left in it.
+  for (ssize_t n; output_.is_open() && output_logged_ < kMaxOutputLogged &&
+                  (n = ::read(output_.native_handle(), output_buffer_.data(),
+                              output_buffer_.size())) > 0;) {
+    output_line_.append(output_buffer_.data(), static_cast<size_t>(n));
+    LogOutput(/*flush=*/false);
+  }
+  LogOutput(/*flush=*/true);
+  output_.close();
   if (bundle_created_) {
     if (auto st = RemoveTree(BundleDir()); !st.ok())
       spdlog::error("container {}: {}", id_, st.error().message);

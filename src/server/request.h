@@ -8,6 +8,7 @@
 // thread; not thread-safe.
 #pragma once
 
+#include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -88,6 +89,8 @@ class Container : public std::enable_shared_from_this<Container> {
   void OnExited();
   void StartTimer(std::chrono::milliseconds after, const char* what);
   void OnTimeout(const char* what);
+  void ReadOutput();
+  void LogOutput(bool flush);
   void Cleanup();
   void DeleteRuntimeState();
   void Finish();
@@ -113,6 +116,13 @@ class Container : public std::enable_shared_from_this<Container> {
   boost::asio::posix::stream_descriptor helper_wait_;
   boost::asio::steady_timer timer_;
   boost::asio::steady_timer kill_timer_;
+  // The runtime's and the handler's stdout and stderr, logged line by line up to a cap.
+  boost::asio::posix::stream_descriptor output_;
+  std::array<char, 4096> output_buffer_{};
+  std::string output_line_;
+  size_t output_logged_ = 0;
+  bool output_truncated_ = false;
+  static constexpr size_t kMaxOutputLogged = 16 << 10;
 };
 
 }  // namespace faas::server

@@ -917,6 +917,26 @@ TEST_F(UserTest, UnknownNamesAreBadImages) {
   EXPECT_FALSE(ResolveUser(root_, "root:wheel").ok());
 }
 
+TEST_F(UserTest, CommandMustExistAsRuncWouldFindIt) {
+  std::filesystem::create_directories(root_ + "/usr/bin");
+  Write("usr/bin/python3.11", "#!");
+  std::filesystem::permissions(root_ + "/usr/bin/python3.11", std::filesystem::perms::owner_all);
+  std::filesystem::create_symlink("python3.11", root_ + "/usr/bin/python3");
+  std::filesystem::create_directory_symlink("usr/bin", root_ + "/bin");
+  Write("usr/bin/data", "not executable");
+  EXPECT_TRUE(CheckCommand(root_, {"/usr/bin/python3", "-c", "1"}, {}).ok());
+  EXPECT_TRUE(CheckCommand(root_, {"/bin/python3"}, {}).ok()) << "through the usrmerge link";
+  EXPECT_TRUE(CheckCommand(root_, {"python3"}, {}).ok()) << "default PATH";
+  EXPECT_FALSE(CheckCommand(root_, {"python3"}, {"PATH=/opt/bin"}).ok());
+  EXPECT_FALSE(CheckCommand(root_, {"/usr/bin/data"}, {}).ok());
+  EXPECT_FALSE(CheckCommand(root_, {"/nope"}, {}).ok());
+  EXPECT_FALSE(CheckCommand(root_, {"./relative"}, {}).ok());
+  EXPECT_FALSE(CheckCommand(root_, {}, {}).ok());
+  std::filesystem::create_symlink("/usr/bin/env", root_ + "/usr/bin/hostenv");
+  EXPECT_FALSE(CheckCommand(root_, {"/usr/bin/hostenv"}, {}).ok())
+      << "an absolute link resolves inside the rootfs, where it does not exist";
+}
+
 TEST_F(UserTest, PasswdSymlinkCannotLeaveTheRootfs) {
   // /etc/passwd -> /etc/passwd of the host would name root; inside the rootfs it is missing.
   std::filesystem::create_symlink("/etc/passwd", root_ + "/etc/passwd");
