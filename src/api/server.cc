@@ -25,7 +25,12 @@ using boost::system::error_code;
 
 namespace {
 
+// A client gets this long to send a request's headers, and then to send each body chunk:
+// a slow-loris client cannot hold a connection for long.
+constexpr auto kHeaderTimeout = std::chrono::seconds(15);
 constexpr auto kIdleTimeout = std::chrono::seconds(60);
+// Connections beyond this are closed at once, so the API cannot exhaust faasd's fds.
+constexpr size_t kMaxConnections = 256;
 constexpr size_t kChunk = 256 << 10;
 constexpr uint64_t kMaxSmallBody = 64 << 10;
 
@@ -59,8 +64,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
  private:
-  void ArmTimer() {
-    timer_.expires_after(kIdleTimeout);
+  void ArmTimer(std::chrono::seconds timeout = kIdleTimeout) {
+    timer_.expires_after(timeout);
     timer_.async_wait([self = this->shared_from_this()](error_code ec) {
       if (!ec) {
         error_code ignored;
@@ -73,7 +78,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
     parser_->body_limit(options_.max_image_bytes);
-    ArmTimer();
+    ArmTimer(kHeaderTimeout);
     http::async_read_header(
         socket_, buffer_, *parser_,
         [self = this->shared_from_this()](error_code ec, size_t) { self->OnHeader(ec); });
@@ -268,8 +273,13 @@ void AcceptLoop(Acceptor& acceptor, Backend& backend, const Options& options,
       using SocketType = decltype(socket);
       auto session = std::make_shared<Session<SocketType>>(std::move(socket), backend, options);
       std::erase_if(sessions, [](const auto& weak) { return weak.expired(); });
-      sessions.push_back(session);
-      session->Start();
+      if (sessions.size() >= kMaxConnections) {
+        spdlog::warn("api: {} connections open, refusing another", sessions.size());
+        session->Shutdown();
+      } else {
+        sessions.push_back(session);
+        session->Start();
+      }
     }
     AcceptLoop(acceptor, backend, options, sessions);
   });
