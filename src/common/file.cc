@@ -14,9 +14,9 @@
 namespace faas {
 namespace {
 
-Status WriteAll(int fd, const char* data, size_t size) {
+Status WriteAll(FileOps& ops, int fd, const char* data, size_t size) {
   while (size > 0) {
-    ssize_t n = ::write(fd, data, size);
+    ssize_t n = ops.Write(fd, data, size);
     if (n < 0) {
       if (errno == EINTR) continue;
       return SysError(errno, "write");
@@ -27,10 +27,10 @@ Status WriteAll(int fd, const char* data, size_t size) {
   return Ok();
 }
 
-Status FsyncDir(const std::string& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+Status FsyncDir(FileOps& ops, const std::string& dir) {
+  UniqueFd fd(ops.Open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
   if (!fd) return SysError(errno, "open " + dir);
-  if (::fsync(fd.get()) != 0) return SysError(errno, "fsync " + dir);
+  if (ops.Fsync(fd.get()) != 0) return SysError(errno, "fsync " + dir);
   return Ok();
 }
 
@@ -78,23 +78,28 @@ Status RemoveAt(int dirfd, const char* name, dev_t dev) {
 
 }  // namespace
 
-Status AtomicWriteFile(const std::string& path, const std::string& data, int mode) {
+FileOps& RealFileOps() {
+  static FileOps ops;
+  return ops;
+}
+
+Status AtomicWriteFile(const std::string& path, const std::string& data, int mode, FileOps& ops) {
   std::filesystem::path target(path);
   std::string dir = target.parent_path().empty() ? "." : target.parent_path().string();
   std::string tmp =
       path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
-  if (!fd) return SysError(errno, "create " + tmp);
-  Status status = WriteAll(fd.get(), data.data(), data.size());
-  if (status.ok() && ::fsync(fd.get()) != 0) status = SysError(errno, "fsync " + tmp);
+  UniqueFd fd(ops.Open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+  if (!fd) return SysError(errno, "create " + tmp).Wrap("write " + path);
+  Status status = WriteAll(ops, fd.get(), data.data(), data.size());
+  if (status.ok() && ops.Fsync(fd.get()) != 0) status = SysError(errno, "fsync " + tmp);
   fd.Reset();
-  if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0)
+  if (status.ok() && ops.Rename(tmp.c_str(), path.c_str()) != 0)
     status = SysError(errno, "rename " + tmp);
   if (!status.ok()) {
     ::unlink(tmp.c_str());
     return std::move(status).error().Wrap("write " + path);
   }
-  return FsyncDir(dir);
+  return FsyncDir(ops, dir);
 }
 
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {

@@ -74,6 +74,8 @@ Status Registry::Load() {
   return Ok();
 }
 
-Status Registry::Save() const { return AtomicWriteFile(path_, ToJson().dump(2) + "\n", 0600); }
+Status Registry::Save() const {
+  return AtomicWriteFile(path_, ToJson().dump(2) + "\n", 0600, *ops_);
+}
 
 }  // namespace faas::store

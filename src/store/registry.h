@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/file.h"
 #include "store/limits.h"
 
 namespace faas::store {
@@ -32,7 +33,9 @@ Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json);
 
 class Registry {
  public:
-  explicit Registry(std::string path) : path_(std::move(path)) {}
+  // `ops` (borrowed, must outlive the registry) is the seam for fault-injection tests.
+  explicit Registry(std::string path, FileOps& ops = RealFileOps())
+      : path_(std::move(path)), ops_(&ops) {}
 
   // Reads the file; a missing file is an empty registry. A corrupt file is an error
   // (never silently replaced: it may be the only record of what was deployed).
@@ -49,6 +52,7 @@ class Registry {
 
  private:
   std::string path_;
+  FileOps* ops_;
   std::map<std::string, FunctionRecord> functions_;
 };
 

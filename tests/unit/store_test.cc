@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 
@@ -159,6 +160,66 @@ TEST(LimitsTest, BadDeployOptionsAreInvalidArgument) {
 TEST(LimitsTest, MergeEnvReplacesByKey) {
   auto env = MergeEnv({"PATH=/bin", "A=1"}, {"A=2", "B=3"});
   EXPECT_EQ(env, (std::vector<std::string>{"PATH=/bin", "A=2", "B=3"}));
+}
+
+// Fails the n-th durable-write syscall (counting open, write, fsync, rename) with `err`.
+class FaultyOps : public FileOps {
+ public:
+  FaultyOps(int fail_at, int err) : fail_at_(fail_at), err_(err) {}
+  int Open(const char* path, int flags, int mode) override {
+    return Fail() ? -1 : FileOps::Open(path, flags, mode);
+  }
+  ssize_t Write(int fd, const void* data, size_t size) override {
+    return Fail() ? -1 : FileOps::Write(fd, data, size);
+  }
+  int Fsync(int fd) override { return Fail() ? -1 : FileOps::Fsync(fd); }
+  int Rename(const char* from, const char* to) override {
+    return Fail() ? -1 : FileOps::Rename(from, to);
+  }
+  int calls() const { return calls_; }
+
+ private:
+  bool Fail() {
+    if (++calls_ != fail_at_) return false;
+    errno = err_;
+    return true;
+  }
+  int fail_at_;
+  int err_;
+  int calls_ = 0;
+};
+
+TEST_F(StoreTest, FailedSaveAtAnyStepKeepsTheOldRegistry) {
+  std::string path = dir_ + "/registry.json";
+  Registry good(path);
+  good.Put("old", Sample());
+  ASSERT_TRUE(good.Save().ok());
+  const std::string before = *ReadFile(path);
+
+  FaultyOps counter(0, 0);
+  Registry counted(path, counter);
+  counted.Put("old", Sample());
+  ASSERT_TRUE(counted.Save().ok());
+  ASSERT_TRUE(AtomicWriteFile(path, before).ok());
+  // open tmp, write, fsync, rename: failing any of these must leave `before`.
+  const int steps_before_rename = 4;
+  ASSERT_GE(counter.calls(), steps_before_rename);
+
+  for (int err : {ENOSPC, EIO}) {
+    for (int step = 1; step <= steps_before_rename; ++step) {
+      FaultyOps faulty(step, err);
+      Registry registry(path, faulty);
+      ASSERT_TRUE(registry.Load().ok());
+      registry.Put("new", Sample());
+      Status st = registry.Save();
+      ASSERT_FALSE(st.ok()) << "step " << step;
+      EXPECT_EQ(st.error().sys_errno, err) << "step " << step;
+      EXPECT_EQ(*ReadFile(path), before) << "step " << step;
+      size_t entries = 0;
+      for ([[maybe_unused]] auto& e : fs::directory_iterator(dir_)) ++entries;
+      EXPECT_EQ(entries, 1u) << "temp file left behind at step " << step;
+    }
+  }
 }
 
 TEST_F(StoreTest, LimitsSurviveTheRegistry) {
