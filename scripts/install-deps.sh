@@ -3,10 +3,10 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "run as root (faasd adds addresses and starts containers)" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends \
+apt-get update -q -o DPkg::Lock::Timeout=600
+apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends \
   build-essential cmake ninja-build pkg-config ca-certificates \
   libarchive-dev libssl-dev nlohmann-json3-dev libboost-dev libmnl-dev \
   libcli11-dev libspdlog-dev libfmt-dev libcurl4-openssl-dev libgtest-dev libgmock-dev \
   runc podman uidmap iproute2 curl zstd util-linux \
-  python3 python3-pytest
+  python3 python3-pytest clang-format

@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 65535));
   app.add_option("--runtime", runtime, "OCI runtime with runc's command line (runc, crun)")
       ->capture_default_str();
-  app.add_option("--connect-timeout", connect_ms, "Default ms a handler has to connect to /control.sock")
+  app.add_option("--connect-timeout", connect_ms,
+                 "Default ms a handler has to connect to /control.sock")
       ->capture_default_str();
   app.add_option("--run-timeout", run_ms, "Default ms a handler may run after it got its client")
       ->capture_default_str();

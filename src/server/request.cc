@@ -311,9 +311,9 @@ void Container::DeleteRuntimeState() {
 
 void Container::Finish() {
   // Everything that wrote to the pipe is gone by now: log what is left in it.
-  for (ssize_t n; output_.is_open() && output_logged_ < kMaxOutputLogged &&
-                  (n = ::read(output_.native_handle(), output_buffer_.data(),
-                              output_buffer_.size())) > 0;) {
+  for (ssize_t n;
+       output_.is_open() && output_logged_ < kMaxOutputLogged &&
+       (n = ::read(output_.native_handle(), output_buffer_.data(), output_buffer_.size())) > 0;) {
     output_line_.append(output_buffer_.data(), static_cast<size_t>(n));
     LogOutput(/*flush=*/false);
   }
