@@ -23,6 +23,10 @@ Reply MethodNotAllowed() { return {405, ErrorJson("method not allowed")}; }
 
 nlohmann::json ErrorJson(const std::string& message) { return {{"error", message}}; }
 
+std::string DumpJson(const nlohmann::json& body) {
+  return body.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::json::error_handler_t::replace);
+}
+
 Reply Route(Backend& backend, verb method, const std::string& raw_target) {
   std::string target = raw_target.substr(0, raw_target.find('?'));
   std::string name;

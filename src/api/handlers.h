@@ -19,6 +19,10 @@ struct Reply {
 
 nlohmann::json ErrorJson(const std::string& message);
 
+// Serialises a reply. Bytes that are not UTF-8 (a request path may carry any) are
+// replaced rather than thrown on: a bad path must get a 404, not end the daemon.
+std::string DumpJson(const nlohmann::json& body);
+
 // Maps a method and target to the backend; unknown paths are 404, known paths with
 // the wrong method 405.
 Reply Route(Backend& backend, boost::beast::http::verb method, const std::string& target);

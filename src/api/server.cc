@@ -223,7 +223,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     res->set(http::field::server, "faasd");
     res->set(http::field::content_type, "application/json");
     res->keep_alive(keep_alive);
-    res->body() = body.dump() + "\n";
+    res->body() = DumpJson(body) + "\n";
     res->prepare_payload();
     http::async_write(socket_, *res,
                       [self = this->shared_from_this(), res, keep_alive](error_code ec, size_t) {

@@ -25,6 +25,7 @@ Verb AddNewCommand(CLI::App& app);
 Verb AddIpCommand(CLI::App& app);
 Verb AddListCommand(CLI::App& app);
 Verb AddRmCommand(CLI::App& app);
+Verb AddInitCommand(CLI::App& app);  // needs no daemon: ignores the Client
 Verb AddDescribeCommand(CLI::App& app);
 
 // Prints "Error: <message>" on stderr and returns `exit_code`.

@@ -83,8 +83,9 @@ int Main(int argc, char** argv) {
   app.fallthrough();  // global flags work after the verb too; subcommands inherit this
   GlobalFlags flags;
   AddGlobalFlags(app, flags);
-  const std::vector<Verb> verbs = {AddNewCommand(app), AddIpCommand(app), AddListCommand(app),
-                                   AddRmCommand(app), AddDescribeCommand(app)};
+  const std::vector<Verb> verbs = {AddNewCommand(app),      AddIpCommand(app),
+                                   AddListCommand(app),     AddRmCommand(app),
+                                   AddDescribeCommand(app), AddInitCommand(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

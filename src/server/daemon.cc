@@ -69,7 +69,7 @@ class Daemon::Impl : public api::Backend {
       functions_->Shutdown(options_.drain_timeout, [this] { io_.stop(); });
     });
     spdlog::info("faasd ready");
-    io_.run();
+    RunLoop();
     pool_.join();
     spdlog::info("faasd stopped");
     return 0;
@@ -118,6 +118,19 @@ class Daemon::Impl : public api::Backend {
     nlohmann::json out = store::ToJson(*record);
     out["name"] = name;
     return out;
+  }
+
+  // Library code should never throw into the loop; if it does, the daemon logs it
+  // and keeps serving rather than dropping every request in flight.
+  void RunLoop() {
+    for (;;) {
+      try {
+        io_.run();
+        return;
+      } catch (const std::exception& e) {
+        spdlog::critical("unexpected exception in the event loop: {}", e.what());
+      }
+    }
   }
 
   Result<nlohmann::json> GetIp(const std::string& name) override {

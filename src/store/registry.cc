@@ -75,7 +75,9 @@ Status Registry::Load() {
 }
 
 Status Registry::Save() const {
-  return AtomicWriteFile(path_, ToJson().dump(2) + "\n", 0600, *ops_);
+  return AtomicWriteFile(
+      path_, ToJson().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", 0600,
+      *ops_);
 }
 
 }  // namespace faas::store

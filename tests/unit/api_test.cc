@@ -64,6 +64,18 @@ TEST(ApiRouteTest, DescribeKnownAndUnknown) {
   EXPECT_EQ(Route(backend, verb::get, "/api/functions/nope").status, 404);
 }
 
+TEST(ApiRouteTest, RegressionNonUtf8PathGetsA404InsteadOfAThrow) {
+  FakeBackend backend;
+  Reply r = Route(backend, verb::delete_, "/api/fnuctions\xc8\x97\x9a\x93lo");
+  EXPECT_EQ(r.status, 404);
+  std::string text;
+  ASSERT_NO_THROW(text = DumpJson(r.body));
+  EXPECT_NE(text.find("no such endpoint"), std::string::npos);
+  Reply ip = Route(backend, verb::get, "/api/ip/\xff\xfe");
+  EXPECT_EQ(ip.status, 404);
+  ASSERT_NO_THROW((void)DumpJson(ip.body));
+}
+
 TEST(ApiRouteTest, WrongMethodIs405AndUnknownPathIs404) {
   FakeBackend backend;
   EXPECT_EQ(Route(backend, verb::post, "/api/list").status, 405);

@@ -1,0 +1,71 @@
+// Scratch directories for fuzzers that write trees: a parent with the target tree
+// and a sentinel beside it. Anything appearing in the sentinel, or next to the tree,
+// means a write escaped, and the fuzzer aborts.
+#pragma once
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "common/fd.h"
+#include "common/file.h"
+
+namespace faas::fuzz {
+
+class ScratchDirs {
+ public:
+  ScratchDirs() {
+    char tmpl[] = "/tmp/faas-fuzz-XXXXXX";
+    parent_ = ::mkdtemp(tmpl);
+    for (const char* d : {"/tree", "/work", "/sentinel"}) ::mkdir((parent_ + d).c_str(), 0755);
+  }
+  std::string tree() const { return parent_ + "/tree"; }
+  std::string work() const { return parent_ + "/work"; }
+
+  // Empties tree and work, and aborts if anything escaped.
+  void ResetAndCheck() {
+    for (const char* d : {"/tree", "/work"}) {
+      UniqueFd fd(::open((parent_ + d).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!fd || !RemoveTreeContents(fd.get()).ok()) Die("cannot reset scratch dir");
+    }
+    if (Entries(parent_ + "/sentinel") != 0 || Entries(parent_) != 3)
+      Die("a write escaped the tree");
+  }
+
+ private:
+  static size_t Entries(const std::string& dir) {
+    size_t n = 0;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return 0;
+    while (dirent* e = ::readdir(d))
+      n += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
+    ::closedir(d);
+    return n;
+  }
+  [[noreturn]] static void Die(const char* why) {
+    std::fprintf(stderr, "fuzz: %s\n", why);
+    std::abort();
+  }
+  std::string parent_;
+};
+
+// The input as a file descriptor (memfd), positioned at its start.
+inline UniqueFd MemFd(const uint8_t* data, size_t size) {
+  UniqueFd fd(::memfd_create("fuzz-input", MFD_CLOEXEC));
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::write(fd.get(), data + done, size - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  ::lseek(fd.get(), 0, SEEK_SET);
+  return fd;
+}
+
+}  // namespace faas::fuzz

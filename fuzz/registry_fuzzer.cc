@@ -1,0 +1,20 @@
+// Fuzzes loading registry.json and parsing a deploy's X-Function-Options header.
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "common/file.h"
+#include "store/limits.h"
+#include "store/registry.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const std::string path = "/tmp/faas-fuzz-registry-" + std::to_string(::getpid()) + ".json";
+  std::string text(reinterpret_cast<const char*>(data), size);
+  if (!faas::AtomicWriteFile(path, text).ok()) return 0;
+  faas::store::Registry registry(path);
+  if (registry.Load().ok()) (void)registry.ToJson().dump();
+  (void)faas::store::ParseDeployOptions(text, faas::store::FunctionLimits{});
+  return 0;
+}
