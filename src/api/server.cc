@@ -88,6 +88,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (ec) {
       if (ec == http::error::header_limit)
         return Respond(431, ErrorJson("request header too large"), false);
+      if (ec == http::error::body_limit)  // a Content-Length over the limit
+        return Respond(413, ErrorJson(TooLargeMessage()), false);
       if (ec != http::error::end_of_stream && ec != asio::error::operation_aborted &&
           ec != asio::error::eof)
         spdlog::debug("api: read header: {}", ec.message());
@@ -180,8 +182,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void OnBodyChunk(error_code ec) {
     if (ec && ec != http::error::need_buffer) {
       if (ec == http::error::body_limit) {
-        body_error_ = Reply{413, ErrorJson("image larger than the limit of " +
-                                           std::to_string(options_.max_image_bytes) + " bytes")};
+        body_error_ = Reply{413, ErrorJson(TooLargeMessage())};
       } else {
         spdlog::warn("api: upload broken: {}", ec.message());
         client_gone_ = true;
@@ -198,6 +199,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                         if (ec) self->ClosePipe();
                         self->PumpBody();
                       });
+  }
+
+  std::string TooLargeMessage() const {
+    return "image larger than the limit of " + std::to_string(options_.max_image_bytes) + " bytes";
   }
 
   void ClosePipe() {

@@ -133,13 +133,14 @@ Status Functions::RemoveLeftovers() {
 
 Status Functions::Restore(const std::string& name, const store::FunctionRecord& record) {
   FAAS_ASSIGN_OR_RETURN(net::Ipv4 ip, net::Ipv4::Parse(record.ip));
+  FAAS_ASSIGN_OR_RETURN(std::string version_dir, state_.CurrentVersionPath(name));
   struct stat st;
-  if (::stat(record.rootfs.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    return MakeError(Errc::kIo, "rootfs " + record.rootfs + " is missing");
+  if (::stat(version_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return MakeError(Errc::kIo, "rootfs " + version_dir + " is missing");
   FAAS_RETURN_IF_ERROR(AddAddress(ip));
   FAAS_ASSIGN_OR_RETURN(auto listener, Listen(name, ip));
   auto fn = std::make_unique<Function>();
-  fn->rootfs = std::make_shared<RootfsVersion>(record.rootfs, remover_);
+  fn->rootfs = std::make_shared<RootfsVersion>(version_dir, remover_);
   fn->listener = std::move(listener);
   Accept(fn->listener.get());
   functions_[name] = std::move(fn);
@@ -228,10 +229,19 @@ void Functions::Serve(const std::string& name, UniqueFd client) {
       std::make_shared<Container>(io_, options_.runtime, std::move(snapshot), NextContainerId(),
                                   std::move(client), [this](Container* c) { OnContainerDone(c); });
   containers_[container.get()] = container;
+  ++inflight_[name];
   container->Start();
 }
 
 void Functions::OnContainerDone(Container* container) {
+  const std::string name = container->function_name();
+  if (--inflight_[name] == 0) {
+    inflight_.erase(name);
+    if (auto it = removed_addresses_.find(name); it != removed_addresses_.end()) {
+      RemoveAddress(it->second);
+      removed_addresses_.erase(it);
+    }
+  }
   containers_.erase(container);
   if (shutting_down_) MaybeFinishShutdown();
 }
@@ -272,59 +282,57 @@ Result<store::FunctionRecord> Functions::CommitDeploy(ImportedImage image) {
   record.limits = image.options.limits;
   record.deployed_at = NowRfc3339();
 
-  Result<store::FunctionRecord> result = existed
-                                             ? Redeploy(name, std::move(record), image.new_rootfs)
-                                             : DeployNew(name, std::move(record), image.new_rootfs);
+  // The import becomes version directory vN, which is never renamed again. A version
+  // of a removed function of the same name may still serve its last requests: skip it.
+  record.version = old ? old->version + 1 : 1;
+  struct stat st;
+  while (::lstat(state_.VersionPath(name, record.version).c_str(), &st) == 0) ++record.version;
+  const std::string version_dir = state_.VersionPath(name, record.version);
+  if (::rename(image.new_rootfs.c_str(), version_dir.c_str()) != 0)
+    return SysError(errno, "rename rootfs of " + name);
+  image.new_rootfs = version_dir;  // what `remove_new` deletes on failure from here on
+  Result<store::FunctionRecord> result =
+      existed ? Redeploy(name, std::move(record)) : DeployNew(name, std::move(record));
   if (result.ok()) remove_new.Dismiss();
   return result;
 }
 
 Result<store::FunctionRecord> Functions::Redeploy(const std::string& name,
-                                                  store::FunctionRecord record,
-                                                  const std::string& new_rootfs) {
+                                                  store::FunctionRecord record) {
   Function& fn = *functions_.at(name);
-  std::optional<store::FunctionRecord> previous;
-  if (const auto* old = registry_.Find(name)) previous = *old;
-  record.version = previous ? previous->version + 1 : 1;
-  const std::string current = record.rootfs;
-  // Swap atomically: requests starting now see either the old or the new tree.
-  if (::renameat2(AT_FDCWD, new_rootfs.c_str(), AT_FDCWD, current.c_str(), RENAME_EXCHANGE) != 0)
-    return SysError(errno, "swap rootfs of " + name);
+  const store::FunctionRecord previous = *registry_.Find(name);
+  // Requests starting from now on get the new version; running ones keep theirs.
+  FAAS_RETURN_IF_ERROR(state_.PointRootfsAt(name, record.version));
   registry_.Put(name, record);
   if (auto st = registry_.Save(); !st.ok()) {
-    ::renameat2(AT_FDCWD, new_rootfs.c_str(), AT_FDCWD, current.c_str(), RENAME_EXCHANGE);
-    if (previous) registry_.Put(name, *previous);
+    registry_.Put(name, previous);
+    (void)state_.PointRootfsAt(name, previous.version);
     return std::move(st).error();
   }
-  std::string retired = state_.FunctionDir(name) + "/.old-" + RandomHex(8);
-  if (::rename(new_rootfs.c_str(), retired.c_str()) != 0) retired = new_rootfs;
-  fn.rootfs->Retire(retired);
-  fn.rootfs = std::make_shared<RootfsVersion>(current, remover_);
+  fn.rootfs->Retire(fn.rootfs->path());
+  fn.rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
   spdlog::info("redeployed {} (version {}) at {}", name, record.version, record.ip);
   return record;
 }
 
 Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
-                                                   store::FunctionRecord record,
-                                                   const std::string& new_rootfs) {
+                                                   store::FunctionRecord record) {
   FAAS_ASSIGN_OR_RETURN(net::Ipv4 ip, AllocateIp());
   record.ip = ip.ToString();
-  record.version = 1;
   FAAS_RETURN_IF_ERROR(AddAddress(ip));
   ScopeGuard remove_address([&] { RemoveAddress(ip); });
   FAAS_ASSIGN_OR_RETURN(auto listener, Listen(name, ip));
-  if (::rename(new_rootfs.c_str(), record.rootfs.c_str()) != 0)
-    return SysError(errno, "rename rootfs of " + name);
-  ScopeGuard unrename([&] { ::rename(record.rootfs.c_str(), new_rootfs.c_str()); });
+  FAAS_RETURN_IF_ERROR(state_.PointRootfsAt(name, record.version));
+  ScopeGuard unlink_rootfs([&] { (void)state_.UnlinkRootfs(name); });
   registry_.Put(name, record);
   if (auto st = registry_.Save(); !st.ok()) {
     registry_.Erase(name);
     return std::move(st).error();
   }
-  unrename.Dismiss();
+  unlink_rootfs.Dismiss();
   remove_address.Dismiss();
   auto fn = std::make_unique<Function>();
-  fn->rootfs = std::make_shared<RootfsVersion>(record.rootfs, remover_);
+  fn->rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
   fn->listener = std::move(listener);
   Accept(fn->listener.get());
   functions_[name] = std::move(fn);
@@ -344,13 +352,18 @@ Status Functions::Remove(const std::string& name) {
     registry_.Put(name, removed);
     return std::move(st).error();
   }
-  if (auto ip = net::Ipv4::Parse(removed.ip); ip.ok()) RemoveAddress(*ip);
-  std::string retired = state_.FunctionDir(name) + "/.old-" + RandomHex(8);
+  (void)state_.UnlinkRootfs(name);
   if (it != functions_.end()) {
-    if (::rename(removed.rootfs.c_str(), retired.c_str()) == 0) it->second->rootfs->Retire(retired);
+    it->second->rootfs->Retire(it->second->rootfs->path());
     functions_.erase(it);  // closes the listener; running requests keep their rootfs
-  } else {
-    remover_(removed.rootfs);
+  }
+  // Running requests' connections live on the address: it goes when the last one ends.
+  if (auto ip = net::Ipv4::Parse(removed.ip); ip.ok()) {
+    if (inflight_[name] == 0) {
+      RemoveAddress(*ip);
+    } else {
+      removed_addresses_[name] = *ip;
+    }
   }
   spdlog::info("removed {}", name);
   return Ok();

@@ -79,10 +79,8 @@ class Functions {
   Result<net::Ipv4> AllocateIp();
   Status AddAddress(net::Ipv4 ip);
   void RemoveAddress(net::Ipv4 ip);
-  Result<store::FunctionRecord> Redeploy(const std::string& name, store::FunctionRecord record,
-                                         const std::string& new_rootfs);
-  Result<store::FunctionRecord> DeployNew(const std::string& name, store::FunctionRecord record,
-                                          const std::string& new_rootfs);
+  Result<store::FunctionRecord> Redeploy(const std::string& name, store::FunctionRecord record);
+  Result<store::FunctionRecord> DeployNew(const std::string& name, store::FunctionRecord record);
   Result<std::unique_ptr<Listener>> Listen(const std::string& name, net::Ipv4 ip);
   void Accept(Listener* listener);
   void Serve(const std::string& name, UniqueFd client);
@@ -102,6 +100,8 @@ class Functions {
   std::map<std::string, std::unique_ptr<Function>> functions_;
   std::set<std::string> deploying_;
   std::map<Container*, std::shared_ptr<Container>> containers_;
+  std::map<std::string, int> inflight_;                 // running containers per function
+  std::map<std::string, net::Ipv4> removed_addresses_;  // of removed functions still serving
   uint64_t next_id_ = 0;
   std::string id_prefix_;
   bool shutting_down_ = false;

@@ -79,6 +79,7 @@ class Container : public std::enable_shared_from_this<Container> {
   void Kill(const char* why);
 
   const std::string& id() const { return id_; }
+  const std::string& function_name() const { return function_.name; }
   State state() const { return state_; }
 
  private:

@@ -1,7 +1,9 @@
 #include "store/state_dir.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
 
 #include "common/file.h"
@@ -15,6 +17,44 @@ Status StateDir::Create() const {
   return Ok();
 }
 
+namespace {
+
+bool IsVersionName(const std::string& base) {
+  return base.size() > 1 && base[0] == 'v' &&
+         base.find_first_not_of("0123456789", 1) == std::string::npos;
+}
+
+}  // namespace
+
+Result<std::string> StateDir::CurrentVersionPath(const std::string& name) const {
+  std::error_code ec;
+  auto target = std::filesystem::read_symlink(RootfsPath(name), ec);
+  if (ec) return SysError(ec.value(), "read link " + RootfsPath(name));
+  if (!IsVersionName(target.string()))
+    return MakeError(Errc::kIo,
+                     RootfsPath(name) + " points at unexpected '" + target.string() + "'");
+  return FunctionDir(name) + "/" + target.string();
+}
+
+Status StateDir::PointRootfsAt(const std::string& name, uint64_t version) const {
+  std::string tmp = FunctionDir(name) + "/.rootfs-" + VersionName(version);
+  ::unlink(tmp.c_str());
+  if (::symlink(VersionName(version).c_str(), tmp.c_str()) != 0)
+    return SysError(errno, "symlink " + tmp);
+  if (::rename(tmp.c_str(), RootfsPath(name).c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return SysError(err, "rename " + tmp);
+  }
+  return Ok();
+}
+
+Status StateDir::UnlinkRootfs(const std::string& name) const {
+  if (::unlink(RootfsPath(name).c_str()) != 0 && errno != ENOENT)
+    return SysError(errno, "unlink " + RootfsPath(name));
+  return Ok();
+}
+
 Status StateDir::RemoveStale() const {
   std::error_code ec;
   for (const auto& dir : {BundlesDir(), TmpDir()}) {
@@ -22,12 +62,16 @@ Status StateDir::RemoveStale() const {
       FAAS_RETURN_IF_ERROR(RemoveTree(entry.path().string()));
   }
   for (const auto& fn : std::filesystem::directory_iterator(ImagesDir(), ec)) {
+    std::string name = fn.path().filename().string();
+    auto current = CurrentVersionPath(name);
     std::error_code inner;
     for (const auto& entry : std::filesystem::directory_iterator(fn.path(), inner)) {
       std::string base = entry.path().filename().string();
-      if (base.rfind(".new-", 0) == 0 || base.rfind(".old-", 0) == 0)
-        FAAS_RETURN_IF_ERROR(RemoveTree(entry.path().string()));
+      bool stale = base.rfind(".new-", 0) == 0 || base.rfind(".rootfs-", 0) == 0 ||
+                   (IsVersionName(base) && (!current.ok() || *current != entry.path().string()));
+      if (stale) FAAS_RETURN_IF_ERROR(RemoveTree(entry.path().string()));
     }
+    ::rmdir(fn.path().c_str());  // only succeeds when nothing is left
   }
   return Ok();
 }

@@ -1,9 +1,12 @@
 // The on-disk layout of the state dir (a user-visible contract):
 //
 //   STATE/registry.json         the deployed functions
-//   STATE/images/NAME/rootfs/   the serving rootfs of NAME
+//   STATE/images/NAME/rootfs/   the serving rootfs of NAME: a symlink to vN
+//   STATE/images/NAME/vN/       version N of NAME's rootfs. A version directory is never
+//                               renamed while it exists, so a container that is starting
+//                               sees one tree even while a redeploy swaps `rootfs`; a
+//                               replaced version is removed after its last request.
 //   STATE/images/NAME/.new-*    an import in progress (removed at start-up)
-//   STATE/images/NAME/.old-*    a replaced rootfs still used by running requests
 //   STATE/bundles/<id>/         one OCI bundle per request, removed after it
 //   STATE/tmp/                  spooled uploads; emptied at start-up
 #pragma once
@@ -20,8 +23,20 @@ class StateDir {
 
   // Creates the directories above (mode 0700 for the root) if missing.
   Status Create() const;
-  // Removes what a dead faasd left behind: bundles, tmp, .new-* and .old-* rootfs dirs.
+  // Removes what a dead faasd left behind: bundles, tmp, imports in progress, versions
+  // that `rootfs` no longer points at, and function directories left empty.
   Status RemoveStale() const;
+
+  std::string VersionName(uint64_t version) const { return "v" + std::to_string(version); }
+  std::string VersionPath(const std::string& name, uint64_t version) const {
+    return FunctionDir(name) + "/" + VersionName(version);
+  }
+  // The version directory NAME's `rootfs` link points at.
+  Result<std::string> CurrentVersionPath(const std::string& name) const;
+  // Atomically points NAME's `rootfs` at `version` (a new link renamed over the old).
+  Status PointRootfsAt(const std::string& name, uint64_t version) const;
+  // Removes NAME's `rootfs` link.
+  Status UnlinkRootfs(const std::string& name) const;
 
   const std::string& root() const { return root_; }
   std::string RegistryPath() const { return root_ + "/registry.json"; }

@@ -563,7 +563,9 @@ TEST_F(ImageTest, MissingManifest) {
                  "no manifest.json or index.json in archive");
 }
 
-TEST_F(ImageTest, EmptyInput) { ExpectRejected("", Errc::kBadImage, "not a valid image archive"); }
+TEST_F(ImageTest, EmptyInput) {
+  ExpectRejected("", Errc::kBadImage, "empty image: no bytes received");
+}
 
 TEST_F(ImageTest, NotATar) {
   ExpectRejected(std::string(4096, 'x'), Errc::kBadImage, "not a valid image archive");

@@ -98,16 +98,20 @@ TEST_F(StoreTest, StateDirLayoutAndStaleCleanup) {
   ASSERT_TRUE(state.Create().ok());
   EXPECT_EQ(state.RootfsPath("hello"), dir_ + "/state/images/hello/rootfs");
   fs::create_directories(state.BundlePath("dead-1"));
-  fs::create_directories(state.RootfsPath("hello"));
+  fs::create_directories(state.VersionPath("hello", 2) + "/usr");
+  fs::create_directories(state.VersionPath("hello", 3) + "/usr");
+  ASSERT_TRUE(state.PointRootfsAt("hello", 3).ok());
   fs::create_directories(state.FunctionDir("hello") + "/.new-1/usr");
-  fs::create_directories(state.FunctionDir("hello") + "/.old-2");
+  fs::create_directories(state.FunctionDir("first") + "/.new-1/usr");  // crashed first deploy
   fs::create_directories(state.TmpDir() + "/import-x");
   ASSERT_TRUE(state.RemoveStale().ok());
   EXPECT_FALSE(fs::exists(state.BundlePath("dead-1")));
   EXPECT_FALSE(fs::exists(state.FunctionDir("hello") + "/.new-1"));
-  EXPECT_FALSE(fs::exists(state.FunctionDir("hello") + "/.old-2"));
+  EXPECT_FALSE(fs::exists(state.VersionPath("hello", 2))) << "not the current version";
   EXPECT_FALSE(fs::exists(state.TmpDir() + "/import-x"));
-  EXPECT_TRUE(fs::exists(state.RootfsPath("hello")));
+  EXPECT_FALSE(fs::exists(state.FunctionDir("first"))) << "empty function dir removed";
+  EXPECT_TRUE(fs::is_directory(state.RootfsPath("hello") + "/usr"));
+  EXPECT_EQ(*state.CurrentVersionPath("hello"), state.VersionPath("hello", 3));
 }
 
 TEST(LimitsTest, ParsesMemorySizes) {

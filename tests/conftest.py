@@ -1,0 +1,160 @@
+"""Fixtures of the black-box tiers. See docs/TESTING.md.
+
+    vm               a fresh VM per test (sandbox: network + mount namespaces)
+    images           builds and caches the handler images (session)
+    faasd_unstarted  a Faasd bound to the vm, not started; checked at teardown
+    faasd            the same, started with the args of @pytest.mark.faasd_args(...)
+    faas             FaaSTestHelper over `faasd` (deploy, request, inspect, assert)
+    faas_unstarted   FaaSTestHelper over `faasd_unstarted`
+
+At teardown every faasd still running is stopped with SIGTERM and must exit 0 and
+leave nothing behind: no lo:faas address, bundle, runc container or process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lib.daemon import Faasd  # noqa: E402
+from lib.helpers import FaaSTestHelper  # noqa: E402
+from lib.images import ImageBuilder  # noqa: E402
+from lib.vm import make_vm, wait_for  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TIERS = ("unit", "integration", "stress")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("faasd")
+    group.addoption("--vm", choices=("sandbox", "qemu"), default="sandbox",
+                    help="where faasd runs: sandbox (network+mount namespaces, default) or qemu")
+    group.addoption("--build-dir", default=os.environ.get("FAASD_BUILD_DIR", str(REPO / "build")),
+                    help="CMake build dir holding src/faasd and src/faas (default: build/)")
+    group.addoption("--image-cache", default=os.environ.get("FAASD_TEST_IMAGE_CACHE",
+                                                            "/tmp/faasd-test-images"),
+                    help="where built handler images are cached")
+
+
+def pytest_configure(config):
+    # Fail once, up front, while make_vm() still has the placeholder qemu backend.
+    from lib import vm as vm_lib
+    if config.getoption("--vm") == "qemu" and not getattr(vm_lib.QemuVM, "implemented", True):
+        raise pytest.UsageError(vm_lib.QemuVM.NOT_IMPLEMENTED)
+
+
+def pytest_collection_modifyitems(config, items):
+    untiered = [i.nodeid for i in items if not any(i.get_closest_marker(t) for t in TIERS)]
+    if untiered:
+        raise pytest.UsageError("tests without a tier marker (unit, integration or stress): "
+                                + ", ".join(untiered))
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _host_addresses():
+    """The host's addresses faasd could touch: those on lo and any in 10.0.0.0/8
+    (other interfaces may legitimately change while a long run goes on)."""
+    out = subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=True).stdout
+    return sorted((link["ifname"], a["family"], a["local"], a["prefixlen"], a.get("label", ""))
+                  for link in json.loads(out) for a in link.get("addr_info", [])
+                  if link["ifname"] == "lo" or a["local"].startswith("10."))
+
+
+@pytest.fixture(scope="session")
+def host_addresses_at_start():
+    return _host_addresses()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_network_untouched(host_addresses_at_start):
+    """Session guard: the host's lo and 10.x addresses are the same after the whole run."""
+    yield
+    after = _host_addresses()
+    assert after == host_addresses_at_start, "the test run changed the host's addresses"
+
+
+@pytest.fixture(scope="session")
+def build_dir(request) -> Path:
+    d = Path(request.config.getoption("--build-dir")) / "src"
+    missing = [b for b in ("faasd", "faas") if not os.access(d / b, os.X_OK)]
+    if missing:
+        pytest.exit(f"{', '.join(missing)} not built in {d}: run scripts/build.sh first", 2)
+    return d
+
+
+@pytest.fixture(scope="session")
+def images(request) -> ImageBuilder:
+    return ImageBuilder(Path(request.config.getoption("--image-cache")))
+
+
+@pytest.fixture
+def vm(request, tmp_path):
+    """A fresh VM per test: namespaces cost ~10 ms, and a test that leaves addresses,
+    containers or files behind cannot affect the next one."""
+    machine = make_vm(request.config.getoption("--vm"), tmp_path / "vm")
+    try:
+        yield machine
+    finally:
+        machine.close()
+
+
+def _attach_log(request, daemon: Faasd) -> None:
+    failed = any(getattr(getattr(request.node, f"rep_{w}", None), "failed", False)
+                 for w in ("setup", "call"))
+    if failed:
+        request.node.add_report_section("teardown", "faasd log (tail)", daemon.log()[-20000:])
+
+
+@pytest.fixture
+def faasd_unstarted(request, vm, build_dir):
+    daemon = Faasd(vm, build_dir)
+    yield daemon
+    _attach_log(request, daemon)
+    if daemon.proc is None:
+        return
+    # Clients and uploads the test left running are not faasd's leftovers.
+    vm.kill_spawned(keep={daemon.proc.pid})
+    if daemon.running():
+        rc = daemon.stop()
+        assert rc == 0, f"faasd exited {rc} on SIGTERM:\n{daemon.log()[-5000:]}"
+    # Addresses, bundles, runc state and cgroups must be gone the moment faasd has
+    # exited; processes get a short grace for the kernel to finish killing them.
+    left = daemon.leftovers()
+    if set(left) == {"processes"}:
+        try:
+            wait_for(lambda: not daemon.related_processes(), 5, what="processes to exit")
+            left = {}
+        except AssertionError:
+            left = daemon.leftovers()
+    assert not left, (f"faasd left things behind after SIGTERM: {left}\n"
+                      f"--- log ---\n{daemon.log()[-5000:]}")
+
+
+@pytest.fixture
+def faasd(request, faasd_unstarted):
+    marker = request.node.get_closest_marker("faasd_args")
+    args = [str(a) for a in marker.args] if marker else []
+    return faasd_unstarted.start(*args)
+
+
+@pytest.fixture
+def faas(vm, faasd, images) -> FaaSTestHelper:
+    return FaaSTestHelper(vm, faasd, images)
+
+
+@pytest.fixture
+def faas_unstarted(vm, faasd_unstarted, images) -> FaaSTestHelper:
+    return FaaSTestHelper(vm, faasd_unstarted, images)
