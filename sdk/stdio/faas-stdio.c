@@ -34,8 +34,9 @@
  *   FAAS_STDIO_CONTENT_TYPE  Content-Type of 200 answers (text/plain; charset=utf-8)
  *   FAAS_STDIO_MAX_BODY      largest request body accepted, bytes (16 MiB)
  *   FAAS_STDIO_MAX_OUTPUT    largest output accepted, bytes (64 MiB)
- *   FAAS_STDIO_TIMEOUT_MS    how long the program may run (25000: below faasd's 30 s
- *                            run timeout, so the client gets a 504, not a reset)
+ *   FAAS_STDIO_TIMEOUT_MS    how long the program may run (default: 5/6 of faasd's run
+ *                            timeout, FAAS_TIMEOUT_MS, or 25000 without it, so the
+ *                            client gets a 504, not a reset)
  *
  * Exit status: 0 when the program succeeded and the answer was sent, 1 otherwise.
  * Build: gcc -static -O2 -I sdk/c -o faas-stdio sdk/stdio/faas-stdio.c sdk/c/faas.c
@@ -468,7 +469,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   size_t max_output = env_size("FAAS_STDIO_MAX_OUTPUT", DEFAULT_MAX_OUTPUT);
-  size_t timeout = env_size("FAAS_STDIO_TIMEOUT_MS", DEFAULT_TIMEOUT_MS);
+  /* faasd passes its run timeout; answering a little before it gives the client a 504. */
+  size_t budget = env_size("FAAS_TIMEOUT_MS", 0);
+  size_t timeout =
+      env_size("FAAS_STDIO_TIMEOUT_MS", budget > 0 ? budget * 5 / 6 : DEFAULT_TIMEOUT_MS);
   int timeout_ms = timeout > 3600000 ? 3600000 : (int)timeout;
   struct faas_limits limits = {.max_body = env_size("FAAS_STDIO_MAX_BODY", DEFAULT_MAX_BODY)};
   struct faas_request req;

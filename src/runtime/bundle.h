@@ -26,7 +26,8 @@ struct ContainerSpec {
   uint64_t cpu_quota_us = 100000;  // per 100 ms period: 100000 is one CPU
   int64_t pids_limit = 64;
   uint64_t nofile_limit = 1024;
-  std::string cgroups_path;  // e.g. "/faasd/<id>"; empty lets runc choose
+  uint64_t run_timeout_ms = 30000;  // told to the handler as FAAS_TIMEOUT_MS
+  std::string cgroups_path;         // e.g. "/faasd/<id>"; empty lets runc choose
 };
 
 // The OCI config: pid/net/ipc/uts/mount/cgroup namespaces, no capabilities,

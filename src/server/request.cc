@@ -121,6 +121,7 @@ void Container::Start() {
   spec.memory_bytes = function_.limits.memory_bytes;
   spec.cpu_quota_us = function_.limits.cpu_millis * 100;
   spec.pids_limit = function_.limits.pids;
+  spec.run_timeout_ms = function_.limits.timeout_ms;
   if (auto st = runtime::WriteBundle(dir, spec); !st.ok()) return Fail(st.error().message);
 
   int out[2];

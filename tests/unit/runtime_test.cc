@@ -167,6 +167,7 @@ TEST(BundleTest, EnvGetsDefaultPathAndSocketVariable) {
   EXPECT_EQ(env.front().rfind("PATH=", 0), 0u);
   EXPECT_NE(std::find(env.begin(), env.end(), "A=1"), env.end());
   EXPECT_NE(std::find(env.begin(), env.end(), "FAAS_CONTROL_SOCKET=/control.sock"), env.end());
+  EXPECT_NE(std::find(env.begin(), env.end(), "FAAS_TIMEOUT_MS=30000"), env.end());
   ContainerSpec with_path = Spec();
   with_path.env = {"PATH=/opt/bin"};
   auto env2 = MakeOciConfig(with_path)["process"]["env"].get<std::vector<std::string>>();
