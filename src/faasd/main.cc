@@ -104,6 +104,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-files", options.limits.max_files, "Most entries in an unpacked rootfs")
       ->capture_default_str();
+  app.add_flag("--userns", options.userns,
+               "Run containers in a user namespace: their root is host uid --userns-base");
+  app.add_option("--userns-base", options.userns_base, "First host uid/gid of the 65536 mapped")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 0xfffeffffu));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
 

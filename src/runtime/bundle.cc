@@ -67,6 +67,13 @@ nlohmann::json Linux(const ContainerSpec& spec) {
       {"readonlyPaths", {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}},
   };
   if (!spec.cgroups_path.empty()) linux_section["cgroupsPath"] = spec.cgroups_path;
+  if (spec.userns_base != 0) {
+    nlohmann::json mapping = {
+        {{"containerID", 0}, {"hostID", spec.userns_base}, {"size", kUsernsSize}}};
+    linux_section["namespaces"].push_back({{"type", "user"}});
+    linux_section["uidMappings"] = mapping;
+    linux_section["gidMappings"] = mapping;
+  }
   linux_section["seccomp"] = SeccompProfile();
   return linux_section;
 }

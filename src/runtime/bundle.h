@@ -12,6 +12,7 @@ namespace faas::runtime {
 
 // Where the handler finds its control socket inside the container.
 inline constexpr char kControlSocketInContainer[] = "/control.sock";
+inline constexpr uint32_t kUsernsSize = 65536;
 
 struct ContainerSpec {
   std::string rootfs;             // absolute host path, mounted read-only
@@ -27,7 +28,10 @@ struct ContainerSpec {
   int64_t pids_limit = 64;
   uint64_t nofile_limit = 1024;
   uint64_t run_timeout_ms = 30000;  // told to the handler as FAAS_TIMEOUT_MS
-  std::string cgroups_path;         // e.g. "/faasd/<id>"; empty lets runc choose
+  // When not 0: a user namespace mapping container ids 0..kUsernsSize-1 to host
+  // ids userns_base.., with the rootfs owned accordingly.
+  uint32_t userns_base = 0;
+  std::string cgroups_path;  // e.g. "/faasd/<id>"; empty lets runc choose
 };
 
 // The OCI config: pid/net/ipc/uts/mount/cgroup namespaces, no capabilities,

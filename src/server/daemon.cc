@@ -14,6 +14,8 @@
 #include "common/file.h"
 #include "common/log.h"
 #include "common/scope_guard.h"
+#include "image/idshift.h"
+#include "runtime/bundle.h"
 #include "store/names.h"
 
 namespace faas::server {
@@ -149,6 +151,12 @@ class Daemon::Impl : public api::Backend {
  private:
   Status Start() {
     FAAS_RETURN_IF_ERROR(state_.Create());
+    if (options_.userns) {
+      // A container's root is then an unprivileged host user: it must be able to
+      // traverse to its rootfs and control socket (not list: 0711).
+      for (const auto& dir : {state_.root(), state_.ImagesDir(), state_.BundlesDir()})
+        ::chmod(dir.c_str(), 0711);
+    }
     FAAS_RETURN_IF_ERROR(MakeDirs(options_.run_dir));
     ::chmod(options_.run_dir.c_str(), 0700);
     FAAS_ASSIGN_OR_RETURN(std::string token, ReadToken(options_.token_file));
@@ -178,6 +186,15 @@ class Daemon::Impl : public api::Backend {
     FAAS_RETURN_IF_ERROR(
         image::CheckCommand(image->new_rootfs, image->config.cmd,
                             store::MergeEnv(image->config.env, image->options.env)));
+    FAAS_RETURN_IF_ERROR(runtime::PrepareRootfs(image->new_rootfs));
+    if (options_.userns) {
+      if (image->user.uid >= runtime::kUsernsSize || image->user.gid >= runtime::kUsernsSize)
+        return MakeError(Errc::kBadImage, "the image's user " + image->config.user +
+                                              " is outside the user namespace's ids");
+      FAAS_RETURN_IF_ERROR(
+          image::ShiftOwnership(image->new_rootfs, options_.userns_base, runtime::kUsernsSize));
+      image->userns_base = options_.userns_base;
+    }
     return Ok();
   }
 

@@ -224,7 +224,7 @@ void Functions::Serve(const std::string& name, UniqueFd client) {
   if (shutting_down_ || it == functions_.end() || record == nullptr) return;
   FunctionSnapshot snapshot{name,        it->second->rootfs,  record->cmd,
                             record->env, record->working_dir, record->uid,
-                            record->gid, record->limits};
+                            record->gid, record->limits,      record->userns_base};
   auto container =
       std::make_shared<Container>(io_, options_.runtime, std::move(snapshot), NextContainerId(),
                                   std::move(client), [this](Container* c) { OnContainerDone(c); });
@@ -267,7 +267,6 @@ Result<store::FunctionRecord> Functions::CommitDeploy(ImportedImage image) {
     if (!existed) ::rmdir(state_.FunctionDir(name).c_str());
   });
   if (shutting_down_) return MakeError(Errc::kUnavailable, "faasd is shutting down");
-  FAAS_RETURN_IF_ERROR(runtime::PrepareRootfs(image.new_rootfs));
 
   store::FunctionRecord record;
   const store::FunctionRecord* old = registry_.Find(name);
@@ -280,6 +279,7 @@ Result<store::FunctionRecord> Functions::CommitDeploy(ImportedImage image) {
   record.uid = image.user.uid;
   record.gid = image.user.gid;
   record.limits = image.options.limits;
+  record.userns_base = image.userns_base;
   record.deployed_at = NowRfc3339();
 
   // The import becomes version directory vN, which is never renamed again. A version

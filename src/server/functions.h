@@ -38,6 +38,7 @@ struct ImportedImage {
   image::ImageConfig config;
   image::UserIds user;
   store::DeployOptions options;
+  uint32_t userns_base = 0;  // the rootfs is owned by base+id; 0: no user namespace
 };
 
 class Functions {

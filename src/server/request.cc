@@ -103,7 +103,10 @@ void Container::Start() {
   state_ = State::kSpawning;
   spdlog::debug("container {}: spawning for {}", id_, function_.name);
   std::string dir = BundleDir();
-  if (::mkdir(dir.c_str(), 0700) != 0) return Fail("mkdir " + dir + ": " + std::strerror(errno));
+  // In a user namespace the container's root is an unprivileged host user that must
+  // be able to reach the control socket.
+  if (::mkdir(dir.c_str(), function_.userns_base ? 0711 : 0700) != 0)
+    return Fail("mkdir " + dir + ": " + std::strerror(errno));
   bundle_created_ = true;
   auto listener = ListenUnix(dir + "/control.sock");
   if (!listener.ok()) return Fail(listener.error().message);
@@ -122,6 +125,7 @@ void Container::Start() {
   spec.cpu_quota_us = function_.limits.cpu_millis * 100;
   spec.pids_limit = function_.limits.pids;
   spec.run_timeout_ms = function_.limits.timeout_ms;
+  spec.userns_base = function_.userns_base;
   if (auto st = runtime::WriteBundle(dir, spec); !st.ok()) return Fail(st.error().message);
 
   int out[2];

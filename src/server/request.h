@@ -62,6 +62,7 @@ struct FunctionSnapshot {
   uint32_t uid = 0;
   uint32_t gid = 0;
   store::FunctionLimits limits;
+  uint32_t userns_base = 0;
 };
 
 class Container : public std::enable_shared_from_this<Container> {

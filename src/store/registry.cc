@@ -15,6 +15,7 @@ nlohmann::json ToJson(const FunctionRecord& r) {
           {"working_dir", r.working_dir},
           {"user", r.user},
           {"uid", r.uid},
+          {"userns_base", r.userns_base},
           {"gid", r.gid},
           {"limits", ToJson(r.limits)},
           {"version", r.version},
@@ -32,6 +33,7 @@ Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
     r.user = json.value("user", std::string());
     r.uid = json.value("uid", uint32_t{0});
     r.gid = json.value("gid", uint32_t{0});
+    r.userns_base = json.value("userns_base", uint32_t{0});
     r.limits = LimitsFromJson(json.value("limits", nlohmann::json::object()), FunctionLimits{});
     r.version = json.value("version", uint64_t{1});
     r.deployed_at = json.value("deployed_at", std::string());

@@ -17,6 +17,7 @@
 #include "common/fd.h"
 #include "common/file.h"
 #include "image/config.h"
+#include "image/idshift.h"
 #include "image/importer.h"
 #include "image/user.h"
 
@@ -937,6 +938,32 @@ TEST_F(UserTest, CommandMustExistAsRuncWouldFindIt) {
   std::filesystem::create_symlink("/usr/bin/env", root_ + "/usr/bin/hostenv");
   EXPECT_FALSE(CheckCommand(root_, {"/usr/bin/hostenv"}, {}).ok())
       << "an absolute link resolves inside the rootfs, where it does not exist";
+}
+
+TEST_F(UserTest, ShiftOwnershipMapsIdsAndKeepsSetuid) {
+  std::filesystem::create_directories(root_ + "/usr/bin");
+  Write("usr/bin/tool", "x");
+  ::chown((root_ + "/usr/bin/tool").c_str(), 1000, 50);
+  ::chmod((root_ + "/usr/bin/tool").c_str(), 04755);
+  std::filesystem::create_symlink("/nonexistent-target", root_ + "/link");
+  ASSERT_TRUE(ShiftOwnership(root_, 100000, 65536).ok());
+  struct stat st;
+  ASSERT_EQ(::stat((root_ + "/usr/bin/tool").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 101000u);
+  EXPECT_EQ(st.st_gid, 100050u);
+  EXPECT_EQ(st.st_mode & 07777, 04755u) << "setuid survives the chown";
+  ASSERT_EQ(::lstat((root_ + "/link").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 100000u) << "the link itself, not its (missing) target";
+  ASSERT_EQ(::stat(root_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 100000u) << "the root directory too";
+}
+
+TEST_F(UserTest, ShiftOwnershipRefusesUnmappableIds) {
+  Write("etc/big", "x");
+  ::chown((root_ + "/etc/big").c_str(), 70000, 0);
+  auto st = ShiftOwnership(root_, 100000, 65536);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, Errc::kBadImage);
 }
 
 TEST_F(UserTest, PasswdSymlinkCannotLeaveTheRootfs) {

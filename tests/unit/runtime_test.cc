@@ -162,6 +162,23 @@ TEST(BundleTest, SeccompIsAnAllowlistWithoutDangerousCalls) {
     EXPECT_FALSE(allowed.count(denied)) << denied;
 }
 
+TEST(BundleTest, UserNamespaceOnlyWhenAsked) {
+  auto plain = MakeOciConfig(Spec());
+  EXPECT_FALSE(plain["linux"].contains("uidMappings"));
+  ContainerSpec spec = Spec();
+  spec.userns_base = 100000;
+  auto config = MakeOciConfig(spec);
+  bool has_user_ns = false;
+  for (auto& ns : config["linux"]["namespaces"]) has_user_ns |= ns["type"] == "user";
+  EXPECT_TRUE(has_user_ns);
+  for (const char* key : {"uidMappings", "gidMappings"}) {
+    ASSERT_EQ(config["linux"][key].size(), 1u);
+    EXPECT_EQ(config["linux"][key][0]["containerID"], 0);
+    EXPECT_EQ(config["linux"][key][0]["hostID"], 100000);
+    EXPECT_EQ(config["linux"][key][0]["size"], kUsernsSize);
+  }
+}
+
 TEST(BundleTest, EnvGetsDefaultPathAndSocketVariable) {
   auto env = MakeOciConfig(Spec())["process"]["env"].get<std::vector<std::string>>();
   EXPECT_EQ(env.front().rfind("PATH=", 0), 0u);
