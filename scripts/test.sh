@@ -9,7 +9,7 @@ scripts/check-format.sh
 scripts/build.sh
 echo "== unit tests (ctest)"
 ctest --test-dir build --output-on-failure -j2
-echo "== fuzzing (libFuzzer, ASan + UBSan)"
-scripts/fuzz.sh
+echo "== sanitizers: unit tests under ASan + UBSan, then libFuzzer"
+scripts/sanitize.sh
 echo "== black-box tests (pytest)"
 /usr/bin/python3 -m pytest -m "not vmtest" "$@"

@@ -21,9 +21,11 @@ Status ShiftEntry(int dir_fd, const char* name, const struct stat& st, uint32_t 
                                           " ids");
   if (::fchownat(dir_fd, name, base + st.st_uid, base + st.st_gid, AT_SYMLINK_NOFOLLOW) != 0)
     return SysError(errno, "chown /" + path);
-  // chown clears setuid/setgid: put them back.
+  // chown clears setuid/setgid, and they stay cleared: on the host such a file would
+  // run as the mapped uid for anyone who can reach it. Containers have
+  // noNewPrivileges, so inside they would not work anyway.
   if (!S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)) &&
-      ::fchmodat(dir_fd, name, st.st_mode & 07777, 0) != 0)
+      ::fchmodat(dir_fd, name, st.st_mode & 01777, 0) != 0)
     return SysError(errno, "chmod /" + path);
   return Ok();
 }

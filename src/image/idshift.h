@@ -10,7 +10,7 @@
 namespace faas::image {
 
 // Adds `base` to the owner and group of every entry under `rootfs_dir` (the
-// directory itself included), never following symlinks, keeping setuid/setgid
+// directory itself included), never following symlinks, and clears setuid/setgid
 // bits. Ids must be below `size`: kBadImage otherwise (the id could not be mapped).
 Status ShiftOwnership(const std::string& rootfs_dir, uint32_t base, uint32_t size);
 

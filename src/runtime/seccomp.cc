@@ -1,5 +1,9 @@
 #include "runtime/seccomp.h"
 
+#include <sched.h>
+
+#include <cerrno>
+
 namespace faas::runtime {
 namespace {
 
@@ -23,8 +27,6 @@ constexpr const char* kAllowed[] = {
     "clock_getres",
     "clock_gettime",
     "clock_nanosleep",
-    "clone",
-    "clone3",
     "close",
     "close_range",
     "connect",
@@ -246,6 +248,9 @@ constexpr const char* kAllowed[] = {
     "writev",
 };
 
+constexpr uint64_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
+                                     CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP;
+
 nlohmann::json Build() {
   nlohmann::json names = nlohmann::json::array();
   for (const char* name : kAllowed) names.push_back(name);
@@ -253,7 +258,23 @@ nlohmann::json Build() {
       {"defaultAction", "SCMP_ACT_ERRNO"},
       {"defaultErrnoRet", 1},  // EPERM, which programs expect for "not allowed here"
       {"architectures", {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"}},
-      {"syscalls", {{{"names", names}, {"action", "SCMP_ACT_ALLOW"}}}},
+      {"syscalls",
+       {
+           {{"names", names}, {"action", "SCMP_ACT_ALLOW"}},
+           // Threads and processes, but no new namespaces (unshare is not allowed either).
+           {{"names", nlohmann::json::array({"clone"})},
+            {"action", "SCMP_ACT_ALLOW"},
+            {"args",
+             {{{"index", 0},
+               {"value", kNamespaceFlags},
+               {"valueTwo", 0},
+               {"op", "SCMP_CMP_MASKED_EQ"}}}}},
+           // clone3 passes its flags in memory, out of seccomp's sight: ENOSYS makes
+           // libc fall back to clone.
+           {{"names", nlohmann::json::array({"clone3"})},
+            {"action", "SCMP_ACT_ERRNO"},
+            {"errnoRet", ENOSYS}},
+       }},
   };
 }
 

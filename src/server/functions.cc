@@ -109,7 +109,9 @@ Status Functions::Start() {
 }
 
 Status Functions::RemoveLeftovers() {
-  FAAS_RETURN_IF_ERROR(state_.RemoveStale());
+  std::map<std::string, uint64_t> live;
+  for (const auto& [name, record] : registry_.functions()) live[name] = record.version;
+  FAAS_RETURN_IF_ERROR(state_.RemoveStale(live));
   const auto& rt = options_.runtime;
   FAAS_ASSIGN_OR_RETURN(std::string ids,
                         RunAndCapture({rt.runtime, "--root", rt.runtime_root, "list", "--quiet"}));
@@ -133,10 +135,12 @@ Status Functions::RemoveLeftovers() {
 
 Status Functions::Restore(const std::string& name, const store::FunctionRecord& record) {
   FAAS_ASSIGN_OR_RETURN(net::Ipv4 ip, net::Ipv4::Parse(record.ip));
-  FAAS_ASSIGN_OR_RETURN(std::string version_dir, state_.CurrentVersionPath(name));
+  // The registry names the version; the link may be off by one after a crash.
+  const std::string version_dir = state_.VersionPath(name, record.version);
   struct stat st;
-  if (::stat(version_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+  if (::lstat(version_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     return MakeError(Errc::kIo, "rootfs " + version_dir + " is missing");
+  FAAS_RETURN_IF_ERROR(state_.PointRootfsAt(name, record.version));
   FAAS_RETURN_IF_ERROR(AddAddress(ip));
   FAAS_ASSIGN_OR_RETURN(auto listener, Listen(name, ip));
   auto fn = std::make_unique<Function>();

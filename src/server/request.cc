@@ -74,8 +74,7 @@ void AnswerClient(int fd, int status, const char* reason) {
 
 Container::Container(asio::io_context& io, const RuntimeOptions& options, FunctionSnapshot function,
                      std::string id, UniqueFd client, DoneCallback on_done)
-    : io_(io),
-      options_(options),
+    : options_(options),
       function_(std::move(function)),
       id_(std::move(id)),
       client_(std::move(client)),

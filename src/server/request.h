@@ -98,7 +98,6 @@ class Container : public std::enable_shared_from_this<Container> {
   void Finish();
   std::string BundleDir() const { return options_.bundles_dir + "/" + id_; }
 
-  boost::asio::io_context& io_;
   const RuntimeOptions& options_;
   FunctionSnapshot function_;
   std::string id_;

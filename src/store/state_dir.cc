@@ -55,23 +55,26 @@ Status StateDir::UnlinkRootfs(const std::string& name) const {
   return Ok();
 }
 
-Status StateDir::RemoveStale() const {
+Status StateDir::RemoveStale(const std::map<std::string, uint64_t>& live) const {
   std::error_code ec;
   for (const auto& dir : {BundlesDir(), TmpDir()}) {
     for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
       FAAS_RETURN_IF_ERROR(RemoveTree(entry.path().string()));
   }
   for (const auto& fn : std::filesystem::directory_iterator(ImagesDir(), ec)) {
-    std::string name = fn.path().filename().string();
-    auto current = CurrentVersionPath(name);
+    auto it = live.find(fn.path().filename().string());
+    if (it == live.end()) {
+      FAAS_RETURN_IF_ERROR(RemoveTree(fn.path().string()));
+      continue;
+    }
+    const std::string keep = VersionName(it->second);
     std::error_code inner;
     for (const auto& entry : std::filesystem::directory_iterator(fn.path(), inner)) {
       std::string base = entry.path().filename().string();
       bool stale = base.rfind(".new-", 0) == 0 || base.rfind(".rootfs-", 0) == 0 ||
-                   (IsVersionName(base) && (!current.ok() || *current != entry.path().string()));
+                   (IsVersionName(base) && base != keep);
       if (stale) FAAS_RETURN_IF_ERROR(RemoveTree(entry.path().string()));
     }
-    ::rmdir(fn.path().c_str());  // only succeeds when nothing is left
   }
   return Ok();
 }

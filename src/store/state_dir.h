@@ -11,6 +11,7 @@
 //   STATE/tmp/                  spooled uploads; emptied at start-up
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "common/error.h"
@@ -23,9 +24,11 @@ class StateDir {
 
   // Creates the directories above (mode 0700 for the root) if missing.
   Status Create() const;
-  // Removes what a dead faasd left behind: bundles, tmp, imports in progress, versions
-  // that `rootfs` no longer points at, and function directories left empty.
-  Status RemoveStale() const;
+  // Removes what a dead faasd left behind: bundles, tmp, imports in progress, and
+  // every function directory and version that `live` (the registry: name -> current
+  // version) does not name. The registry is the truth: a crash between swapping a
+  // `rootfs` link and saving the registry must not leave a half-new function.
+  Status RemoveStale(const std::map<std::string, uint64_t>& live) const;
 
   std::string VersionName(uint64_t version) const { return "v" + std::to_string(version); }
   std::string VersionPath(const std::string& name, uint64_t version) const {

@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -149,17 +150,41 @@ TEST(BundleTest, ConfigIsLockedDown) {
 TEST(BundleTest, SeccompIsAnAllowlistWithoutDangerousCalls) {
   auto seccomp = MakeOciConfig(Spec())["linux"]["seccomp"];
   EXPECT_EQ(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
-  std::set<std::string> allowed;
+  std::set<std::string> allowed;  // without conditions
   for (auto& rule : seccomp["syscalls"]) {
-    EXPECT_EQ(rule["action"], "SCMP_ACT_ALLOW");
-    for (auto& name : rule["names"]) allowed.insert(name);
+    if (rule["action"] == "SCMP_ACT_ALLOW" && !rule.contains("args"))
+      for (auto& name : rule["names"]) allowed.insert(name);
   }
   for (const char* needed : {"read", "write", "recvmsg", "execve", "exit_group", "futex"})
     EXPECT_TRUE(allowed.count(needed)) << needed;
-  for (const char* denied : {"mount", "umount2", "unshare", "setns", "ptrace", "bpf", "init_module",
-                             "kexec_load", "reboot", "keyctl", "io_uring_setup", "pivot_root",
-                             "perf_event_open", "open_by_handle_at", "userfaultfd"})
+  for (const char* denied :
+       {"mount", "umount2", "unshare", "setns", "ptrace", "bpf", "init_module", "kexec_load",
+        "reboot", "keyctl", "io_uring_setup", "pivot_root", "perf_event_open", "open_by_handle_at",
+        "userfaultfd", "clone", "clone3"})
     EXPECT_FALSE(allowed.count(denied)) << denied;
+}
+
+TEST(BundleTest, RegressionCloneCannotCreateNamespaces) {
+  bool clone_checked = false, clone3_refused = false;
+  const nlohmann::json config = MakeOciConfig(Spec());
+  for (const auto& rule : config["linux"]["seccomp"]["syscalls"]) {
+    if (rule["names"] == nlohmann::json::array({"clone"})) {
+      ASSERT_EQ(rule["args"].size(), 1u);
+      EXPECT_EQ(rule["args"][0]["index"], 0);
+      EXPECT_EQ(rule["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+      EXPECT_EQ(rule["args"][0]["valueTwo"], 0);
+      uint64_t mask = rule["args"][0]["value"];
+      for (uint64_t flag : {CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID,
+                            CLONE_NEWNET, CLONE_NEWCGROUP})
+        EXPECT_NE(mask & flag, 0u) << flag;
+      EXPECT_EQ(mask & CLONE_THREAD, 0u) << "threads stay possible";
+      clone_checked = true;
+    }
+    if (rule["names"] == nlohmann::json::array({"clone3"}))
+      clone3_refused = rule["action"] == "SCMP_ACT_ERRNO" && rule["errnoRet"] == ENOSYS;
+  }
+  EXPECT_TRUE(clone_checked);
+  EXPECT_TRUE(clone3_refused);
 }
 
 TEST(BundleTest, UserNamespaceOnlyWhenAsked) {

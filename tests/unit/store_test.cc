@@ -103,15 +103,29 @@ TEST_F(StoreTest, StateDirLayoutAndStaleCleanup) {
   ASSERT_TRUE(state.PointRootfsAt("hello", 3).ok());
   fs::create_directories(state.FunctionDir("hello") + "/.new-1/usr");
   fs::create_directories(state.FunctionDir("first") + "/.new-1/usr");  // crashed first deploy
+  fs::create_directories(state.VersionPath("unsaved", 1) + "/usr");    // crashed before save
+  ASSERT_TRUE(state.PointRootfsAt("unsaved", 1).ok());
   fs::create_directories(state.TmpDir() + "/import-x");
-  ASSERT_TRUE(state.RemoveStale().ok());
+  ASSERT_TRUE(state.RemoveStale({{"hello", 3}}).ok());
   EXPECT_FALSE(fs::exists(state.BundlePath("dead-1")));
   EXPECT_FALSE(fs::exists(state.FunctionDir("hello") + "/.new-1"));
   EXPECT_FALSE(fs::exists(state.VersionPath("hello", 2))) << "not the current version";
   EXPECT_FALSE(fs::exists(state.TmpDir() + "/import-x"));
-  EXPECT_FALSE(fs::exists(state.FunctionDir("first"))) << "empty function dir removed";
+  EXPECT_FALSE(fs::exists(state.FunctionDir("first"))) << "not in the registry";
+  EXPECT_FALSE(fs::exists(state.FunctionDir("unsaved"))) << "not in the registry";
   EXPECT_TRUE(fs::is_directory(state.RootfsPath("hello") + "/usr"));
   EXPECT_EQ(*state.CurrentVersionPath("hello"), state.VersionPath("hello", 3));
+}
+
+TEST_F(StoreTest, RegressionCrashAfterLinkSwapBeforeRegistrySaveKeepsTheSavedVersion) {
+  StateDir state(dir_ + "/state");
+  ASSERT_TRUE(state.Create().ok());
+  fs::create_directories(state.VersionPath("fn", 1) + "/usr");
+  fs::create_directories(state.VersionPath("fn", 2) + "/usr");
+  ASSERT_TRUE(state.PointRootfsAt("fn", 2).ok());  // the link moved, the registry still says 1
+  ASSERT_TRUE(state.RemoveStale({{"fn", 1}}).ok());
+  EXPECT_TRUE(fs::exists(state.VersionPath("fn", 1)));
+  EXPECT_FALSE(fs::exists(state.VersionPath("fn", 2)));
 }
 
 TEST(LimitsTest, ParsesMemorySizes) {

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each one for
-# FUZZ_SECONDS (default 30) from the seed corpus in fuzz/seeds plus generated
-# tar seeds. A crash, leak or escaped write fails the script.
+# Builds everything with clang, ASan and UBSan into build-fuzz/, runs the unit
+# tests there, then runs each libFuzzer target for FUZZ_SECONDS (default 30) from
+# the seed corpus in fuzz/seeds plus generated tar seeds. A sanitizer report, a
+# crash, a leak or an escaped write fails the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-30}
-CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DFAAS_FUZZ=ON -DBUILD_TESTING=OFF \
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DFAAS_FUZZ=ON \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+ninja -C build-fuzz
+echo "== unit tests under ASan + UBSan"
+ctest --test-dir build-fuzz --output-on-failure -j2
 targets=(manifest_fuzzer layer_fuzzer import_fuzzer registry_fuzzer api_fuzzer)
-ninja -C build-fuzz "${targets[@]}"
 corpus=build-fuzz/corpus
 /usr/bin/python3 fuzz/make_seeds.py "$corpus/seeds"
 declare -A seeds=([manifest_fuzzer]=fuzz/seeds/manifest [layer_fuzzer]=$corpus/seeds/layer
