@@ -520,11 +520,13 @@ def _shutdown_all() -> None:
 
 _session_lock = threading.Lock()
 _session: Optional[Machine] = None
+_boot_failures: list = []   # errors of consecutive failed boots
+MAX_BOOT_FAILURES = 2       # then fail fast instead of spending a boot timeout per test
 
 
 def session_machine() -> Machine:
     """The session's guest: booted on first use, rebooted when it broke or stopped
-    answering a ping."""
+    answering a ping. After MAX_BOOT_FAILURES failed boots in a row it raises at once."""
     global _session
     with _session_lock:
         m = _session
@@ -536,7 +538,16 @@ def session_machine() -> Machine:
                 pass
         if m is not None:
             m.shutdown()
-        _session = Machine().boot()
+            _session = None
+        if len(_boot_failures) >= MAX_BOOT_FAILURES:
+            raise VMError(f"the guest failed to boot {len(_boot_failures)} times in a row; "
+                          f"not trying again. Last error:\n{_boot_failures[-1]}")
+        try:
+            _session = Machine().boot()
+        except VMError as e:
+            _boot_failures.append(str(e))
+            raise
+        _boot_failures.clear()
         return _session
 
 
