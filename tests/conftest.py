@@ -44,13 +44,27 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    # Fail once, up front, while make_vm() still has the placeholder qemu backend.
-    from lib import vm as vm_lib
-    if config.getoption("--vm") == "qemu" and not getattr(vm_lib.QemuVM, "implemented", True):
-        raise pytest.UsageError(vm_lib.QemuVM.NOT_IMPLEMENTED)
+    if config.getoption("--vm") == "qemu":
+        from lib.qemu_vm import check_host
+        problems = check_host()
+        if problems:
+            raise pytest.UsageError("--vm=qemu cannot run here: " + "; ".join(problems))
+
+
+def pytest_unconfigure(config):
+    if config.getoption("--vm") == "qemu":
+        from lib.qemu_vm import shutdown_session
+        shutdown_session()
 
 
 def pytest_collection_modifyitems(config, items):
+    # The qemu backend's own self-tests need the qemu backend: without it they are
+    # deselected (not skipped: nothing is missing, it is another configuration).
+    if config.getoption("--vm") != "qemu":
+        qemu_only = [i for i in items if "vmtest_backend" in i.nodeid.split("/")]
+        if qemu_only:
+            config.hook.pytest_deselected(items=qemu_only)
+            items[:] = [i for i in items if i not in qemu_only]
     untiered = [i.nodeid for i in items if not any(i.get_closest_marker(t) for t in TIERS)]
     if untiered:
         raise pytest.UsageError("tests without a tier marker (unit, integration or stress): "

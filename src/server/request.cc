@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "common/file.h"
 #include "common/log.h"
@@ -282,6 +283,7 @@ void Container::Cleanup() {
   client_.Reset();
   if (runc_.running()) {
     // Reached only from Fail() after the spawn: stop the runtime first.
+    killed_ = true;
     (void)runc_.Signal(SIGKILL);
     (void)runc_.Wait();
     exit_wait_.close();
@@ -313,7 +315,21 @@ void Container::DeleteRuntimeState() {
                           });
 }
 
+// `runc delete` leaves the cgroup when runc was killed while it was still creating
+// the container (the cgroup exists, its state file not yet): remove it here, for
+// cgroup v2 and for every v1 hierarchy. ENOENT is the usual, clean case.
+void Container::RemoveCgroups() {
+  const std::string leaf = options_.cgroup_parent + "/" + id_;
+  ::rmdir(("/sys/fs/cgroup" + leaf).c_str());
+  std::error_code ec;
+  for (const auto& hierarchy : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
+    if (hierarchy.is_directory(ec) && !hierarchy.is_symlink(ec))
+      ::rmdir((hierarchy.path().string() + leaf).c_str());
+  }
+}
+
 void Container::Finish() {
+  if (killed_) RemoveCgroups();
   // Everything that wrote to the pipe is gone by now: log what is left in it.
   for (ssize_t n;
        output_.is_open() && output_logged_ < kMaxOutputLogged &&

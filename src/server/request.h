@@ -94,6 +94,7 @@ class Container : public std::enable_shared_from_this<Container> {
   void ReadOutput();
   void LogOutput(bool flush);
   void Cleanup();
+  void RemoveCgroups();
   void DeleteRuntimeState();
   void Finish();
   std::string BundleDir() const { return options_.bundles_dir + "/" + id_; }

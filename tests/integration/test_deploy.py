@@ -7,6 +7,7 @@ from lib.helpers import hello_body
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.vmtest
 def test_deploy_and_invoke_hello(faas, faasd):
     d = faas.deploy_handler("hello")
     assert d.result.stdout == '✓ Deployed hello at 10.0.0.10\n  Command: ["/handler"]\n'
@@ -69,6 +70,7 @@ def test_multiple_handlers_unique_ips_labelled(faas, faasd):
     faas.assert_bundles_cleaned_up()
 
 
+@pytest.mark.vmtest
 def test_redeploy_keeps_ip_and_serves_new_version(faas, faasd):
     first = faas.deploy_handler("fn", "hello")
     faas.assert_handler_responds(first.ip)

@@ -40,6 +40,19 @@ def test_20_concurrent_requests_all_succeed(faas, faasd):
     assert faas.get_process_count() == 0
 
 
+# A short burst for the VM too, where TCG makes each container start ~20x slower:
+# the connect timeout is raised so that slowness is not mistaken for a failure.
+@pytest.mark.vmtest
+@pytest.mark.faasd_args("--connect-timeout", "60000")
+def test_5_concurrent_requests_all_succeed_and_clean_up(faas, faasd):
+    d = faas.deploy_handler("hello")
+    results = faas.make_requests(d.ip, count=5, concurrency=5, timeout=90)
+    assert_all_hello(results, 5)
+    faas.wait_for_cleanup(timeout=60)
+    assert faas.count_bundles() == 0
+    assert faas.get_process_count() == 0
+
+
 def test_100_sequential_requests_no_leaks(faas, faasd):
     d = faas.deploy_handler("hello")
     warm_up(faas, d.ip)

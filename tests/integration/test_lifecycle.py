@@ -22,6 +22,7 @@ def wait_for_running_container(faasd, timeout=15):
                     what="a container to be running")
 
 
+@pytest.mark.vmtest
 def test_sigterm_removes_all_faas_addresses(faas, faasd):
     ips = [faas.deploy_handler(f"fn{i}").ip for i in range(3)]
     assert faasd.faas_addresses() == ips
@@ -33,6 +34,7 @@ def test_sigterm_removes_all_faas_addresses(faas, faasd):
     assert "faasd stopped" in faasd.log()
 
 
+@pytest.mark.vmtest
 def test_unlabelled_address_is_never_allocated_nor_removed(faas_unstarted, faasd_unstarted):
     faas, faasd = faas_unstarted, faasd_unstarted
     faas.vm.run(["ip", "addr", "add", "10.0.0.10/24", "dev", "lo"])  # label "lo": not ours
@@ -65,6 +67,7 @@ def test_stale_faas_address_removed_at_start(faas_unstarted, faasd_unstarted):
     assert faas.deploy_handler("a").ip == "10.0.0.10"
 
 
+@pytest.mark.vmtest
 def test_restart_restores_addresses_and_serves(faas, faasd):
     a = faas.deploy_handler("a", "hello")
     b = faas.deploy_handler("b", "echo")
@@ -83,6 +86,7 @@ def test_restart_restores_addresses_and_serves(faas, faasd):
     assert c.ip == "10.0.0.12"
 
 
+@pytest.mark.vmtest
 def test_kill9_then_restart_cleans_up_and_serves(faas, faasd):
     hello = faas.deploy_handler("hello")
     stuck = faas.deploy_handler("stuck", "sleeps-forever")

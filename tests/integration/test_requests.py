@@ -20,6 +20,7 @@ def assert_closed_without_answer(r):
     assert r["error"] is None or "ConnectionReset" in r["error"], r
 
 
+@pytest.mark.vmtest
 @pytest.mark.faasd_args("--connect-timeout", "1000")
 def test_connect_timeout_answers_504_and_cleans_up(faas, faasd):
     d = faas.deploy_handler("lazy", "never-connects")
@@ -36,6 +37,7 @@ def test_connect_timeout_answers_504_and_cleans_up(faas, faasd):
     assert faas.get_process_count() == 0
 
 
+@pytest.mark.vmtest
 @pytest.mark.faasd_args("--run-timeout", "1000")
 def test_run_timeout_kills_handler_and_cleans_up(faas, faasd):
     d = faas.deploy_handler("stuck", "sleeps-forever")
@@ -81,6 +83,7 @@ def test_echo_body_round_trip(faas, size):
     faas.wait_for_cleanup()
 
 
+@pytest.mark.vmtest
 def test_memory_hog_is_oom_killed_and_daemon_still_serves(faas, faasd):
     hello = faas.deploy_handler("hello")
     hog = faas.deploy_handler("hog", "memory-hog")
@@ -132,6 +135,7 @@ def test_handler_runs_in_the_documented_sandbox(faas):
     faas.wait_for_cleanup()
 
 
+@pytest.mark.vmtest
 @pytest.mark.faasd_args("--run-timeout", "5000")
 def test_container_cgroup_limits(faas, faasd):
     d = faas.deploy_handler("stuck", "sleeps-forever")

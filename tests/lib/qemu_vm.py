@@ -34,7 +34,6 @@ from __future__ import annotations
 import atexit
 import base64
 import ctypes
-import errno
 import fcntl
 import hashlib
 import json
@@ -199,7 +198,9 @@ class Machine:
         self.shell_on_serial = shell_on_serial
         self.boot_timeout = float(boot_timeout or os.environ.get("FAASD_VM_BOOT_TIMEOUT", 120))
         self.grace = GRACE   # s the host waits for a reply beyond a command's own timeout
+        _prune_run_dirs()
         self.dir = Path(tempfile.mkdtemp(prefix="faasd-qemu.", dir="/tmp"))
+        (self.dir / "owner").write_text(f"{os.getpid()}\n")
         self.xfer = self.dir / "xfer"
         for sub in ("logs", "tmp", "import"):
             (self.xfer / sub).mkdir(parents=True)
@@ -485,6 +486,10 @@ class Machine:
             keep_dir = bool(self.broken) or os.environ.get("FAASD_VM_KEEP") == "1"
         if not keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            # Keep the logs for a post-mortem, not the bulky copies.
+            for sub in ("import", "tmp"):
+                shutil.rmtree(self.xfer / sub, ignore_errors=True)
 
     def _qmp_quit(self) -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -504,6 +509,28 @@ class Machine:
 
 
 _LIVE: set = set()
+KEEP_RUN_DIRS = 5   # run dirs of broken guests kept for post-mortems (newest first)
+
+
+def _prune_run_dirs() -> None:
+    """Removes /tmp/faasd-qemu.* dirs whose owner process is gone, except the newest
+    KEEP_RUN_DIRS (console logs of guests that broke, runs that were SIGKILLed)."""
+    stale = []
+    for d in Path("/tmp").glob("faasd-qemu.*"):
+        try:
+            owner = int((d / "owner").read_text())
+            os.kill(owner, 0)
+            continue   # its pytest / vm-shell still runs
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            pass
+        try:
+            stale.append((d.stat().st_mtime, d))
+        except OSError:
+            pass
+    for _, d in sorted(stale, reverse=True)[KEEP_RUN_DIRS:]:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @atexit.register
@@ -643,8 +670,8 @@ class QemuVM(VM):
                 fields["stdin_file"] = guest
             else:
                 fields["stdin"] = base64.b64encode(input).decode()
-        reply = self.machine.request("run", wait=None if timeout is None else timeout + self.machine.grace,
-                                     **fields)
+        wait = None if timeout is None else timeout + self.machine.grace
+        reply = self.machine.request("run", wait=wait, **fields)
         out = base64.b64decode(reply["stdout"])
         err = base64.b64decode(reply["stderr"])
         if reply.get("timed_out"):

@@ -273,23 +273,11 @@ class SandboxVM(VM):
                     pass
 
 
-class QemuVM(VM):
-    """Placeholder until a qemu backend is wired into make_vm()."""
-
-    name = "qemu"
-    implemented = False
-    NOT_IMPLEMENTED = ("--vm=qemu is not implemented yet: use --vm=sandbox (the default). "
-                       "A qemu backend must provide run/spawn/write_file/read_file/import_file "
-                       "with the semantics documented in tests/lib/vm.py.")
-
-    def __init__(self, work_dir: Path):
-        raise VMError(self.NOT_IMPLEMENTED)
-
-
 def make_vm(kind: str, work_dir: Path) -> VM:
     if kind == "sandbox":
         return SandboxVM(work_dir)
     if kind == "qemu":
+        from .qemu_vm import QemuVM  # the session's guest, booted on first use
         return QemuVM(work_dir)
     raise VMError(f"unknown vm backend {kind!r}")
 
