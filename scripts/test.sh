@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: install, build (warnings are errors), run the unit tests
-# (GoogleTest through ctest) and the black-box pytest tiers except vmtest-only ones.
+# (GoogleTest through ctest), the sanitizer build and fuzzers, the black-box pytest
+# tiers in network namespaces, and the vmtest selection in a qemu VM.
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +12,7 @@ echo "== unit tests (ctest)"
 ctest --test-dir build --output-on-failure -j2
 echo "== sanitizers: unit tests under ASan + UBSan, then libFuzzer"
 scripts/sanitize.sh
-echo "== black-box tests (pytest)"
-/usr/bin/python3 -m pytest -m "not vmtest" "$@"
+echo "== black-box tests (pytest, sandbox: namespaces on this host)"
+/usr/bin/python3 -m pytest "$@"
+echo "== vmtest: the vmtest selection again, in a real VM booted with qemu"
+/usr/bin/python3 -m pytest -m vmtest --vm=qemu
