@@ -26,16 +26,6 @@ bool IsVersionName(const std::string& base) {
 
 }  // namespace
 
-Result<std::string> StateDir::CurrentVersionPath(const std::string& name) const {
-  std::error_code ec;
-  auto target = std::filesystem::read_symlink(RootfsPath(name), ec);
-  if (ec) return SysError(ec.value(), "read link " + RootfsPath(name));
-  if (!IsVersionName(target.string()))
-    return MakeError(Errc::kIo,
-                     RootfsPath(name) + " points at unexpected '" + target.string() + "'");
-  return FunctionDir(name) + "/" + target.string();
-}
-
 Status StateDir::PointRootfsAt(const std::string& name, uint64_t version) const {
   std::string tmp = FunctionDir(name) + "/.rootfs-" + VersionName(version);
   ::unlink(tmp.c_str());

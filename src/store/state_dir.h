@@ -34,8 +34,6 @@ class StateDir {
   std::string VersionPath(const std::string& name, uint64_t version) const {
     return FunctionDir(name) + "/" + VersionName(version);
   }
-  // The version directory NAME's `rootfs` link points at.
-  Result<std::string> CurrentVersionPath(const std::string& name) const;
   // Atomically points NAME's `rootfs` at `version` (a new link renamed over the old).
   Status PointRootfsAt(const std::string& name, uint64_t version) const;
   // Removes NAME's `rootfs` link.
