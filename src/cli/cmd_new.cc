@@ -6,6 +6,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "cli/client.h"
@@ -69,6 +70,9 @@ struct NewOptions {
   std::string memory, cpus, timeout, connect_timeout;
   int pids = 0;
   std::vector<std::string> env;
+  // Scaling: faasd checks the ranges.
+  std::optional<int64_t> warm, warm_max, max_concurrency, queue;
+  std::string idle_timeout, queue_timeout, rate_limit;
 
   // The X-Function-Options header value: compact JSON, ASCII only.
   std::string Header() const {
@@ -79,6 +83,13 @@ struct NewOptions {
     if (!timeout.empty()) json["timeout"] = timeout;
     if (!connect_timeout.empty()) json["connect_timeout"] = connect_timeout;
     if (!env.empty()) json["env"] = env;
+    if (warm) json["warm"] = *warm;
+    if (warm_max) json["warm_max"] = *warm_max;
+    if (!idle_timeout.empty()) json["idle_timeout"] = idle_timeout;
+    if (max_concurrency) json["max_concurrency"] = *max_concurrency;
+    if (queue) json["queue"] = *queue;
+    if (!queue_timeout.empty()) json["queue_timeout"] = queue_timeout;
+    if (!rate_limit.empty()) json["rate_limit"] = rate_limit;
     return json.dump(-1, ' ', /*ensure_ascii=*/true);
   }
 };
@@ -132,6 +143,20 @@ Verb AddNewCommand(CLI::App& app) {
                       "How long a handler has to connect to /control.sock (default 5s)");
   command->add_option("--env", options->env, "KEY=VALUE added to the image's environment")
       ->allow_extra_args(false);
+  command->add_option("--warm", options->warm,
+                      "Containers kept started ahead, 0 for none (default 1)");
+  command->add_option("--warm-max", options->warm_max,
+                      "Most containers the pool grows to under load (default 8)");
+  command->add_option("--idle-timeout", options->idle_timeout,
+                      "Stop the pool after this long without requests, e.g. 5m (default 5m)");
+  command->add_option("--max-concurrency", options->max_concurrency,
+                      "Requests served at once; more wait in the queue (default 4 x cores)");
+  command->add_option("--queue", options->queue,
+                      "Requests that may wait; beyond it faasd answers 503 (default 64)");
+  command->add_option("--queue-timeout", options->queue_timeout,
+                      "Longest wait in the queue before a 503, e.g. 2s (default 10s)");
+  command->add_option("--rate-limit", options->rate_limit,
+                      "Requests per second; beyond it faasd answers 429 (default: off)");
   return {command, [options](const Client& client) { return RunNew(client, *options); }};
 }
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -94,6 +95,32 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--run-timeout", run_ms, "Default ms a handler may run after it got its client")
       ->capture_default_str();
+  std::string idle_timeout = "5m", queue_timeout = "10s", rate_limit = "0";
+  auto& scaling = options.scaling;
+  app.add_option("--warm", scaling.warm, "Containers kept started ahead per function (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
+  app.add_option("--warm-max", scaling.warm_max,
+                 "Most containers the adaptive pool keeps per function (at least --warm)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
+  app.add_option("--idle-timeout", idle_timeout,
+                 "Stop a function's pool after this long without requests, e.g. 5m")
+      ->capture_default_str();
+  app.add_option("--max-concurrency", scaling.max_concurrency,
+                 "Requests served at once per function; more wait in the queue")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--queue", scaling.queue,
+                 "Requests waiting per function; beyond it faasd answers 503")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65536));
+  app.add_option("--queue-timeout", queue_timeout,
+                 "Longest wait in the queue before a 503, e.g. 10s")
+      ->capture_default_str();
+  app.add_option("--rate-limit", rate_limit,
+                 "Requests per second per function, beyond it 429 (0: off)")
+      ->capture_default_str();
   app.add_option("--drain-timeout", drain_ms, "ms to let running requests finish on SIGTERM")
       ->capture_default_str();
   app.add_option("--max-image-size", options.limits.max_image_bytes,
@@ -133,6 +160,21 @@ int main(int argc, char** argv) {
   options.defaults.connect_timeout_ms = static_cast<uint64_t>(connect_ms);
   options.defaults.timeout_ms = static_cast<uint64_t>(run_ms);
   options.drain_timeout = std::chrono::milliseconds(drain_ms);
+  auto idle = faas::store::ParseDuration(idle_timeout);
+  auto queue_wait = faas::store::ParseDuration(queue_timeout);
+  auto rate = faas::store::ParseRate(rate_limit);
+  for (const faas::Error* error :
+       {idle.ok() ? nullptr : &idle.error(), queue_wait.ok() ? nullptr : &queue_wait.error(),
+        rate.ok() ? nullptr : &rate.error()}) {
+    if (error) {
+      std::cerr << "Error: " << error->message << "\n";
+      return 2;
+    }
+  }
+  scaling.idle_timeout_ms = *idle;
+  scaling.queue_timeout_ms = *queue_wait;
+  scaling.rate_limit = *rate;
+  scaling.warm_max = std::max(scaling.warm, scaling.warm_max);
   faas::server::Daemon daemon(options);
   return daemon.Run();
 }

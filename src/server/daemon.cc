@@ -80,8 +80,9 @@ class Daemon::Impl : public api::Backend {
   Result<UniqueFd> StartDeploy(const std::string& name, const std::string& options_header,
                                DeployDone done) override {
     FAAS_RETURN_IF_ERROR(store::ValidateName(name));
-    FAAS_ASSIGN_OR_RETURN(store::DeployOptions options,
-                          store::ParseDeployOptions(options_header, options_.defaults));
+    FAAS_ASSIGN_OR_RETURN(
+        store::DeployOptions options,
+        store::ParseDeployOptions(options_header, options_.defaults, options_.scaling));
     FAAS_RETURN_IF_ERROR(functions_->BeginDeploy(name));
     ScopeGuard abort([&] { functions_->AbortDeploy(name); });
     ImportedImage image{
@@ -119,6 +120,7 @@ class Daemon::Impl : public api::Backend {
     if (!record) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
     nlohmann::json out = store::ToJson(*record);
     out["name"] = name;
+    if (auto stats = functions_->RuntimeStats(name); stats.ok()) out["runtime"] = *stats;
     return out;
   }
 

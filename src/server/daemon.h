@@ -23,6 +23,7 @@ struct DaemonOptions {
   int workers = 2;
   image::ImportLimits limits;
   store::FunctionLimits defaults;  // for deploys that do not set their own
+  store::ScalingOptions scaling;   // likewise
   bool userns = false;             // containers in a user namespace
   uint32_t userns_base = 100000;   // its first host id; 65536 are mapped
   FunctionsOptions functions;

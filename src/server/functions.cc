@@ -38,6 +38,7 @@ struct Functions::Listener {
 struct Functions::Function {
   std::shared_ptr<RootfsVersion> rootfs;
   std::unique_ptr<Listener> listener;
+  std::unique_ptr<Scaler> scaler;
 };
 
 namespace {
@@ -88,7 +89,9 @@ Functions::Functions(asio::io_context& io, const store::StateDir& state, Functio
       options_(std::move(options)),
       remover_(std::move(remover)),
       registry_(state.RegistryPath()),
-      id_prefix_("faas-" + RandomHex(6) + "-") {}
+      rejector_(io),
+      id_prefix_("faas-" + RandomHex(6) + "-"),
+      tick_timer_(io) {}
 
 Functions::~Functions() = default;
 
@@ -105,7 +108,16 @@ Status Functions::Start() {
       spdlog::error("cannot restore function {}: {}", name, st.error().message);
   }
   spdlog::info("{} function(s) restored from {}", functions_.size(), registry_.path());
+  Tick();
   return Ok();
+}
+
+void Functions::Tick() {
+  for (auto& [name, fn] : functions_) fn->scaler->Tick();
+  tick_timer_.expires_after(std::chrono::seconds(1));
+  tick_timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec && !shutting_down_) Tick();
+  });
 }
 
 Status Functions::RemoveLeftovers() {
@@ -146,6 +158,7 @@ Status Functions::Restore(const std::string& name, const store::FunctionRecord& 
   auto fn = std::make_unique<Function>();
   fn->rootfs = std::make_shared<RootfsVersion>(version_dir, remover_);
   fn->listener = std::move(listener);
+  fn->scaler = MakeScaler(name, record.scaling);
   Accept(fn->listener.get());
   functions_[name] = std::move(fn);
   spdlog::info("serving {} at {}:{}", name, record.ip, options_.port);
@@ -214,7 +227,9 @@ void Functions::Accept(Listener* listener) {
               spdlog::warn("accept on {}: {}", listener->name, std::strerror(errno));
             break;
           }
-          Serve(listener->name, std::move(client));
+          if (shutting_down_) break;
+          if (auto it = functions_.find(listener->name); it != functions_.end())
+            it->second->scaler->OnClient(std::move(client));
         }
         Accept(listener);
       });
@@ -222,10 +237,17 @@ void Functions::Accept(Listener* listener) {
 
 std::string Functions::NextContainerId() { return id_prefix_ + std::to_string(++next_id_); }
 
-void Functions::Serve(const std::string& name, UniqueFd client) {
+std::unique_ptr<Scaler> Functions::MakeScaler(const std::string& name,
+                                              const store::ScalingOptions& options) {
+  return std::make_unique<Scaler>(io_, rejector_, name, options, [this, name](UniqueFd client) {
+    return MakeContainer(name, std::move(client));
+  });
+}
+
+std::shared_ptr<Container> Functions::MakeContainer(const std::string& name, UniqueFd client) {
   auto it = functions_.find(name);
   const store::FunctionRecord* record = registry_.Find(name);
-  if (shutting_down_ || it == functions_.end() || record == nullptr) return;
+  if (shutting_down_ || it == functions_.end() || record == nullptr) return nullptr;
   FunctionSnapshot snapshot{name,        it->second->rootfs,  record->cmd,
                             record->env, record->working_dir, record->uid,
                             record->gid, record->limits,      record->userns_base};
@@ -234,11 +256,21 @@ void Functions::Serve(const std::string& name, UniqueFd client) {
                                   std::move(client), [this](Container* c) { OnContainerDone(c); });
   containers_[container.get()] = container;
   ++inflight_[name];
-  container->Start();
+  return container;
+}
+
+Result<nlohmann::json> Functions::RuntimeStats(const std::string& name) const {
+  auto it = functions_.find(name);
+  if (it == functions_.end()) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+  return it->second->scaler->Stats();
 }
 
 void Functions::OnContainerDone(Container* container) {
   const std::string name = container->function_name();
+  // Keeps the container alive through its scaler's bookkeeping.
+  std::shared_ptr<Container> self = containers_[container];
+  if (auto it = functions_.find(name); it != functions_.end())
+    it->second->scaler->OnDone(container);
   if (--inflight_[name] == 0) {
     inflight_.erase(name);
     if (auto it = removed_addresses_.find(name); it != removed_addresses_.end()) {
@@ -283,6 +315,7 @@ Result<store::FunctionRecord> Functions::CommitDeploy(ImportedImage image) {
   record.uid = image.user.uid;
   record.gid = image.user.gid;
   record.limits = image.options.limits;
+  record.scaling = image.options.scaling;
   record.userns_base = image.userns_base;
   record.deployed_at = NowRfc3339();
 
@@ -315,6 +348,7 @@ Result<store::FunctionRecord> Functions::Redeploy(const std::string& name,
   }
   fn.rootfs->Retire(fn.rootfs->path());
   fn.rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
+  fn.scaler->Reload(record.scaling);
   spdlog::info("redeployed {} (version {}) at {}", name, record.version, record.ip);
   return record;
 }
@@ -338,8 +372,11 @@ Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
   auto fn = std::make_unique<Function>();
   fn->rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
   fn->listener = std::move(listener);
+  fn->scaler = MakeScaler(name, record.scaling);
   Accept(fn->listener.get());
+  Scaler& scaler = *fn->scaler;
   functions_[name] = std::move(fn);
+  scaler.Refill();
   spdlog::info("deployed {} at {}:{}", name, record.ip, options_.port);
   return record;
 }
@@ -358,6 +395,7 @@ Status Functions::Remove(const std::string& name) {
   }
   (void)state_.UnlinkRootfs(name);
   if (it != functions_.end()) {
+    it->second->scaler->Stop();
     it->second->rootfs->Retire(it->second->rootfs->path());
     functions_.erase(it);  // closes the listener; running requests keep their rootfs
   }
@@ -376,7 +414,11 @@ Status Functions::Remove(const std::string& name) {
 void Functions::Shutdown(std::chrono::milliseconds drain, std::function<void()> done) {
   shutting_down_ = true;
   shutdown_done_ = std::move(done);
-  for (auto& [name, fn] : functions_) fn->listener.reset();
+  tick_timer_.cancel();
+  for (auto& [name, fn] : functions_) {
+    fn->listener.reset();
+    fn->scaler->Stop();
+  }
   spdlog::info("shutting down: {} request(s) running, {} import(s)", containers_.size(),
                deploying_.size());
   drain_timer_ = std::make_unique<asio::steady_timer>(io_, drain);

@@ -18,7 +18,9 @@
 #include "image/user.h"
 #include "net/addresses.h"
 #include "net/ip_pool.h"
+#include "server/reject.h"
 #include "server/request.h"
+#include "server/scaler.h"
 #include "store/limits.h"
 #include "store/registry.h"
 #include "store/state_dir.h"
@@ -63,6 +65,8 @@ class Functions {
   Status Remove(const std::string& name);
 
   const store::Registry& registry() const { return registry_; }
+  // The live pool, queue and counters of a deployed function (see Scaler::Stats).
+  Result<nlohmann::json> RuntimeStats(const std::string& name) const;
 
   // Stops accepting and waits for running requests and imports; after `drain` the
   // requests are killed.
@@ -84,8 +88,10 @@ class Functions {
   Result<store::FunctionRecord> DeployNew(const std::string& name, store::FunctionRecord record);
   Result<std::unique_ptr<Listener>> Listen(const std::string& name, net::Ipv4 ip);
   void Accept(Listener* listener);
-  void Serve(const std::string& name, UniqueFd client);
+  std::unique_ptr<Scaler> MakeScaler(const std::string& name, const store::ScalingOptions& options);
+  std::shared_ptr<Container> MakeContainer(const std::string& name, UniqueFd client);
   void OnContainerDone(Container* container);
+  void Tick();
   void MaybeFinishShutdown();
   std::string NextContainerId();
 
@@ -98,6 +104,7 @@ class Functions {
   std::optional<net::Netlink> netlink_;
   int lo_index_ = 0;
   std::set<net::Ipv4> added_;  // addresses this faasd added (and must remove)
+  Rejector rejector_;          // outlives the functions' scalers
   std::map<std::string, std::unique_ptr<Function>> functions_;
   std::set<std::string> deploying_;
   std::map<Container*, std::shared_ptr<Container>> containers_;
@@ -108,6 +115,7 @@ class Functions {
   bool shutting_down_ = false;
   std::function<void()> shutdown_done_;
   std::unique_ptr<boost::asio::steady_timer> drain_timer_;
+  boost::asio::steady_timer tick_timer_;
 };
 
 }  // namespace faas::server

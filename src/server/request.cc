@@ -27,6 +27,8 @@ const char* StateName(Container::State state) {
       return "spawning";
     case Container::State::kWaitingForConnect:
       return "waiting-for-connect";
+    case Container::State::kReady:
+      return "ready";
     case Container::State::kHanded:
       return "handed";
     case Container::State::kExited:
@@ -74,13 +76,15 @@ void AnswerClient(int fd, int status, const char* reason) {
 }  // namespace
 
 Container::Container(asio::io_context& io, const RuntimeOptions& options, FunctionSnapshot function,
-                     std::string id, UniqueFd client, DoneCallback on_done)
+                     std::string id, UniqueFd client, Callback on_done)
     : options_(options),
       function_(std::move(function)),
       id_(std::move(id)),
       client_(std::move(client)),
       on_done_(std::move(on_done)),
+      attached_(static_cast<bool>(client_)),
       started_(std::chrono::steady_clock::now()),
+      attached_at_(started_),
       control_wait_(io),
       exit_wait_(io),
       helper_wait_(io),
@@ -172,16 +176,49 @@ void Container::OnControlReadable() {
     if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return WaitForConnect();
     return Kill("accept on control socket failed");
   }
-  if (auto st = runtime::SendFd(conn.get(), client_.get(), runtime::kSocketPayload); !st.ok()) {
-    spdlog::warn("container {}: handing over the client failed: {}", id_, st.error().message);
-    return Kill("hand-over failed");
-  }
-  client_.Reset();
+  // One connection only: a handler that connects again is refused.
+  control_conn_ = std::move(conn);
   control_wait_.close();
   control_listener_.Reset();
+  timer_.cancel();
+  if (client_) {
+    if (!HandOver()) {
+      AnswerClient(client_.get(), 502, "Bad Gateway");
+      Kill("hand-over failed");
+    }
+    return;
+  }
+  state_ = State::kReady;
+  spdlog::debug("container {}: ready", id_);
+}
+
+bool Container::Attach(UniqueFd& client) {
+  if (attached_ || killed_ || (state_ != State::kWaitingForConnect && state_ != State::kReady))
+    return false;
+  client_ = std::move(client);
+  attached_ = true;
+  attached_at_ = std::chrono::steady_clock::now();
+  if (state_ == State::kReady && !HandOver()) {
+    client = std::move(client_);
+    attached_ = false;
+    Kill("hand-over failed");
+    return false;
+  }
+  return true;
+}
+
+bool Container::HandOver() {
+  if (auto st = runtime::SendFd(control_conn_.get(), client_.get(), runtime::kSocketPayload);
+      !st.ok()) {
+    spdlog::warn("container {}: handing over the client failed: {}", id_, st.error().message);
+    return false;
+  }
+  client_.Reset();
+  control_conn_.Reset();
   state_ = State::kHanded;
   spdlog::debug("container {}: handed the client over", id_);
   StartTimer(std::chrono::milliseconds(function_.limits.timeout_ms), "run");
+  return true;
 }
 
 void Container::WaitForExit() {
@@ -197,10 +234,10 @@ void Container::OnExited() {
   if (*status < 0) return WaitForExit();
   exit_wait_.close();
   if (outcome_.empty()) outcome_ = runtime::DescribeWaitStatus(*status);
-  if (state_ == State::kWaitingForConnect && !killed_) {
-    spdlog::warn("container {} ({}): runtime {} before the handler connected", id_, function_.name,
-                 outcome_);
-    AnswerClient(client_.get(), 502, "Bad Gateway");
+  if ((state_ == State::kWaitingForConnect || state_ == State::kReady) && !killed_) {
+    spdlog::warn("container {} ({}): runtime {} before the handler {}", id_, function_.name,
+                 outcome_, state_ == State::kReady ? "got a client" : "connected");
+    if (client_) AnswerClient(client_.get(), 502, "Bad Gateway");
   }
   state_ = State::kExited;
   Cleanup();
@@ -218,7 +255,7 @@ void Container::OnTimeout(const char* what) {
     spdlog::warn("container {} ({}): handler did not connect within {} ms", id_, function_.name,
                  function_.limits.connect_timeout_ms);
     outcome_ = "connect timeout";
-    AnswerClient(client_.get(), 504, "Gateway Timeout");
+    if (client_) AnswerClient(client_.get(), 504, "Gateway Timeout");
   } else {
     spdlog::warn("container {} ({}): handler still running after {} ms", id_, function_.name,
                  function_.limits.timeout_ms);
@@ -280,6 +317,7 @@ void Container::Cleanup() {
   kill_timer_.cancel();
   control_wait_.close();
   control_listener_.Reset();
+  control_conn_.Reset();
   client_.Reset();
   if (runc_.running()) {
     // Reached only from Fail() after the spawn: stop the runtime first.
@@ -346,9 +384,14 @@ void Container::Finish() {
   }
   state_ = State::kCleaned;
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                                  started_)
+                                                                  attached_at_)
                 .count();
-  spdlog::info("request {} {}: {} in {} ms", function_.name, id_, outcome_, ms);
+  if (attached_) {
+    spdlog::info("request {} {}: {} in {} ms", function_.name, id_, outcome_, ms);
+  } else {
+    spdlog::debug("container {} ({}): stopped unused after {} ms: {}", id_, function_.name, ms,
+                  outcome_);
+  }
   auto done = std::move(on_done_);
   if (done) done(this);
 }

@@ -1,11 +1,16 @@
 // One container serving one client connection: the request state machine.
 //
-//   Spawning -> WaitingForConnect -> Handed -> Exited -> Cleaned
+//   Spawning -> WaitingForConnect -> [Ready] -> Handed -> Exited -> Cleaned
 //
-// with Timeout/Failed edges into cleanup. A Container owns everything it created
-// (client fd, bundle dir, control socket, runc process) and releases all of it in
-// every path; the destructor is the last line of defence. Lives on the event loop
-// thread; not thread-safe.
+// with Timeout/Failed edges into cleanup. A container started for a client hands
+// it over as soon as the handler connects. A container started ahead (warm pool)
+// has no client yet: once its handler connected it waits in Ready, holding the
+// control connection, until Attach() gives it one, which is then sent at once.
+// Either way a container serves exactly one client.
+//
+// A Container owns everything it created (client fd, bundle dir, control socket,
+// runc process) and releases all of it in every path; the destructor is the last
+// line of defence. Lives on the event loop thread; not thread-safe.
 #pragma once
 
 #include <array>
@@ -67,26 +72,46 @@ struct FunctionSnapshot {
 
 class Container : public std::enable_shared_from_this<Container> {
  public:
-  enum class State { kNew, kSpawning, kWaitingForConnect, kHanded, kExited, kCleaning, kCleaned };
-  using DoneCallback = std::function<void(Container*)>;
+  enum class State {
+    kNew,
+    kSpawning,
+    kWaitingForConnect,
+    kReady,
+    kHanded,
+    kExited,
+    kCleaning,
+    kCleaned
+  };
+  using Callback = std::function<void(Container*)>;
 
+  // `client` may be empty: the container is started ahead and gets one by Attach().
+  // `on_done` runs once everything is cleaned up.
   Container(boost::asio::io_context& io, const RuntimeOptions& options, FunctionSnapshot function,
-            std::string id, UniqueFd client, DoneCallback on_done);
+            std::string id, UniqueFd client, Callback on_done);
   ~Container();
 
   // Writes the bundle and starts the runtime. Failures end in cleanup, then on_done.
   void Start();
-  // Kills the container now (shutdown, drain timeout). Cleanup follows as usual.
+  // Gives a container started without a client its client: handed over now when
+  // the handler is ready, else as soon as it connects. False (and the client is
+  // left with the caller) when the container is already on its way out.
+  bool Attach(UniqueFd& client);
+  // Kills the container now (shutdown, drain timeout, pool shrinking). Cleanup
+  // follows as usual.
   void Kill(const char* why);
 
   const std::string& id() const { return id_; }
   const std::string& function_name() const { return function_.name; }
   State state() const { return state_; }
+  bool ready() const { return state_ == State::kReady; }
+  // Whether it has (or had) a client.
+  bool attached() const { return attached_; }
 
  private:
   void Fail(const std::string& why);
   void WaitForConnect();
   void OnControlReadable();
+  bool HandOver();  // false: the handler is gone
   void WaitForExit();
   void OnExited();
   void StartTimer(std::chrono::milliseconds after, const char* what);
@@ -103,14 +128,17 @@ class Container : public std::enable_shared_from_this<Container> {
   FunctionSnapshot function_;
   std::string id_;
   UniqueFd client_;
-  DoneCallback on_done_;
+  Callback on_done_;
   State state_ = State::kNew;
   bool bundle_created_ = false;
   bool killed_ = false;
+  bool attached_ = false;
   std::string outcome_;
   std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point attached_at_;
 
   UniqueFd control_listener_;
+  UniqueFd control_conn_;  // the handler's connection, held while Ready
   boost::asio::posix::stream_descriptor control_wait_;
   runtime::Child runc_;
   boost::asio::posix::stream_descriptor exit_wait_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <thread>
 
 namespace faas::store {
 namespace {
@@ -38,6 +39,43 @@ Status ValidateEnv(const std::string& kv) {
   return Ok();
 }
 
+Result<int64_t> ParseCount(std::string_view text, const char* what, int64_t min, int64_t max) {
+  int64_t n = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || ptr != text.data() + text.size() || n < min || n > max)
+    return Invalid(
+        what, text,
+        "expected a whole number from " + std::to_string(min) + " to " + std::to_string(max));
+  return n;
+}
+
+// The scaling keys; false when `key` is not one of them.
+Result<bool> ApplyScalingOption(const std::string& key, const std::string& text,
+                                ScalingOptions* s) {
+  if (key == "warm") {
+    FAAS_ASSIGN_OR_RETURN(int64_t n, ParseCount(text, "warm", 0, 64));
+    s->warm = static_cast<uint32_t>(n);
+  } else if (key == "warm_max") {
+    FAAS_ASSIGN_OR_RETURN(int64_t n, ParseCount(text, "warm-max", 0, 64));
+    s->warm_max = static_cast<uint32_t>(n);
+  } else if (key == "idle_timeout") {
+    FAAS_ASSIGN_OR_RETURN(s->idle_timeout_ms, ParseDuration(text));
+  } else if (key == "max_concurrency") {
+    FAAS_ASSIGN_OR_RETURN(int64_t n, ParseCount(text, "max-concurrency", 1, 4096));
+    s->max_concurrency = static_cast<uint32_t>(n);
+  } else if (key == "queue") {
+    FAAS_ASSIGN_OR_RETURN(int64_t n, ParseCount(text, "queue", 0, 65536));
+    s->queue = static_cast<uint32_t>(n);
+  } else if (key == "queue_timeout") {
+    FAAS_ASSIGN_OR_RETURN(s->queue_timeout_ms, ParseDuration(text));
+  } else if (key == "rate_limit") {
+    FAAS_ASSIGN_OR_RETURN(s->rate_limit, ParseRate(text));
+  } else {
+    return false;
+  }
+  return true;
+}
+
 Status ApplyOption(const std::string& key, const nlohmann::json& value, DeployOptions* out) {
   FunctionLimits& l = out->limits;
   if (key == "env") {
@@ -51,16 +89,14 @@ Status ApplyOption(const std::string& key, const nlohmann::json& value, DeployOp
     return Ok();
   }
   FAAS_ASSIGN_OR_RETURN(std::string text, StringOrNumber(value, key.c_str()));
+  FAAS_ASSIGN_OR_RETURN(bool scaling, ApplyScalingOption(key, text, &out->scaling));
+  if (scaling) return Ok();
   if (key == "memory") {
     FAAS_ASSIGN_OR_RETURN(l.memory_bytes, ParseMemory(text));
   } else if (key == "cpus") {
     FAAS_ASSIGN_OR_RETURN(l.cpu_millis, ParseCpus(text));
   } else if (key == "pids") {
-    int64_t pids = 0;
-    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), pids);
-    if (ec != std::errc() || ptr != text.data() + text.size() || pids < 1 || pids > 65536)
-      return Invalid("pids limit", text, "expected a whole number from 1 to 65536");
-    l.pids = pids;
+    FAAS_ASSIGN_OR_RETURN(l.pids, ParseCount(text, "pids limit", 1, 65536));
   } else if (key == "timeout") {
     FAAS_ASSIGN_OR_RETURN(l.timeout_ms, ParseDuration(text));
   } else if (key == "connect_timeout") {
@@ -72,6 +108,20 @@ Status ApplyOption(const std::string& key, const nlohmann::json& value, DeployOp
 }
 
 }  // namespace
+
+uint32_t ScalingOptions::DefaultMaxConcurrency() {
+  return 4 * std::max(1u, std::thread::hardware_concurrency());
+}
+
+Result<double> ParseRate(std::string_view text) {
+  double value = 0;
+  std::string_view unit;
+  if (!SplitNumber(text, &value, &unit) || !(unit.empty() || unit == "/s"))
+    return Invalid("rate limit", text, "expected requests per second like 100 or 0.5");
+  if (value != 0 && (value < 0.01 || value > 1e6))
+    return Invalid("rate limit", text, "must be 0 (off) or between 0.01 and 1000000 per second");
+  return value;
+}
 
 Result<uint64_t> ParseMemory(std::string_view text) {
   double value = 0;
@@ -127,14 +177,24 @@ Result<uint64_t> ParseDuration(std::string_view text) {
   return static_cast<uint64_t>(std::llround(ms));
 }
 
-Result<DeployOptions> ParseDeployOptions(std::string_view header, const FunctionLimits& defaults) {
+Result<DeployOptions> ParseDeployOptions(std::string_view header, const FunctionLimits& defaults,
+                                         const ScalingOptions& scaling_defaults) {
   DeployOptions out;
   out.limits = defaults;
+  out.scaling = scaling_defaults;
   if (header.empty()) return out;
   nlohmann::json json = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
   if (!json.is_object())
     return MakeError(Errc::kInvalidArgument, "X-Function-Options must be a JSON object");
   for (const auto& [key, value] : json.items()) FAAS_RETURN_IF_ERROR(ApplyOption(key, value, &out));
+  ScalingOptions& s = out.scaling;
+  if (s.warm > s.warm_max) {
+    if (json.contains("warm_max"))
+      return MakeError(Errc::kInvalidArgument, "warm (" + std::to_string(s.warm) +
+                                                   ") is above warm-max (" +
+                                                   std::to_string(s.warm_max) + ")");
+    s.warm_max = s.warm;
+  }
   return out;
 }
 
@@ -171,6 +231,29 @@ FunctionLimits LimitsFromJson(const nlohmann::json& json, const FunctionLimits& 
   l.timeout_ms = json.value("timeout_ms", l.timeout_ms);
   l.connect_timeout_ms = json.value("connect_timeout_ms", l.connect_timeout_ms);
   return l;
+}
+
+nlohmann::json ToJson(const ScalingOptions& s) {
+  return {{"warm", s.warm},
+          {"warm_max", s.warm_max},
+          {"idle_timeout_ms", s.idle_timeout_ms},
+          {"max_concurrency", s.max_concurrency},
+          {"queue", s.queue},
+          {"queue_timeout_ms", s.queue_timeout_ms},
+          {"rate_limit", s.rate_limit}};
+}
+
+ScalingOptions ScalingFromJson(const nlohmann::json& json, const ScalingOptions& defaults) {
+  ScalingOptions s = defaults;
+  if (!json.is_object()) return s;
+  s.warm = json.value("warm", s.warm);
+  s.warm_max = std::max(s.warm, json.value("warm_max", s.warm_max));
+  s.idle_timeout_ms = json.value("idle_timeout_ms", s.idle_timeout_ms);
+  s.max_concurrency = std::max(1u, json.value("max_concurrency", s.max_concurrency));
+  s.queue = json.value("queue", s.queue);
+  s.queue_timeout_ms = json.value("queue_timeout_ms", s.queue_timeout_ms);
+  s.rate_limit = json.value("rate_limit", s.rate_limit);
+  return s;
 }
 
 }  // namespace faas::store

@@ -20,6 +20,19 @@ struct FunctionLimits {
   uint64_t connect_timeout_ms = 5000;  // from the start to the handler's connect
 };
 
+// How a function's containers are started ahead and how its requests are admitted.
+struct ScalingOptions {
+  uint32_t warm = 1;                  // containers kept started ahead (0: none)
+  uint32_t warm_max = 8;              // the adaptive pool never grows past this
+  uint64_t idle_timeout_ms = 300000;  // without requests this long, the pool shrinks to 0
+  uint32_t max_concurrency = DefaultMaxConcurrency();  // containers serving clients at once
+  uint32_t queue = 64;                                 // clients waiting for a slot; more get 503
+  uint64_t queue_timeout_ms = 10000;                   // longest wait in the queue before a 503
+  double rate_limit = 0;  // requests per second (token bucket, burst = rate); 0: off
+
+  static uint32_t DefaultMaxConcurrency();  // 4 x the CPUs faasd may use
+};
+
 // "1048576", "512K", "256M", "1G" (binary units, optional "i"/"B" suffix). At least 4 MiB.
 Result<uint64_t> ParseMemory(std::string_view text);
 // "0.5", "2": CPUs, to thousandths; 0.01 to 64.
@@ -27,14 +40,22 @@ Result<uint32_t> ParseCpus(std::string_view text);
 // "500ms", "10s", "2m", or a bare number of seconds; 1 ms to 24 h.
 Result<uint64_t> ParseDuration(std::string_view text);
 
+// "100", "0.5", "100/s": requests per second; 0 turns the limit off.
+Result<double> ParseRate(std::string_view text);
+
 // What a deploy may ask for, as sent by `faas new` in the X-Function-Options
 // header: {"memory":"256M","cpus":"0.5","pids":32,"timeout":"10s",
-// "connect_timeout":"2s","env":["K=V"]}. Unknown keys are an error.
+// "connect_timeout":"2s","env":["K=V"],"warm":2,"warm_max":8,"idle_timeout":"5m",
+// "max_concurrency":8,"queue":64,"queue_timeout":"10s","rate_limit":100}.
+// Unknown keys are an error; so is "warm" above an explicit "warm_max" (a "warm"
+// above the default "warm_max" raises it).
 struct DeployOptions {
   FunctionLimits limits;
+  ScalingOptions scaling;
   std::vector<std::string> env;
 };
-Result<DeployOptions> ParseDeployOptions(std::string_view header, const FunctionLimits& defaults);
+Result<DeployOptions> ParseDeployOptions(std::string_view header, const FunctionLimits& defaults,
+                                         const ScalingOptions& scaling_defaults = {});
 
 // Image Env with `overrides` applied: same key replaced, new keys appended.
 std::vector<std::string> MergeEnv(std::vector<std::string> base,
@@ -42,5 +63,7 @@ std::vector<std::string> MergeEnv(std::vector<std::string> base,
 
 nlohmann::json ToJson(const FunctionLimits& limits);
 FunctionLimits LimitsFromJson(const nlohmann::json& json, const FunctionLimits& defaults);
+nlohmann::json ToJson(const ScalingOptions& scaling);
+ScalingOptions ScalingFromJson(const nlohmann::json& json, const ScalingOptions& defaults);
 
 }  // namespace faas::store

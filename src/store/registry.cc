@@ -18,6 +18,7 @@ nlohmann::json ToJson(const FunctionRecord& r) {
           {"userns_base", r.userns_base},
           {"gid", r.gid},
           {"limits", ToJson(r.limits)},
+          {"scaling", ToJson(r.scaling)},
           {"version", r.version},
           {"deployed_at", r.deployed_at}};
 }
@@ -35,6 +36,7 @@ Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
     r.gid = json.value("gid", uint32_t{0});
     r.userns_base = json.value("userns_base", uint32_t{0});
     r.limits = LimitsFromJson(json.value("limits", nlohmann::json::object()), FunctionLimits{});
+    r.scaling = ScalingFromJson(json.value("scaling", nlohmann::json::object()), ScalingOptions{});
     r.version = json.value("version", uint64_t{1});
     r.deployed_at = json.value("deployed_at", std::string());
     return r;

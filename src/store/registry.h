@@ -24,6 +24,7 @@ struct FunctionRecord {
   uint32_t uid = 0;  // `user` resolved against the rootfs at deploy time
   uint32_t gid = 0;
   FunctionLimits limits;
+  ScalingOptions scaling;
   uint32_t userns_base = 0;  // rootfs owned by base+id for a user namespace; 0: none
   uint64_t version = 1;      // bumped on every redeploy
   std::string deployed_at;   // RFC 3339, UTC
