@@ -131,6 +131,7 @@ void Container::Start() {
   spec.run_timeout_ms = function_.limits.timeout_ms;
   spec.userns_base = function_.userns_base;
   if (auto st = runtime::WriteBundle(dir, spec); !st.ok()) return Fail(st.error().message);
+  phases_.prepared = std::chrono::steady_clock::now();
 
   int out[2];
   if (::pipe2(out, O_CLOEXEC | O_NONBLOCK) != 0)
@@ -144,6 +145,7 @@ void Container::Start() {
        out_write.get()});
   out_write.Reset();
   if (!child.ok()) return Fail(child.error().message);
+  phases_.spawned = std::chrono::steady_clock::now();
   ReadOutput();
   runc_ = std::move(child).value();
   exit_wait_.assign(DupCloexec(runc_.pidfd()));
@@ -176,6 +178,7 @@ void Container::OnControlReadable() {
     if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return WaitForConnect();
     return Kill("accept on control socket failed");
   }
+  phases_.connected = std::chrono::steady_clock::now();
   // One connection only: a handler that connects again is refused.
   control_conn_ = std::move(conn);
   control_wait_.close();
@@ -213,6 +216,7 @@ bool Container::HandOver() {
     spdlog::warn("container {}: handing over the client failed: {}", id_, st.error().message);
     return false;
   }
+  phases_.handed = std::chrono::steady_clock::now();
   client_.Reset();
   control_conn_.Reset();
   state_ = State::kHanded;
@@ -233,6 +237,7 @@ void Container::OnExited() {
   if (!status.ok()) return Fail(status.error().message);
   if (*status < 0) return WaitForExit();
   exit_wait_.close();
+  phases_.exited = std::chrono::steady_clock::now();
   if (outcome_.empty()) outcome_ = runtime::DescribeWaitStatus(*status);
   if ((state_ == State::kWaitingForConnect || state_ == State::kReady) && !killed_) {
     spdlog::warn("container {} ({}): runtime {} before the handler {}", id_, function_.name,
@@ -366,6 +371,21 @@ void Container::RemoveCgroups() {
   }
 }
 
+// Microseconds from the start to each step (-1: not reached); cleanup ends now.
+void Container::LogPhases() const {
+  if (!spdlog::should_log(spdlog::level::debug)) return;
+  auto since_start = [this](std::chrono::steady_clock::time_point t) -> long {
+    if (t == std::chrono::steady_clock::time_point{}) return -1;
+    return std::chrono::duration_cast<std::chrono::microseconds>(t - started_).count();
+  };
+  spdlog::debug(
+      "container {}: phases us: prepared {} spawned {} connected {} attached {} handed {} "
+      "exited {} cleaned {}",
+      id_, since_start(phases_.prepared), since_start(phases_.spawned),
+      since_start(phases_.connected), since_start(attached_at_), since_start(phases_.handed),
+      since_start(phases_.exited), since_start(std::chrono::steady_clock::now()));
+}
+
 void Container::Finish() {
   if (killed_) RemoveCgroups();
   // Everything that wrote to the pipe is gone by now: log what is left in it.
@@ -386,6 +406,7 @@ void Container::Finish() {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   attached_at_)
                 .count();
+  LogPhases();
   if (attached_) {
     spdlog::info("request {} {}: {} in {} ms", function_.name, id_, outcome_, ms);
   } else {

@@ -136,6 +136,11 @@ class Container : public std::enable_shared_from_this<Container> {
   std::string outcome_;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point attached_at_;
+  // Where a container's time goes, logged at debug level when it is cleaned up.
+  struct Phases {
+    std::chrono::steady_clock::time_point prepared, spawned, connected, handed, exited;
+  } phases_;
+  void LogPhases() const;
 
   UniqueFd control_listener_;
   UniqueFd control_conn_;  // the handler's connection, held while Ready

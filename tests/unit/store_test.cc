@@ -175,6 +175,47 @@ TEST(LimitsTest, BadDeployOptionsAreInvalidArgument) {
   }
 }
 
+TEST(LimitsTest, ScalingOptionsApplyOverDefaults) {
+  ScalingOptions defaults;
+  defaults.queue = 5;
+  auto opts = ParseDeployOptions(
+      R"({"warm":3,"warm_max":6,"idle_timeout":"2m","max_concurrency":2,"queue_timeout":"500ms",)"
+      R"("rate_limit":"2.5"})",
+      FunctionLimits{}, defaults);
+  ASSERT_TRUE(opts.ok()) << opts.error().message;
+  EXPECT_EQ(opts->scaling.warm, 3u);
+  EXPECT_EQ(opts->scaling.warm_max, 6u);
+  EXPECT_EQ(opts->scaling.idle_timeout_ms, 120000u);
+  EXPECT_EQ(opts->scaling.max_concurrency, 2u);
+  EXPECT_EQ(opts->scaling.queue, 5u) << "unset keys keep the daemon's default";
+  EXPECT_EQ(opts->scaling.queue_timeout_ms, 500u);
+  EXPECT_DOUBLE_EQ(opts->scaling.rate_limit, 2.5);
+  EXPECT_EQ(ParseDeployOptions(R"({"queue":0})", FunctionLimits{})->scaling.queue, 0u);
+}
+
+TEST(LimitsTest, WarmAboveWarmMax) {
+  auto raised = ParseDeployOptions(R"({"warm":12})", FunctionLimits{});
+  ASSERT_TRUE(raised.ok()) << raised.error().message;
+  EXPECT_EQ(raised->scaling.warm_max, 12u) << "a default warm-max follows warm up";
+  auto refused = ParseDeployOptions(R"({"warm":5,"warm_max":2})", FunctionLimits{});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().message, "warm (5) is above warm-max (2)");
+}
+
+TEST(LimitsTest, BadScalingOptionsAreInvalidArgument) {
+  for (const char* bad :
+       {R"({"warm":-1})", R"({"warm":65})", R"({"warm":"many"})", R"({"warm_max":1.5})",
+        R"({"max_concurrency":0})", R"({"queue":-1})", R"({"queue_timeout":"abc"})",
+        R"({"idle_timeout":"0s"})", R"({"rate_limit":"-1"})", R"({"rate_limit":"fast"})",
+        R"({"rate_limit":0.001})"}) {
+    auto r = ParseDeployOptions(bad, FunctionLimits{});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().code, Errc::kInvalidArgument) << bad;
+  }
+  EXPECT_DOUBLE_EQ(*ParseRate("0"), 0.0);
+  EXPECT_DOUBLE_EQ(*ParseRate("100/s"), 100.0);
+}
+
 TEST(LimitsTest, MergeEnvReplacesByKey) {
   auto env = MergeEnv({"PATH=/bin", "A=1"}, {"A=2", "B=3"});
   EXPECT_EQ(env, (std::vector<std::string>{"PATH=/bin", "A=2", "B=3"}));
@@ -253,6 +294,31 @@ TEST_F(StoreTest, LimitsSurviveTheRegistry) {
   EXPECT_EQ(again.Find("hello")->limits.memory_bytes, 64ull << 20);
   EXPECT_EQ(again.Find("hello")->limits.cpu_millis, 250u);
   EXPECT_EQ(again.Find("hello")->uid, 1000u);
+}
+
+TEST_F(StoreTest, ScalingSurvivesTheRegistry) {
+  Registry registry(dir_ + "/registry.json");
+  FunctionRecord r = Sample();
+  r.scaling.warm = 0;
+  r.scaling.warm_max = 3;
+  r.scaling.queue = 7;
+  r.scaling.rate_limit = 0.5;
+  registry.Put("hello", r);
+  ASSERT_TRUE(registry.Save().ok());
+  Registry again(dir_ + "/registry.json");
+  ASSERT_TRUE(again.Load().ok());
+  const ScalingOptions& s = again.Find("hello")->scaling;
+  EXPECT_EQ(s.warm, 0u);
+  EXPECT_EQ(s.warm_max, 3u);
+  EXPECT_EQ(s.queue, 7u);
+  EXPECT_DOUBLE_EQ(s.rate_limit, 0.5);
+}
+
+TEST(LimitsTest, RecordWithoutScalingGetsTheDefaults) {
+  auto r = FunctionFromJson({{"ip", "10.0.0.10"}, {"rootfs", "/r"}, {"cmd", {"/h"}}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->scaling.warm, ScalingOptions{}.warm);
+  EXPECT_EQ(r->scaling.max_concurrency, ScalingOptions::DefaultMaxConcurrency());
 }
 
 }  // namespace
