@@ -13,7 +13,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -25,7 +24,6 @@
 #define DEFAULT_TIMEOUT_MS 15000
 /* Room after the head for chunk-size lines and trailer fields. */
 #define LINE_ROOM ((size_t)8192)
-#define HANDOVER_TIMEOUT_S 10
 #define MAX_PASSED_FDS 8
 #define CLOSE_DRAIN_BYTES ((size_t)1 << 20)
 #define CLOSE_DRAIN_MS 2000
@@ -84,8 +82,6 @@ int faas_accept(char *err, size_t errlen) {
     set_err(err, errlen, "cannot create a unix socket: %s", strerror(errno));
     return -1;
   }
-  struct timeval handover = {.tv_sec = HANDOVER_TIMEOUT_S, .tv_usec = 0};
-  (void)setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &handover, sizeof handover);
   if (connect(sock, (const struct sockaddr *)&addr, sizeof addr) != 0) {
     int e = errno;
     close(sock);
@@ -109,6 +105,8 @@ int faas_accept(char *err, size_t errlen) {
   msg.msg_iovlen = 1;
   msg.msg_control = control.buf;
   msg.msg_controllen = sizeof control.buf;
+  /* No timeout: with faasd's warm pool the client may come minutes after the container
+   * started, and faasd alone decides when a waiting container ends. */
   ssize_t n;
   do {
     n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
@@ -116,13 +114,8 @@ int faas_accept(char *err, size_t errlen) {
   int recv_errno = errno;
   close(sock);
   if (n < 0) {
-    if (recv_errno == EAGAIN || recv_errno == EWOULDBLOCK) {
-      set_err(err, errlen, "no client socket arrived on %.100s within %d s", path,
-              HANDOVER_TIMEOUT_S);
-    } else {
-      set_err(err, errlen, "cannot receive the client socket on %.100s: %s", path,
-              strerror(recv_errno));
-    }
+    set_err(err, errlen, "cannot receive the client socket on %.100s: %s", path,
+            strerror(recv_errno));
     return -1;
   }
   int fds[MAX_PASSED_FDS];

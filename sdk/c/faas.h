@@ -43,10 +43,13 @@ extern "C" {
 /* Receives the client connection from faasd: connects to $FAAS_CONTROL_SOCKET
  * (default /control.sock), receives exactly one fd with the 6-byte payload "SOCKET"
  * (SCM_RIGHTS), closes the control socket and returns the fd: a connected TCP
- * socket, blocking, close-on-exec. Call it once, early: faasd answers 504 and kills
- * the container when the handler has not connected within 5 s.
+ * socket, blocking, close-on-exec. Call it once. faasd kills a container whose handler
+ * has not connected within its connect timeout (5 s from the start); set-up done before
+ * this call, within that time, is off the request's path when faasd's warm pool started
+ * the container ahead of its request. The wait for the client has no timeout: a pooled
+ * handler may wait minutes, and faasd alone ends a container it no longer needs.
  * Returns -1 with a message in err when the socket is missing (not running under
- * faasd or faas-local-run), nothing arrives within 10 s, or the message is not
+ * faasd or faas-local-run), faasd closes it without a client, or the message is not
  * exactly "SOCKET" with one fd (any fds received are closed). */
 int faas_accept(char *err, size_t errlen);
 

@@ -38,7 +38,6 @@ __all__ = ["CONTROL_SOCKET", "HTTPError", "Limits", "Request", "accept", "close"
            "read_request", "reason", "respond", "serve"]
 
 CONTROL_SOCKET = "/control.sock"
-HANDOVER_TIMEOUT = 10.0
 
 _REASONS = {
     200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 206: "Partial Content",
@@ -133,12 +132,16 @@ class Request:
 
 # --- receiving the client -------------------------------------------------------------
 
-def accept(path: Optional[str] = None, timeout: float = HANDOVER_TIMEOUT) -> socket.socket:
+def accept(path: Optional[str] = None, timeout: Optional[float] = None) -> socket.socket:
     """Receives the client connection from faasd: connects to `path` (default
     $FAAS_CONTROL_SOCKET, else /control.sock), receives exactly one fd with the payload
-    b"SOCKET" and returns it as a blocking socket.socket. Call it early: faasd answers
-    504 and kills the handler when it has not connected within 5 s.
-    Raises ConnectionError with a clear message otherwise."""
+    b"SOCKET" and returns it as a blocking socket.socket. faasd kills a handler that has
+    not connected within its connect timeout (5 s from the start); set-up done before
+    accept(), within that time, is off the request's path when faasd's warm pool started
+    the handler ahead of its request. The wait for the client has no timeout by default:
+    a pooled handler may wait minutes, and faasd alone ends one it no longer needs.
+    `timeout` (seconds) bounds the connect and the wait for callers that want one; do
+    not set it under faasd. Raises ConnectionError with a clear message otherwise."""
     path = path or os.environ.get("FAAS_CONTROL_SOCKET") or CONTROL_SOCKET
     control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

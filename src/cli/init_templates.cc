@@ -53,7 +53,11 @@ static int handle(int client, const struct faas_request *req, void *ctx) {
   return faas_respond(client, 200, "text/plain; charset=utf-8", body, (size_t)len) == 0 ? 0 : 1;
 }
 
-int main(void) { return faas_serve(handle, NULL, NULL); }
+int main(void) {
+  /* Set-up done here, before faas_serve() waits for the client (loading files, building
+   * tables), runs ahead of the request when faasd's warm pool started this container. */
+  return faas_serve(handle, NULL, NULL);
+}
 )TPL";
 
 constexpr std::string_view kCDockerfile =
@@ -108,9 +112,12 @@ Try it without faasd (Python 3 runs `faas-local-run`):
     curl "http://127.0.0.1:8080/?name=you"
 
 Inside faasd the handler serves exactly one request per process and must connect to faasd
-within 5 s and finish within 30 s. Its container has a read-only root with a 64 MB tmpfs
-on `/tmp`, no network but the client's socket, no capabilities, 512 MB of memory and one
-CPU. What it prints on stdout and stderr goes to faasd's log. The whole contract is
+within 5 s of its start and finish within 30 s of getting its client. faasd keeps a warm
+pool of containers started ahead of their requests, so set-up in `main()` before
+`faas_serve()` (within the 5 s) runs before the request arrives; a cold start still
+waits for it. The container has a read-only root with a 64 MB tmpfs on `/tmp`, no
+network but the client's socket, no capabilities, 512 MB of memory and one CPU. What it
+prints on stdout and stderr goes to faasd's log. The whole contract is
 `docs/HANDLER_PROTOCOL.md` in faasd's source tree.
 )TPL";
 
@@ -127,6 +134,9 @@ to faasd's log). Edit handle(), then ./build.sh.
 import sys
 
 from faas_handler import serve
+
+# Set-up at module level (imports, loading data) runs before serve() waits for the
+# client: ahead of the request when faasd's warm pool started this container.
 
 
 def handle(request):
@@ -193,12 +203,14 @@ Try it without faasd:
     faas-sdk/faas-local-run -- python3 handler.py &
     curl "http://127.0.0.1:8080/?name=you"
 
-Every request starts a new Python process: keep imports few (startup time is latency);
-if nothing comes from `site-packages`, `CMD ["python3", "-S", ...]` starts faster.
-Inside faasd the handler must connect to faasd within 5 s and finish within 30 s. Its
-container has a read-only root with a 64 MB tmpfs on `/tmp`, no network but the client's
-socket, no capabilities, 512 MB of memory and one CPU. What it prints goes to faasd's
-log. The whole contract is `docs/HANDLER_PROTOCOL.md` in faasd's source tree.
+Every request gets a new Python process. Imports and other module-level set-up run
+before `serve()` waits for the client: with faasd's warm pool that happens before the
+request arrives, but a cold start still pays it, so keep it lean; if nothing comes from
+`site-packages`, `CMD ["python3", "-S", ...]` starts faster. Inside faasd the handler
+must connect to faasd within 5 s of its start and finish within 30 s of getting its
+client. Its container has a read-only root with a 64 MB tmpfs on `/tmp`, no network but
+the client's socket, no capabilities, 512 MB of memory and one CPU. What it prints goes
+to faasd's log. The whole contract is `docs/HANDLER_PROTOCOL.md` in faasd's source tree.
 )TPL";
 
 // ---- stdio --------------------------------------------------------------------------------
@@ -293,8 +305,10 @@ Try it without faasd:
 
 Any program that reads stdin and writes stdout works the same way: put it (static, or
 with its libraries) in the image and name it in CMD, e.g.
-`CMD ["/faas-stdio", "/bin/busybox", "wc", "-c"]`. Inside faasd the function must
-finish within 30 s (faas-stdio answers 504 at 25 s). Its container has a read-only root
+`CMD ["/faas-stdio", "/bin/busybox", "wc", "-c"]`. faasd's warm pool starts faas-stdio
+ahead of the request, but the program runs only once the request has arrived, so its
+start-up is on the request's path. Inside faasd the function must finish within 30 s of
+getting its client (faas-stdio answers 504 at 25 s). Its container has a read-only root
 with a 64 MB tmpfs on `/tmp`, no network, no capabilities, 512 MB of memory and one CPU.
 The whole contract is `docs/HANDLER_PROTOCOL.md` in faasd's source tree.
 )TPL";

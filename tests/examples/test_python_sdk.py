@@ -4,6 +4,7 @@ end to end on 127.0.0.1 (never a 10.x address)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import socket
@@ -286,21 +287,28 @@ def test_serve_answers_http_errors():
 # --- accept -------------------------------------------------------------------------------
 
 class FakeControl:
-    """faasd's side of the control socket: passes `payload` and `fds` to whoever connects."""
+    """faasd's side of the control socket: passes `payload` and `fds` to whoever connects,
+    `delay` seconds after the connect (as faasd does for a handler of its warm pool)."""
 
-    def __init__(self, tmp_path: Path, payload: bytes, fds):
+    def __init__(self, tmp_path: Path, payload: bytes, fds, delay: float = 0.0):
         self.path = str(tmp_path / "control.sock")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.path)
         self.listener.listen(1)
-        self.thread = threading.Thread(target=self._pass, args=(payload, fds))
+        self.connected = threading.Event()
+        self.thread = threading.Thread(target=self._pass, args=(payload, fds, delay))
         self.thread.start()
 
-    def _pass(self, payload, fds):
+    def _pass(self, payload, fds, delay):
         conn, _ = self.listener.accept()
+        self.connected.set()
+        time.sleep(delay)
         with conn:
             if payload or fds:
-                socket.send_fds(conn, [payload], fds)
+                try:
+                    socket.send_fds(conn, [payload], fds)
+                except OSError:
+                    pass  # the handler gave up waiting
 
     def close(self):
         self.thread.join()
@@ -317,6 +325,41 @@ def test_accept_receives_the_client(tmp_path, monkeypatch):
     client.sendall(b"through")
     client.close()
     assert read_all(peer) == b"through"
+
+
+def test_accept_waits_for_a_late_client_without_a_timeout(tmp_path, monkeypatch):
+    """A handler of faasd's warm pool connects long before its client comes: accept()
+    puts no timeout on the wait by default (faasd alone ends a waiting handler)."""
+    assert inspect.signature(faas_handler.accept).parameters["timeout"].default is None
+    timeouts = []
+    real_settimeout = socket.socket.settimeout
+    monkeypatch.setattr(socket.socket, "settimeout",
+                        lambda sock, value: timeouts.append(value) or real_settimeout(sock, value))
+    peer, passed = socket.socketpair()
+    control = FakeControl(tmp_path, b"SOCKET", [passed.fileno()], delay=0.5)
+    monkeypatch.setenv("FAAS_CONTROL_SOCKET", control.path)
+    start = time.monotonic()
+    client = faas_handler.accept()
+    waited = time.monotonic() - start
+    control.close()
+    passed.close()
+    assert waited >= 0.5 and control.connected.is_set()
+    assert timeouts == [None], timeouts
+    assert client.gettimeout() is None
+    client.sendall(b"late")
+    client.close()
+    assert read_all(peer) == b"late"
+
+
+def test_accept_timeout_when_the_caller_asks_for_one(tmp_path, monkeypatch):
+    peer, passed = socket.socketpair()
+    control = FakeControl(tmp_path, b"SOCKET", [passed.fileno()], delay=1.0)
+    monkeypatch.setenv("FAAS_CONTROL_SOCKET", control.path)
+    with pytest.raises(ConnectionError, match=r"no client socket arrived on .* within 0.2 s"):
+        faas_handler.accept(timeout=0.2)
+    control.close()
+    peer.close()
+    passed.close()
 
 
 @pytest.mark.parametrize("payload,nfds,part", [
@@ -382,10 +425,11 @@ class LocalRun:
 
 
 HANDLER = """
-import sys
+import os, sys
 sys.path.insert(0, {sdk!r})
 from faas_handler import serve
-sys.exit(serve(lambda r: (200, {{"X-Env": r.header("x-test", "")}},
+sys.exit(serve(lambda r: (200, {{"X-Env": r.header("x-test", ""),
+                                 "X-Timeout": os.environ.get("FAAS_TIMEOUT_MS", "")}},
                           f"{{r.method}} {{r.path}} {{r.body.decode()}}")))
 """
 
@@ -397,6 +441,7 @@ def test_local_run_serves_a_python_handler(tmp_path):
     raw = run.request(b"POST /p HTTP/1.1\r\nX-Test: 1\r\nContent-Length: 3\r\n\r\nabc")
     status, headers, body = split_response(raw)
     assert (status, headers["X-Env"], body) == (200, "1", b"POST /p abc")
+    assert headers["X-Timeout"] == "30000"  # the run timeout, as faasd passes it
     rc, log = run.finish()
     assert rc == 0, log
     assert re.search(r"request 1 from 127\.0\.0\.1:\d+: exit 0 in \d+ ms", log), log

@@ -13,11 +13,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -175,12 +178,15 @@ class FakeControl {
   }
   const std::string& path() const { return path_; }
 
-  // Accepts one connection (within 10 s) and sends `payload` with `fds`; then closes it.
-  bool Pass(const std::string& payload, const std::vector<int>& fds) {
+  // Accepts one connection (within 10 s), runs `before_send` (a warm pool makes the
+  // handler wait here), sends `payload` with `fds`; then closes it.
+  bool Pass(const std::string& payload, const std::vector<int>& fds,
+            const std::function<void()>& before_send = {}) {
     pollfd p{listener_, POLLIN, 0};
     if (poll(&p, 1, 10000) != 1) return false;
     int conn = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
     if (conn < 0) return false;
+    if (before_send) before_send();
     iovec iov{const_cast<char*>(payload.data()), payload.size()};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -756,6 +762,54 @@ TEST(Accept, ReceivesTheClientSocket) {
   EXPECT_EQ(ReadToEof(client.peer), "through");
 }
 
+// The fd in this process that is connected to the unix socket at `path`, or -1.
+int FdConnectedTo(const std::string& path) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    int fd = std::stoi(entry.path().filename().string());
+    sockaddr_un peer{};
+    socklen_t len = sizeof peer;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
+        peer.sun_family == AF_UNIX && len > offsetof(sockaddr_un, sun_path) &&
+        path == peer.sun_path) {
+      return fd;
+    }
+  }
+  return -1;
+}
+
+// With a warm pool a handler connects long before faasd has a client for it: the wait
+// must have no timeout (faasd alone ends a container it no longer needs).
+TEST(Accept, WaitsWithoutATimeoutForALateClient) {
+  FakeControl control;
+  SocketPair client;
+  ScopedEnv env("FAAS_CONTROL_SOCKET", control.path().c_str());
+  std::atomic<bool> returned = false;
+  timeval receive_timeout{-1, -1};
+  bool passed = false;
+  std::thread faasd([&] {
+    passed = control.Pass("SOCKET", {client.handler}, [&] {
+      int waiting = FdConnectedTo(control.path());
+      socklen_t len = sizeof receive_timeout;
+      if (waiting >= 0) getsockopt(waiting, SOL_SOCKET, SO_RCVTIMEO, &receive_timeout, &len);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      EXPECT_FALSE(returned) << "faas_accept() returned before the client came";
+    });
+  });
+  char err[FAAS_ERR_MAX] = "";
+  int fd = faas_accept(err, sizeof err);
+  returned = true;
+  faasd.join();
+  EXPECT_TRUE(passed);
+  EXPECT_EQ(receive_timeout.tv_sec, 0);
+  EXPECT_EQ(receive_timeout.tv_usec, 0);
+  ASSERT_GE(fd, 0) << err;
+  WriteAll(fd, "late");
+  close(fd);
+  close(client.handler);
+  client.handler = -1;
+  EXPECT_EQ(ReadToEof(client.peer), "late");
+}
+
 TEST(Accept, MakesANonBlockingSocketBlocking) {
   FakeControl control;
   SocketPair client;
@@ -910,9 +964,11 @@ struct ShimRun {
   std::string log;  // the shim's stderr
 };
 
-// Runs faas-stdio with `args` under a fake faasd and sends it `request`.
+// Runs faas-stdio with `args` under a fake faasd and sends it `request`, handing the
+// client over `handover_delay` after faas-stdio connected.
 ShimRun RunShim(const std::vector<std::string>& args, const std::string& request,
-                const std::vector<std::string>& extra_env = {}) {
+                const std::vector<std::string>& extra_env = {},
+                std::chrono::milliseconds handover_delay = {}) {
   FakeControl control;
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; e++) {
@@ -942,7 +998,8 @@ ShimRun RunShim(const std::vector<std::string>& args, const std::string& request
   std::thread log_reader([&] { run.log = ReadToEof(log_pipe[0]); });
 
   SocketPair client;
-  EXPECT_TRUE(control.Pass("SOCKET", {client.handler}));
+  EXPECT_TRUE(control.Pass("SOCKET", {client.handler},
+                           [&] { std::this_thread::sleep_for(handover_delay); }));
   close(client.handler);
   client.handler = -1;
   std::thread writer([&] {
@@ -1051,6 +1108,16 @@ TEST(FaasStdio, SlowProgramIs504) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
   EXPECT_EQ(r.response.status, 504);
   EXPECT_EQ(r.response.body, "/bin/sleep did not finish within 300 ms\n");
+}
+
+// A pooled faas-stdio may start long before its client: FAAS_TIMEOUT_MS (here 600, so
+// 500 ms for the program) counts from the hand-over, not from the start.
+TEST(FaasStdio, RunTimeoutCountsFromTheHandOver) {
+  ShimRun r = RunShim({"/bin/echo", "in time"}, "GET / HTTP/1.1\r\n\r\n", {"FAAS_TIMEOUT_MS=600"},
+                      std::chrono::milliseconds(1000));
+  EXPECT_EQ(r.exit_status, 0) << r.log;
+  EXPECT_EQ(r.response.status, 200) << r.raw;
+  EXPECT_EQ(r.response.body, "in time\n");
 }
 
 TEST(FaasStdio, TooMuchOutputIs500) {

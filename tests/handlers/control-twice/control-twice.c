@@ -44,10 +44,11 @@ static int control_connect(int flags, int *err) {
   return sock;
 }
 
-/* The fd faasd sent on `sock` within 1 s, or -1 with *what saying why not. */
-static int receive_fd(int sock, const char **what) {
+/* The fd faasd sent on `sock` within timeout_ms (-1: however long it takes), or -1
+ * with *what saying why not. */
+static int receive_fd(int sock, int timeout_ms, const char **what) {
   struct pollfd p = {sock, POLLIN, 0};
-  if (poll(&p, 1, 1000) != 1) {
+  if (poll(&p, 1, timeout_ms) != 1) {
     *what = "none:timeout";
     return -1;
   }
@@ -86,7 +87,8 @@ int main(void) {
   const char *mode = getenv("CONTROL_TWICE_MODE");
   int race = mode && strcmp(mode, "race") == 0;
   if (race) second = control_connect(SOCK_NONBLOCK, &second_err);
-  client = receive_fd(first, &what);
+  /* No timeout on the first: with a warm pool the client may come much later. */
+  client = receive_fd(first, -1, &what);
   close(first);
   if (client < 0) return 1;
   if (faas_read_request(client, &req, 0) != 0) return 1;
@@ -94,7 +96,7 @@ int main(void) {
   if (!race) second = control_connect(0, &second_err);
   report("second_connect", second < 0 ? errname(second_err) : "ok");
   if (second >= 0) {
-    int fd = receive_fd(second, &what);
+    int fd = receive_fd(second, 1000, &what);
     report("second_fd", what);
     if (fd >= 0) close(fd);
     close(second);
