@@ -71,7 +71,7 @@ struct NewOptions {
   int pids = 0;
   std::vector<std::string> env;
   // Scaling: faasd checks the ranges.
-  std::optional<int64_t> warm, warm_max, max_concurrency, queue;
+  std::optional<int64_t> warm, warm_max, max_concurrency, queue, reuse;
   std::string idle_timeout, queue_timeout, rate_limit;
 
   // The X-Function-Options header value: compact JSON, ASCII only.
@@ -90,6 +90,7 @@ struct NewOptions {
     if (queue) json["queue"] = *queue;
     if (!queue_timeout.empty()) json["queue_timeout"] = queue_timeout;
     if (!rate_limit.empty()) json["rate_limit"] = rate_limit;
+    if (reuse) json["reuse"] = *reuse;
     return json.dump(-1, ' ', /*ensure_ascii=*/true);
   }
 };
@@ -157,6 +158,8 @@ Verb AddNewCommand(CLI::App& app) {
                       "Longest wait in the queue before a 503, e.g. 2s (default 10s)");
   command->add_option("--rate-limit", options->rate_limit,
                       "Requests per second; beyond it faasd answers 429 (default: off)");
+  command->add_option("--reuse", options->reuse,
+                      "Requests one container serves in turn; weaker isolation (default 1)");
   return {command, [options](const Client& client) { return RunNew(client, *options); }};
 }
 

@@ -121,6 +121,10 @@ int main(int argc, char** argv) {
   app.add_option("--rate-limit", rate_limit,
                  "Requests per second per function, beyond it 429 (0: off)")
       ->capture_default_str();
+  app.add_option("--reuse", scaling.reuse,
+                 "Requests one container serves in turn (1: a fresh container for each)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
   app.add_option("--drain-timeout", drain_ms, "ms to let running requests finish on SIGTERM")
       ->capture_default_str();
   app.add_option("--max-image-size", options.limits.max_image_bytes,
@@ -160,8 +164,8 @@ int main(int argc, char** argv) {
   options.defaults.connect_timeout_ms = static_cast<uint64_t>(connect_ms);
   options.defaults.timeout_ms = static_cast<uint64_t>(run_ms);
   options.drain_timeout = std::chrono::milliseconds(drain_ms);
-  auto idle = faas::store::ParseDuration(idle_timeout);
-  auto queue_wait = faas::store::ParseDuration(queue_timeout);
+  auto idle = faas::store::ParseDuration(idle_timeout, "--idle-timeout");
+  auto queue_wait = faas::store::ParseDuration(queue_timeout, "--queue-timeout");
   auto rate = faas::store::ParseRate(rate_limit);
   for (const faas::Error* error :
        {idle.ok() ? nullptr : &idle.error(), queue_wait.ok() ? nullptr : &queue_wait.error(),

@@ -43,6 +43,7 @@ nlohmann::json Environment(const ContainerSpec& spec) {
   env.insert(env.end(), spec.env.begin(), spec.env.end());
   env.push_back(std::string("FAAS_CONTROL_SOCKET=") + kControlSocketInContainer);
   env.push_back("FAAS_TIMEOUT_MS=" + std::to_string(spec.run_timeout_ms));
+  env.push_back("FAAS_REUSE=" + std::to_string(spec.reuse));
   return env;
 }
 

@@ -28,6 +28,7 @@ struct ContainerSpec {
   int64_t pids_limit = 64;
   uint64_t nofile_limit = 1024;
   uint64_t run_timeout_ms = 30000;  // told to the handler as FAAS_TIMEOUT_MS
+  uint32_t reuse = 1;               // clients one container may serve, as FAAS_REUSE
   // When not 0: a user namespace mapping container ids 0..kUsernsSize-1 to host
   // ids userns_base.., with the rootfs owned accordingly.
   uint32_t userns_base = 0;

@@ -248,12 +248,12 @@ std::shared_ptr<Container> Functions::MakeContainer(const std::string& name, Uni
   auto it = functions_.find(name);
   const store::FunctionRecord* record = registry_.Find(name);
   if (shutting_down_ || it == functions_.end() || record == nullptr) return nullptr;
-  FunctionSnapshot snapshot{name,        it->second->rootfs,  record->cmd,
-                            record->env, record->working_dir, record->uid,
-                            record->gid, record->limits,      record->userns_base};
-  auto container =
-      std::make_shared<Container>(io_, options_.runtime, std::move(snapshot), NextContainerId(),
-                                  std::move(client), [this](Container* c) { OnContainerDone(c); });
+  FunctionSnapshot snapshot{
+      name,        it->second->rootfs, record->cmd,    record->env,         record->working_dir,
+      record->uid, record->gid,        record->limits, record->userns_base, record->scaling.reuse};
+  auto container = std::make_shared<Container>(
+      io_, options_.runtime, std::move(snapshot), NextContainerId(), std::move(client),
+      [this](Container* c) { OnContainerDone(c); }, [this](Container* c) { OnContainerIdle(c); });
   containers_[container.get()] = container;
   ++inflight_[name];
   return container;
@@ -263,6 +263,14 @@ Result<nlohmann::json> Functions::RuntimeStats(const std::string& name) const {
   auto it = functions_.find(name);
   if (it == functions_.end()) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
   return it->second->scaler->Stats();
+}
+
+void Functions::OnContainerIdle(Container* container) {
+  if (auto it = functions_.find(container->function_name()); it != functions_.end()) {
+    it->second->scaler->OnIdle(container);
+  } else {
+    container->Kill("function removed");
+  }
 }
 
 void Functions::OnContainerDone(Container* container) {

@@ -91,6 +91,7 @@ class Functions {
   std::unique_ptr<Scaler> MakeScaler(const std::string& name, const store::ScalingOptions& options);
   std::shared_ptr<Container> MakeContainer(const std::string& name, UniqueFd client);
   void OnContainerDone(Container* container);
+  void OnContainerIdle(Container* container);
   void Tick();
   void MaybeFinishShutdown();
   std::string NextContainerId();

@@ -43,6 +43,11 @@ const char* StateName(Container::State state) {
 
 int DupCloexec(int fd) { return ::fcntl(fd, F_DUPFD_CLOEXEC, 0); }
 
+long MillisSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t)
+      .count();
+}
+
 Result<UniqueFd> ListenUnix(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -76,13 +81,14 @@ void AnswerClient(int fd, int status, const char* reason) {
 }  // namespace
 
 Container::Container(asio::io_context& io, const RuntimeOptions& options, FunctionSnapshot function,
-                     std::string id, UniqueFd client, Callback on_done)
+                     std::string id, UniqueFd client, Callback on_done, Callback on_idle)
     : options_(options),
       function_(std::move(function)),
       id_(std::move(id)),
       client_(std::move(client)),
       on_done_(std::move(on_done)),
-      attached_(static_cast<bool>(client_)),
+      on_idle_(std::move(on_idle)),
+      uses_(client_ ? 1 : 0),
       started_(std::chrono::steady_clock::now()),
       attached_at_(started_),
       control_wait_(io),
@@ -172,18 +178,24 @@ void Container::WaitForConnect() {
 }
 
 void Container::OnControlReadable() {
-  if (state_ != State::kWaitingForConnect) return;
+  const bool next = state_ == State::kHanded;  // a reused handler asking for its next client
+  if (state_ != State::kWaitingForConnect && !next) return;
   UniqueFd conn(::accept4(control_listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
   if (!conn) {
     if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return WaitForConnect();
     return Kill("accept on control socket failed");
   }
-  phases_.connected = std::chrono::steady_clock::now();
-  // One connection only: a handler that connects again is refused.
   control_conn_ = std::move(conn);
-  control_wait_.close();
-  control_listener_.Reset();
   timer_.cancel();
+  if (next) {
+    spdlog::info("request {} {}: served ({} of {}) in {} ms", function_.name, id_, uses_,
+                 function_.reuse, MillisSince(attached_at_));
+    state_ = State::kReady;
+    if (on_idle_) on_idle_(this);
+    return;
+  }
+  phases_.connected = std::chrono::steady_clock::now();
+  if (function_.reuse <= 1) CloseControlListener();  // a second connect is refused
   if (client_) {
     if (!HandOver()) {
       AnswerClient(client_.get(), 502, "Bad Gateway");
@@ -195,15 +207,20 @@ void Container::OnControlReadable() {
   spdlog::debug("container {}: ready", id_);
 }
 
+void Container::CloseControlListener() {
+  control_wait_.close();
+  control_listener_.Reset();
+}
+
 bool Container::Attach(UniqueFd& client) {
-  if (attached_ || killed_ || (state_ != State::kWaitingForConnect && state_ != State::kReady))
-    return false;
+  const bool waiting = state_ == State::kWaitingForConnect && !client_ && uses_ == 0;
+  if (killed_ || (!waiting && state_ != State::kReady)) return false;
   client_ = std::move(client);
-  attached_ = true;
+  ++uses_;
   attached_at_ = std::chrono::steady_clock::now();
   if (state_ == State::kReady && !HandOver()) {
     client = std::move(client_);
-    attached_ = false;
+    --uses_;
     Kill("hand-over failed");
     return false;
   }
@@ -220,7 +237,12 @@ bool Container::HandOver() {
   client_.Reset();
   control_conn_.Reset();
   state_ = State::kHanded;
-  spdlog::debug("container {}: handed the client over", id_);
+  spdlog::debug("container {}: handed client {} of {} over", id_, uses_, function_.reuse);
+  if (uses_ < function_.reuse) {
+    WaitForConnect();  // the handler may come back for another
+  } else {
+    CloseControlListener();
+  }
   StartTimer(std::chrono::milliseconds(function_.limits.timeout_ms), "run");
   return true;
 }
@@ -320,8 +342,7 @@ void Container::Cleanup() {
   state_ = State::kCleaning;
   timer_.cancel();
   kill_timer_.cancel();
-  control_wait_.close();
-  control_listener_.Reset();
+  CloseControlListener();
   control_conn_.Reset();
   client_.Reset();
   if (runc_.running()) {
@@ -403,11 +424,9 @@ void Container::Finish() {
     bundle_created_ = false;
   }
   state_ = State::kCleaned;
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                                  attached_at_)
-                .count();
+  const long ms = MillisSince(attached_at_);
   LogPhases();
-  if (attached_) {
+  if (uses_ > 0) {
     spdlog::info("request {} {}: {} in {} ms", function_.name, id_, outcome_, ms);
   } else {
     spdlog::debug("container {} ({}): stopped unused after {} ms: {}", id_, function_.name, ms,

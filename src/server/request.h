@@ -68,6 +68,7 @@ struct FunctionSnapshot {
   uint32_t gid = 0;
   store::FunctionLimits limits;
   uint32_t userns_base = 0;
+  uint32_t reuse = 1;  // clients one container serves in turn
 };
 
 class Container : public std::enable_shared_from_this<Container> {
@@ -85,16 +86,18 @@ class Container : public std::enable_shared_from_this<Container> {
   using Callback = std::function<void(Container*)>;
 
   // `client` may be empty: the container is started ahead and gets one by Attach().
-  // `on_done` runs once everything is cleaned up.
+  // `on_done` runs once everything is cleaned up; `on_idle` when a container that
+  // may serve several clients (FunctionSnapshot::reuse) is ready for its next one.
   Container(boost::asio::io_context& io, const RuntimeOptions& options, FunctionSnapshot function,
-            std::string id, UniqueFd client, Callback on_done);
+            std::string id, UniqueFd client, Callback on_done, Callback on_idle = nullptr);
   ~Container();
 
   // Writes the bundle and starts the runtime. Failures end in cleanup, then on_done.
   void Start();
-  // Gives a container started without a client its client: handed over now when
-  // the handler is ready, else as soon as it connects. False (and the client is
-  // left with the caller) when the container is already on its way out.
+  // Gives a container without a client (started ahead, or back for another under
+  // reuse) its client: handed over now when the handler is ready, else as soon as
+  // it connects. False (and the client is left with the caller) when the container
+  // cannot take one.
   bool Attach(UniqueFd& client);
   // Kills the container now (shutdown, drain timeout, pool shrinking). Cleanup
   // follows as usual.
@@ -104,14 +107,15 @@ class Container : public std::enable_shared_from_this<Container> {
   const std::string& function_name() const { return function_.name; }
   State state() const { return state_; }
   bool ready() const { return state_ == State::kReady; }
-  // Whether it has (or had) a client.
-  bool attached() const { return attached_; }
+  // Whether it may come back for another client after the current one.
+  bool may_serve_again() const { return !killed_ && uses_ < function_.reuse; }
 
  private:
   void Fail(const std::string& why);
   void WaitForConnect();
   void OnControlReadable();
-  bool HandOver();  // false: the handler is gone
+  bool HandOver();
+  void CloseControlListener();  // false: the handler is gone
   void WaitForExit();
   void OnExited();
   void StartTimer(std::chrono::milliseconds after, const char* what);
@@ -129,10 +133,11 @@ class Container : public std::enable_shared_from_this<Container> {
   std::string id_;
   UniqueFd client_;
   Callback on_done_;
+  Callback on_idle_;
   State state_ = State::kNew;
   bool bundle_created_ = false;
   bool killed_ = false;
-  bool attached_ = false;
+  uint32_t uses_ = 0;  // clients attached so far
   std::string outcome_;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point attached_at_;

@@ -100,8 +100,23 @@ void Scaler::Missed() {
   if (target_ < options_.warm_max) ++target_;
 }
 
+void Scaler::OnIdle(Container* container) {
+  if (!serving_.erase(container)) return container->Kill("not this function's");
+  if (stopped_ || retiring_.erase(container)) {
+    container->Kill(stopped_ ? "stopped" : "redeployed");
+  } else {
+    pool_.push_front(container->shared_from_this());  // warm caches: preferred
+  }
+  DrainQueue();
+  Refill();
+}
+
 void Scaler::OnDone(Container* container) {
-  if (serving_.erase(container)) return DrainQueue();
+  retiring_.erase(container);
+  if (serving_.erase(container)) {
+    DrainQueue();
+    return Refill();
+  }
   auto it = std::find_if(pool_.begin(), pool_.end(),
                          [container](const auto& c) { return c.get() == container; });
   if (it == pool_.end()) return;  // stopped by us, or not ours
@@ -130,10 +145,15 @@ void Scaler::DrainQueue() {
 
 void Scaler::Refill() {
   if (stopped_) return;
+  // Reused containers still serving come back: they count as pooled.
+  const size_t returning =
+      static_cast<size_t>(std::count_if(serving_.begin(), serving_.end(), [this](Container* c) {
+        return c->may_serve_again() && !retiring_.count(c);
+      }));
   if (pool_.size() > target_) ShrinkTo(target_, "pool shrinking");
   if (Clock::now() < refill_not_before_) return ArmRefillTimer();
   // A container that fails at once sets a back-off and leaves the pool: stop then.
-  for (size_t started = 0; pool_.size() < target_ && started < target_; ++started) {
+  for (size_t started = 0; pool_.size() + returning < target_ && started < target_; ++started) {
     auto container = make_(UniqueFd());
     if (!container) return;
     pool_.push_back(container);
@@ -170,6 +190,7 @@ void Scaler::Tick() {
 void Scaler::Reload(store::ScalingOptions options) {
   options_ = options;
   ShrinkTo(0, "redeployed");
+  retiring_ = serving_;
   target_ = std::clamp(std::max(target_, options_.warm), options_.warm, options_.warm_max);
   last_client_ = Clock::now();
   failures_in_row_ = 0;

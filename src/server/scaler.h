@@ -8,7 +8,9 @@
 // idle_timeout without clients the target is 0 and the pool is stopped; the next
 // client brings it back. Pooled containers that die before getting a client
 // delay the next refill, doubling from kMinBackoff up to kMaxBackoff, so a broken
-// handler never makes faasd spin.
+// handler never makes faasd spin. With reuse, a container that has served a
+// client and may serve more goes back into the pool (never across a redeploy),
+// and counts toward the target while it is still serving.
 //
 // Admission: at most max_concurrency containers serve clients at once; the rest
 // wait in a FIFO of at most `queue` for at most queue_timeout, else get 503 with
@@ -47,9 +49,11 @@ class Scaler {
 
   // A client connected to the function's address.
   void OnClient(UniqueFd client);
-  // Every container of this function reports here when it is done; containers the
-  // scaler does not know (of an older function of the same name) are ignored.
+  // Every container of this function reports here when it is done, and a reused
+  // one when it is ready for its next client; containers the scaler does not know
+  // (of an older function of the same name) are ignored.
   void OnDone(Container* container);
+  void OnIdle(Container* container);
   // Starts containers until the pool has its target size (or a back-off holds it).
   void Refill();
   // Periodic (about once a second): idle timeout, adaptation, refills.
@@ -93,6 +97,7 @@ class Scaler {
 
   std::deque<std::shared_ptr<Container>> pool_;  // no client yet, oldest first
   std::set<Container*> serving_;                 // have a client
+  std::set<Container*> retiring_;                // serving, but of an old version: no reuse
   std::deque<Queued> queue_;
   boost::asio::steady_timer queue_timer_;
 

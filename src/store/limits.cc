@@ -59,7 +59,7 @@ Result<bool> ApplyScalingOption(const std::string& key, const std::string& text,
     FAAS_ASSIGN_OR_RETURN(int64_t n, ParseCount(text, "warm-max", 0, 64));
     s->warm_max = static_cast<uint32_t>(n);
   } else if (key == "idle_timeout") {
-    FAAS_ASSIGN_OR_RETURN(s->idle_timeout_ms, ParseDuration(text));
+    FAAS_ASSIGN_OR_RETURN(s->idle_timeout_ms, ParseDuration(text, "idle timeout"));
   } else if (key == "max_concurrency") {
     FAAS_ASSIGN_OR_RETURN(int64_t n, ParseCount(text, "max-concurrency", 1, 4096));
     s->max_concurrency = static_cast<uint32_t>(n);
@@ -67,9 +67,12 @@ Result<bool> ApplyScalingOption(const std::string& key, const std::string& text,
     FAAS_ASSIGN_OR_RETURN(int64_t n, ParseCount(text, "queue", 0, 65536));
     s->queue = static_cast<uint32_t>(n);
   } else if (key == "queue_timeout") {
-    FAAS_ASSIGN_OR_RETURN(s->queue_timeout_ms, ParseDuration(text));
+    FAAS_ASSIGN_OR_RETURN(s->queue_timeout_ms, ParseDuration(text, "queue timeout"));
   } else if (key == "rate_limit") {
     FAAS_ASSIGN_OR_RETURN(s->rate_limit, ParseRate(text));
+  } else if (key == "reuse") {
+    FAAS_ASSIGN_OR_RETURN(int64_t n, ParseCount(text, "reuse", 1, 10000));
+    s->reuse = static_cast<uint32_t>(n);
   } else {
     return false;
   }
@@ -98,9 +101,9 @@ Status ApplyOption(const std::string& key, const nlohmann::json& value, DeployOp
   } else if (key == "pids") {
     FAAS_ASSIGN_OR_RETURN(l.pids, ParseCount(text, "pids limit", 1, 65536));
   } else if (key == "timeout") {
-    FAAS_ASSIGN_OR_RETURN(l.timeout_ms, ParseDuration(text));
+    FAAS_ASSIGN_OR_RETURN(l.timeout_ms, ParseDuration(text, "timeout"));
   } else if (key == "connect_timeout") {
-    FAAS_ASSIGN_OR_RETURN(l.connect_timeout_ms, ParseDuration(text));
+    FAAS_ASSIGN_OR_RETURN(l.connect_timeout_ms, ParseDuration(text, "connect timeout"));
   } else {
     return MakeError(Errc::kInvalidArgument, "unknown deploy option '" + key + "'");
   }
@@ -155,11 +158,11 @@ Result<uint32_t> ParseCpus(std::string_view text) {
   return static_cast<uint32_t>(std::lround(value * 1000));
 }
 
-Result<uint64_t> ParseDuration(std::string_view text) {
+Result<uint64_t> ParseDuration(std::string_view text, const std::string& what) {
   double value = 0;
   std::string_view unit;
   const char* hint = "expected a duration like 500ms, 10s or 2m";
-  if (!SplitNumber(text, &value, &unit)) return Invalid("duration", text, hint);
+  if (!SplitNumber(text, &value, &unit)) return Invalid(what, text, hint);
   double ms;
   if (unit == "ms") {
     ms = value;
@@ -170,10 +173,9 @@ Result<uint64_t> ParseDuration(std::string_view text) {
   } else if (unit == "h") {
     ms = value * 3600 * 1000;
   } else {
-    return Invalid("duration", text, hint);
+    return Invalid(what, text, hint);
   }
-  if (ms < 1 || ms > 24.0 * 3600 * 1000)
-    return Invalid("duration", text, "must be between 1ms and 24h");
+  if (ms < 1 || ms > 24.0 * 3600 * 1000) return Invalid(what, text, "must be between 1ms and 24h");
   return static_cast<uint64_t>(std::llround(ms));
 }
 
@@ -240,7 +242,8 @@ nlohmann::json ToJson(const ScalingOptions& s) {
           {"max_concurrency", s.max_concurrency},
           {"queue", s.queue},
           {"queue_timeout_ms", s.queue_timeout_ms},
-          {"rate_limit", s.rate_limit}};
+          {"rate_limit", s.rate_limit},
+          {"reuse", s.reuse}};
 }
 
 ScalingOptions ScalingFromJson(const nlohmann::json& json, const ScalingOptions& defaults) {
@@ -253,6 +256,7 @@ ScalingOptions ScalingFromJson(const nlohmann::json& json, const ScalingOptions&
   s.queue = json.value("queue", s.queue);
   s.queue_timeout_ms = json.value("queue_timeout_ms", s.queue_timeout_ms);
   s.rate_limit = json.value("rate_limit", s.rate_limit);
+  s.reuse = std::max(1u, json.value("reuse", s.reuse));
   return s;
 }
 

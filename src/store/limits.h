@@ -29,6 +29,7 @@ struct ScalingOptions {
   uint32_t queue = 64;                                 // clients waiting for a slot; more get 503
   uint64_t queue_timeout_ms = 10000;                   // longest wait in the queue before a 503
   double rate_limit = 0;  // requests per second (token bucket, burst = rate); 0: off
+  uint32_t reuse = 1;     // clients one container serves in turn (1: a fresh one each)
 
   static uint32_t DefaultMaxConcurrency();  // 4 x the CPUs faasd may use
 };
@@ -38,7 +39,8 @@ Result<uint64_t> ParseMemory(std::string_view text);
 // "0.5", "2": CPUs, to thousandths; 0.01 to 64.
 Result<uint32_t> ParseCpus(std::string_view text);
 // "500ms", "10s", "2m", or a bare number of seconds; 1 ms to 24 h.
-Result<uint64_t> ParseDuration(std::string_view text);
+// `what` names the setting in the error ("invalid idle timeout '0s': ...").
+Result<uint64_t> ParseDuration(std::string_view text, const std::string& what = "duration");
 
 // "100", "0.5", "100/s": requests per second; 0 turns the limit off.
 Result<double> ParseRate(std::string_view text);
@@ -46,7 +48,7 @@ Result<double> ParseRate(std::string_view text);
 // What a deploy may ask for, as sent by `faas new` in the X-Function-Options
 // header: {"memory":"256M","cpus":"0.5","pids":32,"timeout":"10s",
 // "connect_timeout":"2s","env":["K=V"],"warm":2,"warm_max":8,"idle_timeout":"5m",
-// "max_concurrency":8,"queue":64,"queue_timeout":"10s","rate_limit":100}.
+// "max_concurrency":8,"queue":64,"queue_timeout":"10s","rate_limit":100,"reuse":1}.
 // Unknown keys are an error; so is "warm" above an explicit "warm_max" (a "warm"
 // above the default "warm_max" raises it).
 struct DeployOptions {

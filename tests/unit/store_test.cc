@@ -180,7 +180,7 @@ TEST(LimitsTest, ScalingOptionsApplyOverDefaults) {
   defaults.queue = 5;
   auto opts = ParseDeployOptions(
       R"({"warm":3,"warm_max":6,"idle_timeout":"2m","max_concurrency":2,"queue_timeout":"500ms",)"
-      R"("rate_limit":"2.5"})",
+      R"("rate_limit":"2.5","reuse":10})",
       FunctionLimits{}, defaults);
   ASSERT_TRUE(opts.ok()) << opts.error().message;
   EXPECT_EQ(opts->scaling.warm, 3u);
@@ -190,6 +190,7 @@ TEST(LimitsTest, ScalingOptionsApplyOverDefaults) {
   EXPECT_EQ(opts->scaling.queue, 5u) << "unset keys keep the daemon's default";
   EXPECT_EQ(opts->scaling.queue_timeout_ms, 500u);
   EXPECT_DOUBLE_EQ(opts->scaling.rate_limit, 2.5);
+  EXPECT_EQ(opts->scaling.reuse, 10u);
   EXPECT_EQ(ParseDeployOptions(R"({"queue":0})", FunctionLimits{})->scaling.queue, 0u);
 }
 
@@ -207,7 +208,7 @@ TEST(LimitsTest, BadScalingOptionsAreInvalidArgument) {
        {R"({"warm":-1})", R"({"warm":65})", R"({"warm":"many"})", R"({"warm_max":1.5})",
         R"({"max_concurrency":0})", R"({"queue":-1})", R"({"queue_timeout":"abc"})",
         R"({"idle_timeout":"0s"})", R"({"rate_limit":"-1"})", R"({"rate_limit":"fast"})",
-        R"({"rate_limit":0.001})"}) {
+        R"({"rate_limit":0.001})", R"({"reuse":0})", R"({"reuse":10001})"}) {
     auto r = ParseDeployOptions(bad, FunctionLimits{});
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.error().code, Errc::kInvalidArgument) << bad;
