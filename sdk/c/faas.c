@@ -73,13 +73,16 @@ int faas_accept(char *err, size_t errlen) {
   size_t path_len = strlen(path);
   if (path_len >= sizeof addr.sun_path) {
     set_err(err, errlen, "control socket path is too long (%zu bytes): %.80s...", path_len, path);
+    errno = ENAMETOOLONG;
     return -1;
   }
   memcpy(addr.sun_path, path, path_len + 1);
 
   int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (sock < 0) {
-    set_err(err, errlen, "cannot create a unix socket: %s", strerror(errno));
+    int e = errno;
+    set_err(err, errlen, "cannot create a unix socket: %s", strerror(e));
+    errno = e;
     return -1;
   }
   if (connect(sock, (const struct sockaddr *)&addr, sizeof addr) != 0) {
@@ -89,6 +92,7 @@ int faas_accept(char *err, size_t errlen) {
             "cannot connect to the control socket %.100s: %s (not started by faasd? "
             "faas-local-run runs a handler locally)",
             path, strerror(e));
+    errno = e;
     return -1;
   }
 
@@ -116,6 +120,7 @@ int faas_accept(char *err, size_t errlen) {
   if (n < 0) {
     set_err(err, errlen, "cannot receive the client socket on %.100s: %s", path,
             strerror(recv_errno));
+    errno = recv_errno;
     return -1;
   }
   int fds[MAX_PASSED_FDS];
@@ -136,7 +141,22 @@ int faas_accept(char *err, size_t errlen) {
             "expected \"SOCKET\" and one fd",
             path, n, nfds, (msg.msg_flags & MSG_CTRUNC) != 0 ? " (truncated)" : "");
   }
+  errno = EPROTO;
   return -1;
+}
+
+int faas_reuse(void) {
+  int saved = errno;
+  const char *v = getenv("FAAS_REUSE");
+  int uses = 1;
+  if (v != NULL && v[0] >= '0' && v[0] <= '9') { /* no sign, no space */
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno == 0 && *end == '\0' && n >= 1) uses = n > INT_MAX ? INT_MAX : (int)n;
+  }
+  errno = saved;
+  return uses;
 }
 
 /* ---- reading a request --------------------------------------------------------- */
@@ -998,13 +1018,10 @@ void faas_close(int fd) {
   close(fd);
 }
 
-int faas_serve(faas_handler_fn fn, const struct faas_limits *limits, void *ctx) {
+/* Serves one client and closes it. Returns its exit status. */
+static int serve_client(int client, faas_handler_fn fn, const struct faas_limits *limits,
+                        void *ctx) {
   char err[FAAS_ERR_MAX];
-  int client = faas_accept(err, sizeof err);
-  if (client < 0) {
-    fprintf(stderr, "faas: %s\n", err);
-    return 1;
-  }
   struct faas_request req;
   int status = faas_read_request(client, &req, limits, err, sizeof err);
   int exit_status;
@@ -1019,5 +1036,22 @@ int faas_serve(faas_handler_fn fn, const struct faas_limits *limits, void *ctx) 
     exit_status = 1;
   }
   faas_close(client);
+  return exit_status;
+}
+
+int faas_serve(faas_handler_fn fn, const struct faas_limits *limits, void *ctx) {
+  int uses = faas_reuse();
+  int exit_status = 1;
+  for (int served = 0; served < uses; served++) {
+    char err[FAAS_ERR_MAX];
+    int client = faas_accept(err, sizeof err);
+    if (client < 0) {
+      /* faasd stops listening once it has handed this container all its clients. */
+      if (served > 0 && (errno == ECONNREFUSED || errno == ENOENT)) break;
+      fprintf(stderr, "faas: %s\n", err);
+      return 1;
+    }
+    exit_status = serve_client(client, fn, limits, ctx);
+  }
   return exit_status;
 }

@@ -1,9 +1,11 @@
 /* faas.h: the C SDK for faasd handlers (C11, libc only, links statically).
  *
- * A faasd handler serves exactly one HTTP request and exits. faasd starts it in a
- * fresh container per TCP connection; the handler connects to the unix socket
+ * A faasd handler serves one HTTP request and exits. faasd starts it in a fresh
+ * container per TCP connection; the handler connects to the unix socket
  * $FAAS_CONTROL_SOCKET (/control.sock), receives the accepted client socket there,
- * speaks HTTP/1.1 on it and exits. docs/HANDLER_PROTOCOL.md has the whole contract.
+ * speaks HTTP/1.1 on it and exits. A function deployed with `faas new --reuse N` serves
+ * up to N clients in turn from one container: faas_serve() does that by itself.
+ * docs/HANDLER_PROTOCOL.md has the whole contract.
  *
  * The smallest handler with this SDK:
  *
@@ -43,15 +45,24 @@ extern "C" {
 /* Receives the client connection from faasd: connects to $FAAS_CONTROL_SOCKET
  * (default /control.sock), receives exactly one fd with the 6-byte payload "SOCKET"
  * (SCM_RIGHTS), closes the control socket and returns the fd: a connected TCP
- * socket, blocking, close-on-exec. Call it once. faasd kills a container whose handler
- * has not connected within its connect timeout (5 s from the start); set-up done before
- * this call, within that time, is off the request's path when faasd's warm pool started
- * the container ahead of its request. The wait for the client has no timeout: a pooled
- * handler may wait minutes, and faasd alone ends a container it no longer needs.
- * Returns -1 with a message in err when the socket is missing (not running under
- * faasd or faas-local-run), faasd closes it without a client, or the message is not
- * exactly "SOCKET" with one fd (any fds received are closed). */
+ * socket, blocking, close-on-exec. Call it once per client: once, unless the function
+ * reuses its containers (faas_reuse() > 1); then again after closing each client, for
+ * the next one. faasd kills a container whose handler has not connected within its
+ * connect timeout (5 s from the start); set-up done before the first call, within that
+ * time, is off the request's path when faasd's warm pool started the container ahead of
+ * its request. The wait for the client has no timeout: a pooled handler may wait
+ * minutes, and faasd alone ends a container it no longer needs.
+ * Returns -1 with a message in err and errno set when the socket is missing (ENOENT,
+ * ECONNREFUSED: not running under faasd or faas-local-run, or, on a later call, faasd
+ * has no more clients for this container), faasd closes it without a client (EPROTO),
+ * or the message is not exactly "SOCKET" with one fd (EPROTO; any fds received are
+ * closed). */
 int faas_accept(char *err, size_t errlen);
+
+/* How many clients this process may serve in turn: $FAAS_REUSE, which faasd sets from
+ * `faas new --reuse N` (1 when it is unset, not a number or below 1). Leaves errno
+ * alone. */
+int faas_reuse(void);
 
 /* One header field. In a request both point into the request's own storage. */
 struct faas_header {
@@ -160,9 +171,14 @@ typedef int (*faas_handler_fn)(int client, const struct faas_request *req, void 
 
 /* The whole life of a handler in one call: faas_accept(), faas_read_request() with
  * `limits` (NULL: defaults), then fn, or the 4xx/5xx answer itself when the request
- * is malformed, then faas_close(). Failures are logged to stderr as "faas: ...".
- * Returns the exit status for main(): fn's, 0 after answering a malformed request,
- * 1 when there was no client to answer. */
+ * is malformed, then faas_close(); all of it up to faas_reuse() times, one client after
+ * the other. No client stays open and nothing allocated for a request outlives it; what
+ * fn keeps in ctx or in globals is seen by the next request. After a client, a refused
+ * connect (ECONNREFUSED, ENOENT) is faasd having no more clients for this container: the
+ * loop ends there, quietly. Failures are logged to stderr as "faas: ...".
+ * Returns the exit status for main(): that of the last client (fn's, 0 after answering
+ * a malformed request), 1 when there was no client to answer or faas_accept() failed
+ * otherwise. */
 int faas_serve(faas_handler_fn fn, const struct faas_limits *limits, void *ctx);
 
 #ifdef __cplusplus

@@ -1,10 +1,12 @@
 """faas_handler: the Python SDK for faasd handlers. One file, stdlib only, Python >= 3.9;
 it imports only modules that Debian's python3-minimal has (no json, http or dataclasses).
 
-A faasd handler serves exactly one HTTP request and exits. faasd starts it in a fresh
-container per TCP connection; the handler connects to the unix socket
-$FAAS_CONTROL_SOCKET (/control.sock), receives the client's socket there, answers it
-and exits (docs/HANDLER_PROTOCOL.md has the whole contract). With this module:
+A faasd handler serves one HTTP request and exits. faasd starts it in a fresh container
+per TCP connection; the handler connects to the unix socket $FAAS_CONTROL_SOCKET
+(/control.sock), receives the client's socket there, answers it and exits. A function
+deployed with `faas new --reuse N` serves up to N clients in turn from one process;
+serve() does that by itself (docs/HANDLER_PROTOCOL.md has the whole contract). With this
+module:
 
     import sys
     from faas_handler import serve
@@ -17,16 +19,18 @@ and exits (docs/HANDLER_PROTOCOL.md has the whole contract). With this module:
         sys.exit(serve(handle))
 
 serve() does everything around `handle`: accept() the client, read_request(), call
-handle(request), respond() with what it returned, close(). A malformed request is
-answered 4xx/5xx without calling handle; an exception in handle is answered
-500 Internal Server Error and its traceback goes to stderr (faasd's log).
+handle(request), respond() with what it returned, close(), and again for the next
+client while reuse() allows. A malformed request is answered 4xx/5xx without calling
+handle; an exception in handle is answered 500 Internal Server Error and its traceback
+goes to stderr (faasd's log).
 
 Lower-level pieces, for handlers that want to stream or answer by hand:
-accept(), read_request(), respond(), close(), and the HTTPError exception.
+accept(), read_request(), respond(), close(), reuse(), and the HTTPError exception.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -35,7 +39,7 @@ import traceback
 from typing import Callable, Iterable, List, Mapping, Optional, Tuple, Union
 
 __all__ = ["CONTROL_SOCKET", "HTTPError", "Limits", "Request", "accept", "close",
-           "read_request", "reason", "respond", "serve"]
+           "read_request", "reason", "respond", "reuse", "serve"]
 
 CONTROL_SOCKET = "/control.sock"
 
@@ -141,7 +145,10 @@ def accept(path: Optional[str] = None, timeout: Optional[float] = None) -> socke
     the handler ahead of its request. The wait for the client has no timeout by default:
     a pooled handler may wait minutes, and faasd alone ends one it no longer needs.
     `timeout` (seconds) bounds the connect and the wait for callers that want one; do
-    not set it under faasd. Raises ConnectionError with a clear message otherwise."""
+    not set it under faasd. Call it once per client: again after closing one only when
+    reuse() > 1. Raises ConnectionError with a clear message otherwise; its errno is
+    ECONNREFUSED or ENOENT when nothing listens at `path`: not under faasd, or, after a
+    client, faasd has no more clients for this process."""
     path = path or os.environ.get("FAAS_CONTROL_SOCKET") or CONTROL_SOCKET
     control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -149,9 +156,11 @@ def accept(path: Optional[str] = None, timeout: Optional[float] = None) -> socke
         try:
             control.connect(path)
         except OSError as e:
-            raise ConnectionError(
+            error = ConnectionError(
                 f"cannot connect to the control socket {path}: {e.strerror or e} (not started "
-                f"by faasd? faas-local-run runs a handler locally)") from None
+                f"by faasd? faas-local-run runs a handler locally)")
+            error.errno = e.errno
+            raise error from None
         try:
             msg, fds, flags, _ = socket.recv_fds(control, 16, 8)
         except socket.timeout:
@@ -472,22 +481,47 @@ def _log(message: str) -> None:
     print(f"faas_handler: {message}", file=sys.stderr, flush=True)
 
 
+def reuse() -> int:
+    """How many clients this process may serve in turn: $FAAS_REUSE, which faasd sets
+    from `faas new --reuse N` (1 when it is unset, not a number or below 1)."""
+    value = os.environ.get("FAAS_REUSE", "")
+    if value.isascii() and value.isdigit():  # no sign, no spaces
+        return max(1, int(value))
+    return 1
+
+
 def serve(fn: Callable[[Request], Result], limits: Optional[Limits] = None,
           sock: Optional[socket.socket] = None) -> int:
-    """Serves the one request: accept() (unless `sock` is given), read_request(),
-    fn(request), respond(), close(). `fn` returns (status, headers, body), (status, body)
-    or just a body (200); headers are a dict or (name, value) pairs, None for none; the
-    body is bytes or str. A malformed request is answered 4xx/5xx without calling fn;
-    HTTPError raised by fn is answered with its status; any other exception, or a
-    result of the wrong shape, with 500 (traceback on stderr).
-    Returns the exit status for sys.exit(): 0 when fn succeeded or a malformed request
-    was answered, 1 otherwise."""
-    if sock is None:
+    """Serves the request: accept(), read_request(), fn(request), respond(), close();
+    up to reuse() times, one client after the other. After a client, a refused connect
+    is faasd having no more clients for this process: serve() returns then, quietly. No
+    client stays open into the next request; what fn keeps in globals is seen by it.
+    With `sock`, serves that one client instead.
+    `fn` returns (status, headers, body), (status, body) or just a body (200); headers
+    are a dict or (name, value) pairs, None for none; the body is bytes or str. A
+    malformed request is answered 4xx/5xx without calling fn; HTTPError raised by fn is
+    answered with its status; any other exception, or a result of the wrong shape, with
+    500 (traceback on stderr).
+    Returns the exit status for sys.exit(), of the last client: 0 when fn succeeded or
+    a malformed request was answered, 1 otherwise, and 1 when there was no client."""
+    if sock is not None:
+        return _serve_client(fn, limits, sock)
+    status = 1
+    for served in range(reuse()):
         try:
             sock = accept()
         except ConnectionError as e:
+            # faasd stops listening once it has handed this process all its clients.
+            if served and e.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                break
             _log(str(e))
             return 1
+        status = _serve_client(fn, limits, sock)
+    return status
+
+
+def _serve_client(fn, limits, sock) -> int:
+    """Serves the client on `sock` and closes it. Returns its exit status."""
     try:
         try:
             request = read_request(sock, limits)

@@ -30,6 +30,11 @@
  *   bad request      the 4xx/5xx of the C SDK, without running the program
  * The program's stderr is copied to faas-stdio's stderr as it arrives (faasd's log).
  *
+ * A function deployed with `faas new --reuse N` (FAAS_REUSE=N) gets up to N clients in
+ * turn: faas-stdio serves each as above, running PROGRAM afresh for every one, and exits
+ * when faasd has no more (the next connect to the control socket is refused). Only the
+ * faas-stdio process and what PROGRAM leaves in /tmp carry over between them.
+ *
  * Settings, from the environment (ENV in the Dockerfile):
  *   FAAS_STDIO_CONTENT_TYPE  Content-Type of 200 answers (text/plain; charset=utf-8)
  *   FAAS_STDIO_MAX_BODY      largest request body accepted, bytes (16 MiB)
@@ -38,7 +43,8 @@
  *                            timeout, FAAS_TIMEOUT_MS, or 25000 without it, so the
  *                            client gets a 504, not a reset)
  *
- * Exit status: 0 when the program succeeded and the answer was sent, 1 otherwise.
+ * Exit status, of the last client: 0 when the program succeeded and the answer was
+ * sent, or a malformed request was answered; 1 otherwise.
  * Build: gcc -static -O2 -I sdk/c -o faas-stdio sdk/stdio/faas-stdio.c sdk/c/faas.c
  */
 #define _GNU_SOURCE
@@ -71,9 +77,9 @@ extern char **environ;
 
 static const char kUsage[] =
     "usage: faas-stdio PROGRAM [ARG...]\n"
-    "Serves one faasd request: runs PROGRAM with the request body on stdin and CGI\n"
-    "variables in the environment, and answers with its stdout (200) or 500 when it\n"
-    "fails. See the comment at the top of sdk/stdio/faas-stdio.c.\n";
+    "Serves faasd requests (one, or $FAAS_REUSE in turn): runs PROGRAM with the request\n"
+    "body on stdin and CGI variables in the environment, and answers with its stdout\n"
+    "(200) or 500 when it fails. See the comment at the top of sdk/stdio/faas-stdio.c.\n";
 
 static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logf_(const char *fmt, ...) {
@@ -304,12 +310,27 @@ static int pump_out(int fd, char **buf, size_t *len, size_t *cap, size_t max) {
   }
 }
 
+/* Closes both ends of a pipe, keeping errno (a later message reports it). */
+static void close_pair(const int fds[2]) {
+  int saved = errno;
+  close(fds[0]);
+  close(fds[1]);
+  errno = saved;
+}
+
 static int run(char **argv, char **envp, const char *input, size_t input_len, size_t max_output,
                int timeout_ms, struct outcome *o) {
   int in[2], out[2], err[2];
   if (pipe2(in, O_CLOEXEC) != 0) return -1;
-  if (pipe2(out, O_CLOEXEC) != 0) return -1;
-  if (pipe2(err, O_CLOEXEC) != 0) return -1;
+  if (pipe2(out, O_CLOEXEC) != 0) {
+    close_pair(in);
+    return -1;
+  }
+  if (pipe2(err, O_CLOEXEC) != 0) {
+    close_pair(in);
+    close_pair(out);
+    return -1;
+  }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, in[0], 0);
@@ -449,34 +470,29 @@ static int answer(int client, char **argv, const struct outcome *o, size_t max_o
   return 1;
 }
 
-int main(int argc, char **argv) {
-  if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-    fputs(kUsage, stdout);
-    return 0;
-  }
-  signal(SIGPIPE, SIG_IGN);
-  char err[FAAS_ERR_MAX];
-  int client = faas_accept(err, sizeof err);
-  if (client < 0) {
-    logf_("%s", err);
-    return 1;
-  }
-  if (argc < 2) { /* answer anyway: the client learns what is wrong */
-    fputs(kUsage, stderr);
-    faas_respond_error(client, 500,
-                       "faas-stdio: no program given (CMD [\"/faas-stdio\", PROGRAM, ARG...])");
-    faas_close(client);
-    return 1;
-  }
-  size_t max_output = env_size("FAAS_STDIO_MAX_OUTPUT", DEFAULT_MAX_OUTPUT);
+/* What every request of this process is served with. */
+struct settings {
+  size_t max_output;
+  int timeout_ms;
+  struct faas_limits limits;
+};
+
+static void read_settings(struct settings *s) {
+  s->max_output = env_size("FAAS_STDIO_MAX_OUTPUT", DEFAULT_MAX_OUTPUT);
   /* faasd passes its run timeout; answering a little before it gives the client a 504. */
   size_t budget = env_size("FAAS_TIMEOUT_MS", 0);
   size_t timeout =
       env_size("FAAS_STDIO_TIMEOUT_MS", budget > 0 ? budget * 5 / 6 : DEFAULT_TIMEOUT_MS);
-  int timeout_ms = timeout > 3600000 ? 3600000 : (int)timeout;
-  struct faas_limits limits = {.max_body = env_size("FAAS_STDIO_MAX_BODY", DEFAULT_MAX_BODY)};
+  s->timeout_ms = timeout > 3600000 ? 3600000 : (int)timeout;
+  memset(&s->limits, 0, sizeof s->limits);
+  s->limits.max_body = env_size("FAAS_STDIO_MAX_BODY", DEFAULT_MAX_BODY);
+}
+
+/* Serves one client by running the program, and closes it. Returns the exit status. */
+static int serve_client(int client, char **argv, const struct settings *s) {
+  char err[FAAS_ERR_MAX];
   struct faas_request req;
-  int status = faas_read_request(client, &req, &limits, err, sizeof err);
+  int status = faas_read_request(client, &req, &s->limits, err, sizeof err);
   if (status != 0) {
     logf_("%s", err);
     if (status > 0) faas_respond_error(client, status, err);
@@ -490,11 +506,11 @@ int main(int argc, char **argv) {
     faas_respond_error(client, 500, "out of memory");
   } else {
     struct outcome o = {0};
-    if (run(argv + 1, env.items, req.body, req.body_len, max_output, timeout_ms, &o) != 0) {
+    if (run(argv, env.items, req.body, req.body_len, s->max_output, s->timeout_ms, &o) != 0) {
       logf_("cannot create pipes: %s", strerror(errno));
       faas_respond_error(client, 500, "cannot create pipes");
     } else {
-      exit_status = answer(client, argv + 1, &o, max_output, timeout_ms);
+      exit_status = answer(client, argv, &o, s->max_output, s->timeout_ms);
     }
     free(o.out);
   }
@@ -502,5 +518,36 @@ int main(int argc, char **argv) {
   free(env.items);
   faas_request_free(&req);
   faas_close(client);
+  return exit_status;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    fputs(kUsage, stdout);
+    return 0;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  struct settings settings;
+  read_settings(&settings);
+  int uses = faas_reuse();
+  int exit_status = 1;
+  for (int served = 0; served < uses; served++) {
+    char err[FAAS_ERR_MAX];
+    int client = faas_accept(err, sizeof err);
+    if (client < 0) {
+      /* faasd stops listening once it has handed this container all its clients. */
+      if (served > 0 && (errno == ECONNREFUSED || errno == ENOENT)) break;
+      logf_("%s", err);
+      return 1;
+    }
+    if (argc < 2) { /* answer anyway: the client learns what is wrong */
+      fputs(kUsage, stderr);
+      faas_respond_error(client, 500,
+                         "faas-stdio: no program given (CMD [\"/faas-stdio\", PROGRAM, ARG...])");
+      faas_close(client);
+      return 1;
+    }
+    exit_status = serve_client(client, argv + 1, &settings);
+  }
   return exit_status;
 }

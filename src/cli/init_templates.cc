@@ -111,11 +111,12 @@ Try it without faasd (Python 3 runs `faas-local-run`):
     faas-sdk/faas-local-run -- ./handler &
     curl "http://127.0.0.1:8080/?name=you"
 
-Inside faasd the handler serves exactly one request per process and must connect to faasd
-within 5 s of its start and finish within 30 s of getting its client. faasd keeps a warm
-pool of containers started ahead of their requests, so set-up in `main()` before
-`faas_serve()` (within the 5 s) runs before the request arrives; a cold start still
-waits for it. The container has a read-only root with a 64 MB tmpfs on `/tmp`, no
+Inside faasd the handler serves one request per process (with `faas new --reuse N`, up
+to N in turn: `faas_serve()` loops, and `faas-local-run --reuse N` tries it here) and
+must connect to faasd within 5 s of its start and finish within 30 s of getting its
+client. faasd keeps a warm pool of containers started ahead of their requests, so
+set-up in `main()` before `faas_serve()` (within the 5 s) runs before the request
+arrives; a cold start still waits for it. The container has a read-only root with a 64 MB tmpfs on `/tmp`, no
 network but the client's socket, no capabilities, 512 MB of memory and one CPU. What it
 prints on stdout and stderr goes to faasd's log. The whole contract is
 `docs/HANDLER_PROTOCOL.md` in faasd's source tree.
@@ -203,10 +204,12 @@ Try it without faasd:
     faas-sdk/faas-local-run -- python3 handler.py &
     curl "http://127.0.0.1:8080/?name=you"
 
-Every request gets a new Python process. Imports and other module-level set-up run
-before `serve()` waits for the client: with faasd's warm pool that happens before the
-request arrives, but a cold start still pays it, so keep it lean; if nothing comes from
-`site-packages`, `CMD ["python3", "-S", ...]` starts faster. Inside faasd the handler
+Every request gets a new Python process (with `faas new --reuse N`, one process serves up
+to N in turn: `serve()` loops, module-level state carries over, and `faas-local-run
+--reuse N` tries it here). Imports and other module-level set-up run before `serve()`
+waits for the client: with faasd's warm pool that happens before the request arrives,
+but a cold start still pays it, so keep it lean; if nothing comes from `site-packages`,
+`CMD ["python3", "-S", ...]` starts faster. Inside faasd the handler
 must connect to faasd within 5 s of its start and finish within 30 s of getting its
 client. Its container has a read-only root with a 64 MB tmpfs on `/tmp`, no network but
 the client's socket, no capabilities, 512 MB of memory and one CPU. What it prints goes

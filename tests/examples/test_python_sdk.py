@@ -7,6 +7,8 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -388,6 +390,153 @@ def test_accept_explains_a_missing_socket(monkeypatch):
     assert serve(lambda req: "x") == 1
 
 
+# --- serve with FAAS_REUSE -------------------------------------------------------------------
+
+class ReusedControl:
+    """faasd's side of the control socket of a reused container: hands `clients` clients
+    in turn, each once the previous one has its answer, then ends as `end` says: "keep"
+    listening (a reconnect would wait), "stop" listening (ECONNREFUSED, as faasd does after
+    the last client), "remove" the socket (ENOENT), or "hang-up" (accept the next connect
+    and close it without a client)."""
+
+    def __init__(self, tmp_path: Path, clients: int, end: str):
+        self.path = str(tmp_path / "control.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(4)
+        self.answers = []
+        self.thread = threading.Thread(target=self._run, args=(clients, end))
+        self.thread.start()
+
+    def _run(self, clients, end):
+        for i in range(1, clients + 1):
+            peer, passed = socket.socketpair()
+            self.listener.settimeout(10)
+            conn, _ = self.listener.accept()
+            with conn:
+                socket.send_fds(conn, [b"SOCKET"], [passed.fileno()])
+            passed.close()
+            if i == clients and end in ("stop", "remove"):  # before it can reconnect
+                self.listener.close()
+                if end == "remove":
+                    os.unlink(self.path)
+            body = b"b%d" % i
+            peer.sendall(b"POST /%d HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s"
+                         % (i, len(body), body))
+            peer.shutdown(socket.SHUT_WR)
+            self.answers.append(split_response(read_all(peer)))
+            peer.close()
+        if end == "hang-up":
+            self.listener.accept()[0].close()
+
+    def finish(self) -> bool:
+        """Waits for the clients; returns whether a connect is waiting to be accepted."""
+        self.thread.join()
+        if self.listener.fileno() < 0:
+            return False
+        waiting = bool(select.select([self.listener], [], [], 0)[0])
+        self.listener.close()
+        return waiting
+
+
+def serve_reused(tmp_path, monkeypatch, reuse, clients, end, fn):
+    """serve(fn) with FAAS_REUSE=`reuse` (None: unset) against a ReusedControl:
+    (exit status, [(status, headers, body)], whether it connected again)."""
+    control = ReusedControl(tmp_path, clients, end)
+    monkeypatch.setenv("FAAS_CONTROL_SOCKET", control.path)
+    if reuse is None:
+        monkeypatch.delenv("FAAS_REUSE", raising=False)
+    else:
+        monkeypatch.setenv("FAAS_REUSE", reuse)
+    rc = serve(fn)
+    reconnected = control.finish()
+    return rc, control.answers, reconnected
+
+
+def counting_handler():
+    """A handler that numbers its requests (its state carries over, as in a reused
+    process) and raises on a path of /fail."""
+    seen = []
+
+    def handle(request):
+        seen.append(request.path)
+        if request.path == "/fail":
+            raise RuntimeError("asked to fail")
+        return f"request {len(seen)} {request.path} {request.text()}"
+    return handle
+
+
+@pytest.mark.parametrize("value,uses", [
+    (None, 1), ("", 1), ("1", 1), ("3", 3), ("10000", 10000), ("0", 1), ("-3", 1), ("+3", 1),
+    (" 3", 1), ("3x", 1), ("abc", 1), ("٣", 1)])
+def test_reuse_is_a_count_of_at_least_one(monkeypatch, value, uses):
+    if value is None:
+        monkeypatch.delenv("FAAS_REUSE", raising=False)
+    else:
+        monkeypatch.setenv("FAAS_REUSE", value)
+    assert faas_handler.reuse() == uses
+
+
+def test_serve_serves_faas_reuse_clients_in_turn(tmp_path, monkeypatch, capsys):
+    fds_before = len(os.listdir("/proc/self/fd"))
+    rc, answers, reconnected = serve_reused(tmp_path, monkeypatch, "3", 3, "keep",
+                                            counting_handler())
+    assert rc == 0
+    assert [(a[0], a[2]) for a in answers] == [
+        (200, b"request 1 /1 b1"), (200, b"request 2 /2 b2"), (200, b"request 3 /3 b3")]
+    assert not reconnected, "connected again after its third client"
+    assert capsys.readouterr().err == ""
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+@pytest.mark.parametrize("end", ["stop", "remove"])
+def test_serve_stops_quietly_when_faasd_has_no_more_clients(tmp_path, monkeypatch, capsys, end):
+    rc, answers, _ = serve_reused(tmp_path, monkeypatch, "5", 2, end, counting_handler())
+    assert rc == 0
+    assert [a[2] for a in answers] == [b"request 1 /1 b1", b"request 2 /2 b2"]
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("reuse", [None, "1", "0", "-2", "many"])
+def test_serve_without_faas_reuse_serves_one_and_never_reconnects(tmp_path, monkeypatch,
+                                                                   reuse):
+    rc, answers, reconnected = serve_reused(tmp_path, monkeypatch, reuse, 1, "keep",
+                                            counting_handler())
+    assert (rc, [a[2] for a in answers], reconnected) == (0, [b"request 1 /1 b1"], False)
+
+
+def test_serve_exit_status_is_the_last_clients(tmp_path, monkeypatch):
+    def fail_first(request):
+        if request.path == "/1":
+            raise RuntimeError("first")
+        return "fine"
+    rc, answers, _ = serve_reused(tmp_path, monkeypatch, "2", 2, "stop", fail_first)
+    assert (rc, [a[0] for a in answers]) == (0, [500, 200])
+
+    def fail_second(request):
+        if request.path == "/2":
+            raise RuntimeError("second")
+        return "fine"
+    (tmp_path / "again").mkdir()
+    rc, answers, _ = serve_reused(tmp_path / "again", monkeypatch, "2", 2, "stop", fail_second)
+    assert (rc, [a[0] for a in answers]) == (1, [200, 500])
+
+
+def test_serve_reports_a_control_socket_closed_without_a_client(tmp_path, monkeypatch, capsys):
+    rc, answers, _ = serve_reused(tmp_path, monkeypatch, "3", 1, "hang-up", counting_handler())
+    assert (rc, len(answers)) == (1, 1)
+    assert "closed without passing a client socket" in capsys.readouterr().err
+
+
+def test_serve_keeps_no_fds_across_many_clients(tmp_path, monkeypatch):
+    fds_before = len(os.listdir("/proc/self/fd"))
+    rc, answers, reconnected = serve_reused(tmp_path, monkeypatch, "200", 200, "keep",
+                                            counting_handler())
+    assert (rc, len(answers), reconnected) == (0, 200, False)
+    assert answers[-1][2] == b"request 200 /200 b200"
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
 def test_sdk_needs_only_python3_minimal():
     """Debian's python3-minimal has no json, http, email or dataclasses: the SDK must
     import and serve without them."""
@@ -429,8 +578,21 @@ import os, sys
 sys.path.insert(0, {sdk!r})
 from faas_handler import serve
 sys.exit(serve(lambda r: (200, {{"X-Env": r.header("x-test", ""),
-                                 "X-Timeout": os.environ.get("FAAS_TIMEOUT_MS", "")}},
+                                 "X-Timeout": os.environ.get("FAAS_TIMEOUT_MS", ""),
+                                 "X-Reuse": os.environ.get("FAAS_REUSE", "")}},
                           f"{{r.method}} {{r.path}} {{r.body.decode()}}")))
+"""
+
+# Answers with its pid and how many requests this process has served.
+COUNTING_HANDLER = """
+import os, sys
+sys.path.insert(0, {sdk!r})
+from faas_handler import serve
+served = []
+def handle(request):
+    served.append(request.path)
+    return f"{{os.getpid()}} {{len(served)}} {{os.environ['FAAS_REUSE']}}"
+sys.exit(serve(handle))
 """
 
 
@@ -442,6 +604,7 @@ def test_local_run_serves_a_python_handler(tmp_path):
     status, headers, body = split_response(raw)
     assert (status, headers["X-Env"], body) == (200, "1", b"POST /p abc")
     assert headers["X-Timeout"] == "30000"  # the run timeout, as faasd passes it
+    assert headers["X-Reuse"] == "1"  # as faasd passes it by default
     rc, log = run.finish()
     assert rc == 0, log
     assert re.search(r"request 1 from 127\.0\.0\.1:\d+: exit 0 in \d+ ms", log), log
@@ -470,3 +633,54 @@ def test_local_run_kills_a_handler_past_the_run_timeout(tmp_path):
         pass  # killed with the request unread: the kernel resets the connection
     rc, log = run.finish()
     assert time.monotonic() - start < 10 and rc == 128 + 9 and "run timeout" in log, log
+
+
+def counting_script(tmp_path):
+    script = tmp_path / "counting.py"
+    script.write_text(COUNTING_HANDLER.format(sdk=str(REPO / "sdk" / "python")))
+    return str(script)
+
+
+def pid_count_reuse(raw: bytes):
+    status, _, body = split_response(raw)
+    assert status == 200, raw
+    pid, count, reuse = body.decode().split()
+    return int(pid), int(count), reuse
+
+
+def test_local_run_reuse_hands_one_handler_its_connections_in_turn(tmp_path):
+    run = LocalRun(PYTHON, counting_script(tmp_path), extra=["--once", "--reuse", "3"])
+    answers = [pid_count_reuse(run.request(b"GET /%d HTTP/1.1\r\n\r\n" % i)) for i in (1, 2, 3)]
+    pid = answers[0][0]
+    assert answers == [(pid, 1, "3"), (pid, 2, "3"), (pid, 3, "3")]
+    rc, log = run.finish()  # the fourth connect is refused: the handler exits 0
+    assert rc == 0, log
+    assert re.search(r"request 2 from 127\.0\.0\.1:\d+: served, the handler waits for the next",
+                     log), log
+    assert re.search(r"request 3 from 127\.0\.0\.1:\d+: exit 0 in \d+ ms", log), log
+
+
+def test_local_run_once_ends_when_the_handler_serves_fewer(tmp_path):
+    run = LocalRun(PYTHON, counting_script(tmp_path),
+                   extra=["--once", "--reuse", "3", "--env", "FAAS_REUSE=1"])
+    assert pid_count_reuse(run.request(b"GET / HTTP/1.1\r\n\r\n"))[1:] == (1, "1")
+    rc, log = run.finish()
+    assert rc == 0 and "exit 0" in log, log
+
+
+def test_local_run_reuse_starts_another_run_after_n(tmp_path):
+    run = LocalRun(PYTHON, counting_script(tmp_path), extra=["--reuse", "2"])
+    try:
+        answers = []
+        for i in range(3):
+            answers.append(pid_count_reuse(run.request(b"GET / HTTP/1.1\r\n\r\n")))
+            # Wait for the handler to connect again (or exit), as a pooled container would.
+            while "request %d from" % (i + 1) not in run.proc.stderr.readline():
+                pass
+        (pid1, n1, _), (pid2, n2, _), (pid3, n3, _) = answers
+        assert (pid1 == pid2, n1, n2) == (True, 1, 2)
+        assert (pid3 != pid1, n3) == (True, 1)
+    finally:
+        run.proc.send_signal(signal.SIGINT)
+        rc, log = run.finish()
+    assert rc == 0, log

@@ -173,10 +173,27 @@ class FakeControl {
     EXPECT_EQ(listen(listener_, 4), 0);
   }
   ~FakeControl() {
-    close(listener_);
+    StopListening();
     std::filesystem::remove_all(dir_);
   }
   const std::string& path() const { return path_; }
+
+  // What faasd does once a container has had all its clients: a later connect is refused
+  // (ECONNREFUSED; the socket file stays).
+  void StopListening() {
+    if (listener_ >= 0) close(listener_);
+    listener_ = -1;
+  }
+  // The socket gone altogether: a later connect fails with ENOENT.
+  void Remove() {
+    StopListening();
+    unlink(path_.c_str());
+  }
+  // Whether a handler has connected and waits to be accepted.
+  bool HasPendingConnect() const {
+    pollfd p{listener_, POLLIN, 0};
+    return listener_ >= 0 && poll(&p, 1, 0) == 1;
+  }
 
   // Accepts one connection (within 10 s), runs `before_send` (a warm pool makes the
   // handler wait here), sends `payload` with `fds`; then closes it.
@@ -731,6 +748,7 @@ TEST(Close, AnswersAreNotLostWhenTheBodyWasNotRead) {
 
 struct Accepted {
   int fd = -1;
+  int error = 0;  // errno after a failure
   std::string err;
 };
 
@@ -741,6 +759,7 @@ Accepted AcceptWith(FakeControl& control, const std::string& payload, std::vecto
   Accepted a;
   char err[FAAS_ERR_MAX] = "";
   a.fd = faas_accept(err, sizeof err);
+  a.error = errno;
   a.err = err;
   faasd.join();
   EXPECT_TRUE(passed);
@@ -936,6 +955,180 @@ TEST(Serve, WithoutFaasdReturnsOne) {
   EXPECT_NE(log.find("faas: cannot connect to the control socket"), std::string::npos) << log;
 }
 
+TEST(Reuse, FaasReuseIsACountOfAtLeastOne) {
+  const std::vector<std::pair<const char*, int>> cases = {
+      {nullptr, 1},     {"", 1},
+      {"1", 1},         {"3", 3},
+      {"10000", 10000}, {"0", 1},
+      {"-3", 1},        {"+3", 1},
+      {" 3", 1},        {"3 ", 1},
+      {"3x", 1},        {"abc", 1},
+      {"0x10", 1},      {"99999999999999999999", 1}};
+  for (const auto& [value, uses] : cases) {
+    ScopedEnv env("FAAS_REUSE", value);
+    errno = EINTR;
+    EXPECT_EQ(faas_reuse(), uses) << (value != nullptr ? value : "unset");
+    EXPECT_EQ(errno, EINTR);
+  }
+}
+
+// What the handler of NumberedAnswer saw and what it returns, call by call.
+struct Calls {
+  std::vector<int> statuses;  // what the n-th call returns (0 past the end)
+  std::vector<int> open_fds;  // CountOpenFds() in each call
+};
+
+int NumberedAnswer(int client, const faas_request* req, void* ctx) {
+  auto* calls = static_cast<Calls*>(ctx);
+  size_t n = calls->open_fds.size();
+  calls->open_fds.push_back(CountOpenFds());
+  std::string body = "request " + std::to_string(n + 1) + " " + req->path + " " +
+                     std::string(req->body, req->body_len);
+  if (faas_respond(client, 200, "text/plain", body.data(), body.size()) != 0) return 1;
+  return n < calls->statuses.size() ? calls->statuses[n] : 0;
+}
+
+// How the fake faasd ends after its last client.
+enum class End {
+  kKeepListening,  // as if more clients might come: a reconnect would wait
+  kStopListening,  // as faasd does after the container's last client: ECONNREFUSED
+  kRemoveSocket,   // ENOENT
+  kHangUp,         // accepts the next connect and closes it without a client
+};
+
+struct ReuseRun {
+  int rc = -1;
+  std::vector<std::string> answers;  // the body of each client's answer
+  std::string log;                   // faas_serve()'s stderr
+  bool reconnected = false;          // a connect waited after faas_serve() returned
+};
+
+// faas_serve() with FAAS_REUSE=`reuse` against a fake faasd that hands it `clients`
+// clients one after the other, each once the previous one has its answer.
+ReuseRun ServeReused(const char* reuse, int clients, End end, Calls* calls) {
+  FakeControl control;
+  ScopedEnv env("FAAS_CONTROL_SOCKET", control.path().c_str());
+  ScopedEnv reuse_env("FAAS_REUSE", reuse);
+  ReuseRun run;
+  std::thread faasd([&] {
+    for (int i = 0; i < clients; i++) {
+      SocketPair client;
+      if (!control.Pass("SOCKET", {client.handler})) {
+        ADD_FAILURE() << "faas_serve() did not connect for client " << i + 1;
+        return;
+      }
+      // Before the request: faas_serve() cannot reconnect before this.
+      if (i + 1 == clients && end == End::kStopListening) control.StopListening();
+      if (i + 1 == clients && end == End::kRemoveSocket) control.Remove();
+      close(client.handler);
+      client.handler = -1;
+      std::string body = "b" + std::to_string(i + 1);
+      WriteAll(client.peer, "POST /" + std::to_string(i + 1) + " HTTP/1.1\r\nContent-Length: " +
+                                std::to_string(body.size()) + "\r\n\r\n" + body);
+      shutdown(client.peer, SHUT_WR);
+      run.answers.push_back(ParseResponse(ReadToEof(client.peer)).body);
+    }
+    if (end == End::kHangUp) {
+      EXPECT_TRUE(control.Pass("", {}));
+    }
+  });
+  testing::internal::CaptureStderr();
+  run.rc = faas_serve(NumberedAnswer, nullptr, calls);
+  run.log = testing::internal::GetCapturedStderr();
+  faasd.join();
+  run.reconnected = control.HasPendingConnect();
+  return run;
+}
+
+TEST(Reuse, ServesThreeClientsInTurnWithFaasReuse3) {
+  Calls calls;
+  calls.statuses = {1, 0, 7};
+  int fds_before = CountOpenFds();
+  ReuseRun run = ServeReused("3", 3, End::kKeepListening, &calls);
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  EXPECT_EQ(run.rc, 7);  // the last client's status
+  EXPECT_EQ(run.answers,
+            (std::vector<std::string>{"request 1 /1 b1", "request 2 /2 b2", "request 3 /3 b3"}));
+  EXPECT_FALSE(run.reconnected) << "connected again after its third client";
+  EXPECT_EQ(run.log, "");
+  // No client is kept open into the next request.
+  ASSERT_EQ(calls.open_fds.size(), 3u);
+  EXPECT_EQ(calls.open_fds[1], calls.open_fds[0]);
+  EXPECT_EQ(calls.open_fds[2], calls.open_fds[0]);
+}
+
+TEST(Reuse, StopsQuietlyWhenFaasdStopsListening) {
+  Calls calls;
+  calls.statuses = {7};
+  ReuseRun run = ServeReused("3", 1, End::kStopListening, &calls);
+  EXPECT_EQ(run.rc, 7);
+  EXPECT_EQ(run.answers, (std::vector<std::string>{"request 1 /1 b1"}));
+  EXPECT_EQ(run.log, "");
+}
+
+TEST(Reuse, StopsQuietlyWhenTheControlSocketIsGone) {
+  Calls calls;
+  ReuseRun run = ServeReused("5", 2, End::kRemoveSocket, &calls);
+  EXPECT_EQ(run.rc, 0);
+  EXPECT_EQ(run.answers.size(), 2u);
+  EXPECT_EQ(run.log, "");
+}
+
+TEST(Reuse, WithoutFaasReuseServesOneAndNeverReconnects) {
+  for (const char* reuse : {static_cast<const char*>(nullptr), "1", "0", "-2", "many"}) {
+    Calls calls;
+    calls.statuses = {4};
+    ReuseRun run = ServeReused(reuse, 1, End::kKeepListening, &calls);
+    EXPECT_EQ(run.rc, 4);
+    EXPECT_EQ(run.answers, (std::vector<std::string>{"request 1 /1 b1"}));
+    EXPECT_FALSE(run.reconnected) << (reuse != nullptr ? reuse : "unset");
+    EXPECT_EQ(run.log, "");
+  }
+}
+
+TEST(Reuse, AControlSocketClosedWithoutAClientIsAFailure) {
+  Calls calls;
+  ReuseRun run = ServeReused("3", 1, End::kHangUp, &calls);
+  EXPECT_EQ(run.rc, 1);
+  EXPECT_NE(run.log.find("faas: the control socket"), std::string::npos) << run.log;
+  EXPECT_NE(run.log.find("closed without passing a client socket"), std::string::npos) << run.log;
+}
+
+// Many clients through one process keep neither fds nor memory (the sanitizer build
+// checks the latter).
+TEST(Reuse, ManyClientsLeakNothing) {
+  Calls calls;
+  int fds_before = CountOpenFds();
+  ReuseRun run = ServeReused("300", 300, End::kKeepListening, &calls);
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  EXPECT_EQ(run.rc, 0);
+  ASSERT_EQ(run.answers.size(), 300u);
+  EXPECT_EQ(run.answers[299], "request 300 /300 b300");
+  ASSERT_EQ(calls.open_fds.size(), 300u);
+  EXPECT_EQ(calls.open_fds.back(), calls.open_fds.front());
+  EXPECT_FALSE(run.reconnected);
+  EXPECT_EQ(run.log, "");
+}
+
+TEST(Accept, SetsErrnoSoACallerTellsTheEndFromAFailure) {
+  {
+    FakeControl control;
+    ScopedEnv env("FAAS_CONTROL_SOCKET", control.path().c_str());
+    control.StopListening();
+    errno = 0;
+    EXPECT_EQ(faas_accept(nullptr, 0), -1);
+    EXPECT_EQ(errno, ECONNREFUSED);
+    control.Remove();
+    errno = 0;
+    EXPECT_EQ(faas_accept(nullptr, 0), -1);
+    EXPECT_EQ(errno, ENOENT);
+  }
+  FakeControl control;
+  Accepted a = AcceptWith(control, "", {});
+  EXPECT_EQ(a.fd, -1);
+  EXPECT_EQ(a.error, EPROTO);
+}
+
 // ---- faas-stdio -----------------------------------------------------------------------
 
 TEST(FaasStdio, IsStaticallyLinked) {
@@ -959,16 +1152,19 @@ TEST(FaasStdio, IsStaticallyLinked) {
 
 struct ShimRun {
   int exit_status = -1;
-  Response response;
+  Response response;  // to the last request
   std::string raw;
-  std::string log;  // the shim's stderr
+  std::string log;                  // the shim's stderr
+  std::vector<Response> responses;  // to each request
 };
 
-// Runs faas-stdio with `args` under a fake faasd and sends it `request`, handing the
-// client over `handover_delay` after faas-stdio connected.
-ShimRun RunShim(const std::vector<std::string>& args, const std::string& request,
-                const std::vector<std::string>& extra_env = {},
-                std::chrono::milliseconds handover_delay = {}) {
+// Runs faas-stdio with `args` under a fake faasd and sends it `requests`, each on a client
+// of its own handed over once the previous one has its answer, `handover_delay` after
+// faas-stdio connected; then stops listening, as faasd does after a container's last client.
+ShimRun RunShimClients(const std::vector<std::string>& args,
+                       const std::vector<std::string>& requests,
+                       const std::vector<std::string>& extra_env = {},
+                       std::chrono::milliseconds handover_delay = {}) {
   FakeControl control;
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; e++) {
@@ -997,17 +1193,21 @@ ShimRun RunShim(const std::vector<std::string>& args, const std::string& request
   ShimRun run;
   std::thread log_reader([&] { run.log = ReadToEof(log_pipe[0]); });
 
-  SocketPair client;
-  EXPECT_TRUE(control.Pass("SOCKET", {client.handler},
-                           [&] { std::this_thread::sleep_for(handover_delay); }));
-  close(client.handler);
-  client.handler = -1;
-  std::thread writer([&] {
-    WriteAll(client.peer, request);
-    shutdown(client.peer, SHUT_WR);
-  });
-  run.raw = ReadToEof(client.peer);
-  writer.join();
+  for (size_t i = 0; i < requests.size(); i++) {
+    SocketPair client;
+    EXPECT_TRUE(control.Pass("SOCKET", {client.handler},
+                             [&] { std::this_thread::sleep_for(handover_delay); }));
+    if (i + 1 == requests.size()) control.StopListening();
+    close(client.handler);
+    client.handler = -1;
+    std::thread writer([&] {
+      WriteAll(client.peer, requests[i]);
+      shutdown(client.peer, SHUT_WR);
+    });
+    run.raw = ReadToEof(client.peer);
+    writer.join();
+    run.responses.push_back(ParseResponse(run.raw));
+  }
   int status = 0;
   waitpid(pid, &status, 0);
   run.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -1015,6 +1215,12 @@ ShimRun RunShim(const std::vector<std::string>& args, const std::string& request
   close(log_pipe[0]);
   run.response = ParseResponse(run.raw);
   return run;
+}
+
+ShimRun RunShim(const std::vector<std::string>& args, const std::string& request,
+                const std::vector<std::string>& extra_env = {},
+                std::chrono::milliseconds handover_delay = {}) {
+  return RunShimClients(args, {request}, extra_env, handover_delay);
 }
 
 TEST(FaasStdio, RunsAProgramOnTheBody) {
@@ -1161,6 +1367,35 @@ TEST(FaasStdio, ContentTypeSetting) {
   ShimRun r = RunShim({"/bin/echo", "{}"}, "GET / HTTP/1.1\r\n\r\n",
                       {"FAAS_STDIO_CONTENT_TYPE=application/json"});
   EXPECT_EQ(r.response.headers["Content-Type"], "application/json");
+}
+
+// With FAAS_REUSE one faas-stdio serves clients in turn, running the program afresh for
+// each, and stops quietly when faasd stops listening.
+TEST(FaasStdio, ServesClientsInTurnWithFaasReuse) {
+  const std::string script = "test \"$PATH_INFO\" != /fail || exit 3; echo \"$PATH_INFO $$\"";
+  ShimRun r = RunShimClients(
+      {"/bin/sh", "-c", script},
+      {"GET /a HTTP/1.1\r\n\r\n", "GET /fail HTTP/1.1\r\n\r\n", "GET /c HTTP/1.1\r\n\r\n"},
+      {"FAAS_REUSE=5"});
+  EXPECT_EQ(r.exit_status, 0) << r.log;  // the last client's
+  ASSERT_EQ(r.responses.size(), 3u);
+  EXPECT_EQ(r.responses[0].status, 200);
+  EXPECT_EQ(r.responses[0].body.rfind("/a ", 0), 0u) << r.responses[0].body;
+  EXPECT_EQ(r.responses[1].status, 500);
+  EXPECT_EQ(r.responses[2].status, 200);
+  EXPECT_EQ(r.responses[2].body.rfind("/c ", 0), 0u) << r.responses[2].body;
+  EXPECT_NE(r.responses[0].body.substr(3), r.responses[2].body.substr(3));  // the program's pid
+  EXPECT_EQ(r.log.find("cannot connect"), std::string::npos) << r.log;
+}
+
+TEST(FaasStdio, ExitStatusIsTheLastClients) {
+  ShimRun r =
+      RunShimClients({"/bin/sh", "-c", "test \"$PATH_INFO\" != /fail"},
+                     {"GET /ok HTTP/1.1\r\n\r\n", "GET /fail HTTP/1.1\r\n\r\n"}, {"FAAS_REUSE=2"});
+  EXPECT_EQ(r.exit_status, 1);
+  ASSERT_EQ(r.responses.size(), 2u);
+  EXPECT_EQ(r.responses[0].status, 200);
+  EXPECT_EQ(r.responses[1].status, 500);
 }
 
 TEST(FaasStdio, Help) {
