@@ -1,6 +1,7 @@
 #include "server/request.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 
 #include "common/file.h"
 #include "common/log.h"
@@ -95,7 +97,7 @@ Container::Container(asio::io_context& io, const RuntimeOptions& options, Functi
       exit_wait_(io),
       helper_wait_(io),
       timer_(io),
-      kill_timer_(io),
+      cgroup_retry_(io),
       output_(io) {}
 
 Container::~Container() {
@@ -341,7 +343,6 @@ void Container::Cleanup() {
   if (state_ == State::kCleaning || state_ == State::kCleaned) return;
   state_ = State::kCleaning;
   timer_.cancel();
-  kill_timer_.cancel();
   CloseControlListener();
   control_conn_.Reset();
   client_.Reset();
@@ -380,16 +381,28 @@ void Container::DeleteRuntimeState() {
 }
 
 // `runc delete` leaves the cgroup when runc was killed while it was still creating
-// the container (the cgroup exists, its state file not yet): remove it here, for
-// cgroup v2 and for every v1 hierarchy. ENOENT is the usual, clean case.
-void Container::RemoveCgroups() {
+// the container (the cgroup exists, its state file not yet), and `runc init` may
+// still be in it, dying: kill what is left, then remove the cgroup, for cgroup v2
+// and for every v1 hierarchy. False while one is still busy. ENOENT is the usual,
+// clean case.
+bool Container::RemoveCgroups() {
   const std::string leaf = options_.cgroup_parent + "/" + id_;
-  ::rmdir(("/sys/fs/cgroup" + leaf).c_str());
+  std::vector<std::string> dirs = {"/sys/fs/cgroup" + leaf};
   std::error_code ec;
   for (const auto& hierarchy : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
     if (hierarchy.is_directory(ec) && !hierarchy.is_symlink(ec))
-      ::rmdir((hierarchy.path().string() + leaf).c_str());
+      dirs.push_back(hierarchy.path().string() + leaf);
   }
+  bool all_gone = true;
+  for (const auto& dir : dirs) {
+    if (::rmdir(dir.c_str()) == 0 || errno == ENOENT || errno == ENOTDIR) continue;
+    all_gone = false;
+    if (auto procs = ReadFile(dir + "/cgroup.procs", 1 << 20); procs.ok()) {
+      std::istringstream pids(*procs);
+      for (pid_t pid; pids >> pid;) ::kill(pid, SIGKILL);
+    }
+  }
+  return all_gone;
 }
 
 // Microseconds from the start to each step (-1: not reached); cleanup ends now.
@@ -408,7 +421,18 @@ void Container::LogPhases() const {
 }
 
 void Container::Finish() {
-  if (killed_) RemoveCgroups();
+  constexpr int kCgroupAttempts = 50;  // 20 ms apart
+  if (killed_ && !RemoveCgroups()) {
+    if (++cgroup_attempts_ < kCgroupAttempts) {
+      cgroup_retry_.expires_after(std::chrono::milliseconds(20));
+      cgroup_retry_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+        if (!ec) self->Finish();
+      });
+      return;
+    }
+    spdlog::error("container {}: its cgroup {}/{} stays busy; left behind", id_,
+                  options_.cgroup_parent, id_);
+  }
   // Everything that wrote to the pipe is gone by now: log what is left in it.
   for (ssize_t n;
        output_.is_open() && output_logged_ < kMaxOutputLogged &&

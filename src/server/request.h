@@ -123,7 +123,7 @@ class Container : public std::enable_shared_from_this<Container> {
   void ReadOutput();
   void LogOutput(bool flush);
   void Cleanup();
-  void RemoveCgroups();
+  bool RemoveCgroups();
   void DeleteRuntimeState();
   void Finish();
   std::string BundleDir() const { return options_.bundles_dir + "/" + id_; }
@@ -155,7 +155,8 @@ class Container : public std::enable_shared_from_this<Container> {
   runtime::Child helper_;  // runc kill / runc delete
   boost::asio::posix::stream_descriptor helper_wait_;
   boost::asio::steady_timer timer_;
-  boost::asio::steady_timer kill_timer_;
+  boost::asio::steady_timer cgroup_retry_;
+  int cgroup_attempts_ = 0;
   // The runtime's and the handler's stdout and stderr, logged line by line up to a cap.
   boost::asio::posix::stream_descriptor output_;
   std::array<char, 4096> output_buffer_{};
