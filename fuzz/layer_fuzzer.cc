@@ -1,5 +1,6 @@
 // Fuzzes layer application: any bytes as a (possibly compressed) layer tar applied
-// to an empty tree. Nothing may ever be written outside the tree.
+// to an empty tree, then again read as a plain tar (the path taken when the blob's
+// digest is its diff_id). Nothing may ever be written outside the tree.
 #include <fcntl.h>
 
 #include <cstddef>
@@ -16,8 +17,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_files = 2000;
   limits.max_rootfs_bytes = 16 << 20;
   limits.max_tar_bytes = 64 << 20;
-  faas::image::LayerTotals totals;
-  (void)faas::image::ApplyLayer(blob.get(), tree.get(), "", limits, &totals);
-  dirs.ResetAndCheck();
+  for (bool plain : {false, true}) {
+    faas::image::LayerTotals totals;
+    (void)faas::image::ApplyLayer(blob.get(), tree.get(), "", limits, &totals, plain);
+    dirs.ResetAndCheck();
+  }
   return 0;
 }

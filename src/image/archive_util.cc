@@ -26,10 +26,10 @@ constexpr int kMaxJsonDepth = 32;
 
 }  // namespace
 
-ArchiveReader NewTarReader(bool allow_empty) {
+ArchiveReader NewTarReader(bool allow_empty, bool decompress) {
   ArchiveReader reader(archive_read_new());
   if (!reader) return reader;
-  AddDecompressors(reader.get());
+  if (decompress) AddDecompressors(reader.get());
   archive_read_support_format_tar(reader.get());
   if (allow_empty) archive_read_support_format_empty(reader.get());
   return reader;

@@ -30,7 +30,7 @@ using ArchiveReader = std::unique_ptr<archive, ArchiveReadFree>;
 // Only in-process decoders are enabled: no external program is ever started.
 // With `allow_empty`, zero bytes of input read as an archive with no entries.
 // Returns null only when libarchive cannot allocate.
-ArchiveReader NewTarReader(bool allow_empty);
+ArchiveReader NewTarReader(bool allow_empty, bool decompress = true);
 
 // A reader that yields the decompressed bytes of its input as a single entry
 // (same set of decompressors as NewTarReader; uncompressed input passes through).

@@ -145,8 +145,9 @@ class SpooledArchive {
   // Reads every member of `outer`, once. `in` explains read failures.
   Status Spool(archive* outer, const Input& in);
   bool Contains(const std::string& path) const { return members_.count(path) > 0; }
-  // The regular file `ref.path` leads to, checked against ref.digest and ref.size.
-  Result<UniqueFd> Open(const BlobRef& ref) const;
+  // The regular file `ref.path` leads to, checked against ref.digest and ref.size;
+  // `sha256` (optional) receives the hex digest of its bytes.
+  Result<UniqueFd> Open(const BlobRef& ref, std::string* sha256 = nullptr) const;
   Result<std::string> ReadJson(const BlobRef& ref) const;
 
  private:
@@ -299,8 +300,9 @@ Result<const Member*> SpooledArchive::Verify(const BlobRef& ref) const {
   return member;
 }
 
-Result<UniqueFd> SpooledArchive::Open(const BlobRef& ref) const {
+Result<UniqueFd> SpooledArchive::Open(const BlobRef& ref, std::string* sha256) const {
   FAAS_ASSIGN_OR_RETURN(const Member* member, Verify(ref));
+  if (sha256 != nullptr) *sha256 = member->sha256;
   std::string name = SpoolName(member->spool_id);
   UniqueFd fd(::openat(work_fd_, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return SysError(errno, "open spool file " + name);
@@ -378,9 +380,13 @@ Status ApplyLayers(const SpooledArchive& spool, const ImageManifest& manifest,
     const std::string& diff_id = config.diff_ids[i];
     std::string label = "layer " + std::to_string(i + 1) + " (" +
                         ShortDigest(layer.digest.empty() ? diff_id : layer.digest) + ")";
-    auto blob = spool.Open(layer);
+    std::string blob_sha256;
+    auto blob = spool.Open(layer, &blob_sha256);
     if (!blob.ok()) return std::move(blob).error().Wrap(label);
-    Status applied = ApplyLayer(blob->get(), rootfs_fd, diff_id, layer_limits, &totals);
+    // An uncompressed layer (docker-archive's usual) was hashed while spooling.
+    const bool blob_is_diff_id = "sha256:" + blob_sha256 == diff_id;
+    Status applied =
+        ApplyLayer(blob->get(), rootfs_fd, diff_id, layer_limits, &totals, blob_is_diff_id);
     stats->files = totals.files;
     stats->rootfs_bytes = totals.rootfs_bytes;
     if (!applied.ok()) return std::move(applied).error().Wrap(label);

@@ -81,6 +81,9 @@ class LayerReader {
   LayerReader& operator=(const LayerReader&) = delete;
 
   Status Open(int blob_fd, Sha256* hash, uint64_t max_bytes);
+  // The blob is a verified uncompressed tar: read it directly (seeking over data
+  // nobody reads), its size counted against `max_bytes` at once.
+  Status OpenPlainTar(int blob_fd, uint64_t max_bytes);
   // The next entry, or null after the last one.
   Result<archive_entry*> Next();
   // Reads what follows the tar's end marker, so that the hash covers the whole stream.
@@ -89,11 +92,14 @@ class LayerReader {
   Error ReadError() const;
   archive* tar() const { return tar_.get(); }
   uint64_t bytes() const { return stream_.bytes; }
+  // The blob's fd when it is read as a plain tar (OpenPlainTar), else -1.
+  int plain_fd() const { return plain_fd_; }
 
  private:
   ArchiveReader decompressor_;
   ArchiveReader tar_;
   TarStream stream_;
+  int plain_fd_ = -1;
 };
 
 Status LayerReader::Open(int blob_fd, Sha256* hash, uint64_t max_bytes) {
@@ -114,6 +120,23 @@ Status LayerReader::Open(int blob_fd, Sha256* hash, uint64_t max_bytes) {
   if (archive_read_open(tar_.get(), &stream_, nullptr, ReadTarStream, nullptr) != ARCHIVE_OK) {
     return ReadError();
   }
+  return Ok();
+}
+
+Status LayerReader::OpenPlainTar(int blob_fd, uint64_t max_bytes) {
+  struct stat st;
+  if (::fstat(blob_fd, &st) != 0) return SysError(errno, "stat layer blob");
+  if (::lseek(blob_fd, 0, SEEK_SET) < 0) return SysError(errno, "seek layer blob");
+  stream_.bytes = static_cast<uint64_t>(st.st_size);
+  if (stream_.bytes > max_bytes) {
+    stream_.too_large = true;
+    return ReadError();
+  }
+  stream_.empty = true;  // nothing to drain: the tar reader reads the fd itself
+  tar_ = NewTarReader(/*allow_empty=*/true, /*decompress=*/false);
+  if (!tar_) return MakeError(Errc::kInternal, "libarchive: out of memory");
+  if (archive_read_open_fd(tar_.get(), blob_fd, kBufferSize) != ARCHIVE_OK) return ReadError();
+  plain_fd_ = blob_fd;
   return Ok();
 }
 
@@ -401,6 +424,26 @@ Status PwriteAll(int fd, const char* data, size_t size, uint64_t offset) {
   return Ok();
 }
 
+// A plain file in a plain tar lies in the blob in one piece, right after its header:
+// the kernel copies it (or shares the blocks, on filesystems with reflinks).
+// False when this is not possible here; the caller then reads the data.
+Result<bool> CopyInKernel(const LayerReader& reader, archive_entry* e, int fd, uint64_t size) {
+  if (reader.plain_fd() < 0 || archive_entry_sparse_count(e) > 0) return false;
+  auto offset = static_cast<off_t>(archive_filter_bytes(reader.tar(), 0));
+  for (uint64_t left = size; left > 0;) {
+    ssize_t n = ::copy_file_range(reader.plain_fd(), &offset, fd, nullptr, left, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && left == size &&
+        (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS)) {
+      return false;
+    }
+    if (n < 0) return FsError(errno, "copy");
+    if (n == 0) return Bad("truncated tar: file data ends early");
+    left -= static_cast<uint64_t>(n);
+  }
+  return true;
+}
+
 // Writes the entry's data blocks at their offsets: holes of sparse files stay holes.
 Status CopyData(const LayerReader& reader, int fd, uint64_t size) {
   for (;;) {
@@ -433,7 +476,8 @@ Status WriteFile(const LayerReader& reader, archive_entry* e, int parent_fd,
   UniqueFd file(::openat(parent_fd, name.c_str(),
                          O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!file) return FsError(errno, "create");
-  FAAS_RETURN_IF_ERROR(CopyData(reader, file.get(), DeclaredSize(e)));
+  FAAS_ASSIGN_OR_RETURN(bool copied, CopyInKernel(reader, e, file.get(), DeclaredSize(e)));
+  if (!copied) FAAS_RETURN_IF_ERROR(CopyData(reader, file.get(), DeclaredSize(e)));
   return SetMetadataFd(file.get(), meta);
 }
 
@@ -567,11 +611,15 @@ Error WithEntry(Error error, const char* name) {
 
 // Returns the number of decompressed bytes, the budget of the writing pass.
 Result<uint64_t> CheckPass(int blob_fd, int root_fd, const std::string& expected_diff_id,
-                           const LayerLimits& limits, LayerTotals* totals) {
+                           const LayerLimits& limits, LayerTotals* totals, bool blob_is_diff_id) {
   Sha256 hash;
   LayerReader reader;
   uint64_t budget = limits.max_tar_bytes - std::min(limits.max_tar_bytes, totals->tar_bytes);
-  FAAS_RETURN_IF_ERROR(reader.Open(blob_fd, &hash, budget));
+  if (blob_is_diff_id) {
+    FAAS_RETURN_IF_ERROR(reader.OpenPlainTar(blob_fd, budget));
+  } else {
+    FAAS_RETURN_IF_ERROR(reader.Open(blob_fd, &hash, budget));
+  }
   for (;;) {
     FAAS_ASSIGN_OR_RETURN(archive_entry * e, reader.Next());
     if (e == nullptr) break;
@@ -587,6 +635,7 @@ Result<uint64_t> CheckPass(int blob_fd, int root_fd, const std::string& expected
   }
   FAAS_RETURN_IF_ERROR(reader.Drain());
   totals->tar_bytes += reader.bytes();
+  if (blob_is_diff_id) return reader.bytes();
   std::string actual = "sha256:" + hash.FinalHex();
   if (!expected_diff_id.empty() && actual != expected_diff_id) {
     return Bad("digest mismatch: expected " + ShortDigest(expected_diff_id) + ", content has " +
@@ -595,9 +644,13 @@ Result<uint64_t> CheckPass(int blob_fd, int root_fd, const std::string& expected
   return reader.bytes();
 }
 
-Status WritePass(int blob_fd, int root_fd, uint64_t tar_bytes) {
+Status WritePass(int blob_fd, int root_fd, uint64_t tar_bytes, bool blob_is_diff_id) {
   LayerReader reader;
-  FAAS_RETURN_IF_ERROR(reader.Open(blob_fd, nullptr, tar_bytes));
+  if (blob_is_diff_id) {
+    FAAS_RETURN_IF_ERROR(reader.OpenPlainTar(blob_fd, tar_bytes));
+  } else {
+    FAAS_RETURN_IF_ERROR(reader.Open(blob_fd, nullptr, tar_bytes));
+  }
   std::vector<DeferredTimes> deferred;
   for (;;) {
     FAAS_ASSIGN_OR_RETURN(archive_entry * e, reader.Next());
@@ -613,10 +666,10 @@ Status WritePass(int blob_fd, int root_fd, uint64_t tar_bytes) {
 }  // namespace
 
 Status ApplyLayer(int blob_fd, int rootfs_fd, const std::string& expected_diff_id,
-                  const LayerLimits& limits, LayerTotals* totals) {
-  FAAS_ASSIGN_OR_RETURN(uint64_t tar_bytes,
-                        CheckPass(blob_fd, rootfs_fd, expected_diff_id, limits, totals));
-  return WritePass(blob_fd, rootfs_fd, tar_bytes);
+                  const LayerLimits& limits, LayerTotals* totals, bool blob_is_diff_id) {
+  FAAS_ASSIGN_OR_RETURN(uint64_t tar_bytes, CheckPass(blob_fd, rootfs_fd, expected_diff_id, limits,
+                                                      totals, blob_is_diff_id));
+  return WritePass(blob_fd, rootfs_fd, tar_bytes, blob_is_diff_id);
 }
 
 }  // namespace faas::image

@@ -39,7 +39,12 @@ struct LayerTotals {
 // the message names the entry), kTooLarge (a limit in `limits` would be exceeded by
 // `totals`), kIo (our own filesystem operations). On error the tree may hold part of
 // the layer. Updates `totals`. Thread-safe for distinct trees.
+//
+// `blob_is_diff_id`: the caller has checked that the blob's own bytes hash to
+// `expected_diff_id`, i.e. the blob is the uncompressed tar itself. It is then read
+// as a tar directly, is not hashed again, and the first pass seeks over file data
+// instead of reading it.
 Status ApplyLayer(int blob_fd, int rootfs_fd, const std::string& expected_diff_id,
-                  const LayerLimits& limits, LayerTotals* totals);
+                  const LayerLimits& limits, LayerTotals* totals, bool blob_is_diff_id = false);
 
 }  // namespace faas::image
