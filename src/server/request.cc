@@ -138,6 +138,7 @@ void Container::Start() {
   spec.pids_limit = function_.limits.pids;
   spec.run_timeout_ms = function_.limits.timeout_ms;
   spec.userns_base = function_.userns_base;
+  spec.reuse = function_.reuse;
   if (auto st = runtime::WriteBundle(dir, spec); !st.ok()) return Fail(st.error().message);
   phases_.prepared = std::chrono::steady_clock::now();
 
