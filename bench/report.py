@@ -1,0 +1,537 @@
+"""Writes docs/PERFORMANCE.md and docs/img/*.png from the results of bench/run.sh.
+
+    /usr/bin/python3 bench/report.py RESULTS_DIR DOCS_DIR
+
+RESULTS_DIR holds what bench/floor and bench/loadgen printed (JSON with one
+sample per request, in microseconds) and the facts and memory readings run.sh
+and measure.sh wrote. Percentiles are nearest-rank.
+"""
+
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
+
+COMMAND = "sudo bench/run.sh"
+KB_PER_MIB = 1024  # /proc/PID/status counts in kB (KiB)
+CLIENTS = (1, 10, 50)
+POOLS = (1, 0)  # --warm 1 (the default) and --warm 0
+REUSE = 100  # clients one hello-reuse container serves in turn (--reuse)
+REUSE_TARGET = 5  # reuse target: 10 clients at this many times the runc rate (10 workers)
+
+
+# ---- reading and summarising --------------------------------------------------------------
+
+def load(results: Path, name: str):
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def samples(results: Path, name: str, key: str) -> list:
+    """The samples (ms) of key in NAME.json."""
+    return [us / 1000 for us in load(results, name)[key]]
+
+
+def merged(results: Path, prefix: str, key: str) -> list:
+    """The samples (ms) of key from every PREFIX-N.json block, in block order."""
+    blocks = sorted(results.glob(f"{prefix}-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    return [us / 1000 for p in blocks for us in json.loads(p.read_text())[key]]
+
+
+def import_times(results: Path) -> list:
+    """faasd's own import time of each deploy, from its log ("imported NAME: ... in N ms")."""
+    times = []
+    for log in sorted(results.glob("faasd-deploy-*.log")):
+        found = re.search(r" imported big: .* in (\d+) ms", log.read_text())
+        if found:
+            times.append(int(found.group(1)) / 1000)
+    return times
+
+
+def percentile(samples: list, p: float) -> float:
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def rate(run) -> float:
+    """Requests per second answered with status 200 (floor: runs that succeeded)."""
+    return run["ok"] / run["elapsed_s"] if run and run["elapsed_s"] else 0.0
+
+
+def fmt(value: float) -> str:
+    if math.isnan(value):
+        return "–"
+    for limit, digits in ((1, 3), (10, 2), (100, 1)):
+        if value < limit:
+            return f"{value:.{digits}f}"
+    return f"{value:.0f}"
+
+
+def ratio(value: float, floor: float) -> str:
+    return f"{value / floor:.2f}×" if floor else "–"
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+class Series:
+    """The latency samples (ms) of one path, and the floor it is compared with."""
+
+    def __init__(self, label: str, samples: list, floor=None):
+        self.label, self.samples, self.floor = label, samples, floor
+
+    def p(self, q: float) -> float:
+        return percentile(self.samples, q)
+
+    def row(self) -> str:
+        if not self.samples:
+            return f"| {self.label} | missing | | | | |"
+        cells = []
+        for q in (50, 90, 99):
+            cell = f"{fmt(self.p(q))} ms"
+            if self.floor is not None:
+                cell += f" ({ratio(self.p(q), self.floor.p(q))})"
+            cells.append(cell)
+        floor = self.floor.label if self.floor is not None else "–"
+        return f"| {self.label} | {' | '.join(cells)} | {len(self.samples)} | {floor} |"
+
+
+class Results:
+    def __init__(self, results: Path):
+        self.facts = load(results, "facts")
+        self.many = load(results, "many")
+        self.true = Series("spawn `/bin/true`", samples(results, "floor-true", "to_exit_us"))
+        self.unshare = Series("spawn `unshare -fpmiun true`",
+                              samples(results, "floor-unshare", "to_exit_us"), self.true)
+        self.runc = Series("bare `runc run`, to the response's EOF",
+                           merged(results, "latency-runc", "to_response_us"), self.unshare)
+        self.runc_exit = Series("bare `runc run`, to runc's exit",
+                                merged(results, "latency-runc", "to_exit_us"), self.unshare)
+        self.cold = Series("faasd cold path (`--warm 0`)",
+                           merged(results, "latency-cold", "latency_us"), self.runc)
+        self.warm = Series("faasd warm path (`--warm 1`)",
+                           merged(results, "latency-warm", "latency_us"), self.runc)
+        warm_blocks = [json.loads(p.read_text()) for p in results.glob("latency-warm-*.json")]
+        self.warm_not_ready = sum(b["not_ready"] for b in warm_blocks)
+        self.warm_gave_up = any(b["gave_up"] for b in warm_blocks)
+        self.latency = [self.true, self.unshare, self.runc, self.runc_exit, self.cold, self.warm]
+        self.floors = {j: load(results, f"floor-runc-j{j}") for j in (1, 10)}
+        self.loads = {(pool, c): load(results, f"load-warm{pool}-c{c}")
+                      for pool in POOLS for c in CLIENTS}
+        # The C SDK's example at 10 clients: a fresh container per request, and with reuse.
+        self.hello_c = {reuse: (load(results, f"load-{name}-c10"),
+                                load(results, f"describe-{name}"))
+                        for reuse, name in ((1, "hello-c"), (REUSE, "hello-reuse"))}
+        self.pool_memory = load(results, "pool-memory")
+        runs = sorted(results.glob("deploy-faas-*.json"))
+        faas = [load(results, p.stem)["to_exit_us"] for p in runs]
+        tar = [load(results, p.stem.replace("faas", "tar"))["to_exit_us"] for p in runs]
+        self.deploy_failed = sum(1 for s in faas + tar if not s)
+        self.deploy_s = [s[0] / 1e6 for s in faas if s]
+        self.tar_s = [s[0] / 1e6 for s in tar if s]
+        self.import_s = import_times(results)
+        self.hwm_mib = [load(results, p.stem.replace("faas", "mem"))["vmhwm_kb"] / KB_PER_MIB
+                        for p in runs]
+
+    def floor_for(self, clients: int) -> dict:
+        return self.floors[1 if clients == 1 else 10]
+
+
+# ---- the page ---------------------------------------------------------------------------------
+
+def target_rows(r: Results) -> list:
+    cold, runc, warm = r.cold, r.runc, r.warm
+    rows = [f"| cold p50 ≤ bare runc p50 + 2 ms | {fmt(cold.p(50))} ms vs {fmt(runc.p(50))} ms "
+            f"+ 2 ms | {met(cold.p(50) <= runc.p(50) + 2)} |"]
+    rows.append(f"| warm p50 ≤ 1 ms | {fmt(warm.p(50))} ms | {met(warm.p(50) <= 1)} |")
+    run, floor = r.loads[(1, 10)], r.floors[10]
+    rows.append(f"| 10 clients ≥ 0.9 × back-to-back runc rate (10 workers) | {rate(run):.1f} "
+                f"vs {rate(floor):.1f} req/s = {ratio(rate(run), rate(floor))} with `--warm 1` | "
+                f"{met(rate(run) >= 0.9 * rate(floor))} |")
+    run = r.hello_c[REUSE][0]
+    rows.append(f"| throughput with `--reuse`, 10 clients ≥ {REUSE_TARGET} × back-to-back runc "
+                f"rate (10 workers) | {rate(run):.1f} vs {rate(floor):.1f} req/s = "
+                f"{ratio(rate(run), rate(floor))} (hello-c, `--reuse {REUSE} --warm 1`) | "
+                f"{met(rate(run) >= REUSE_TARGET * rate(floor))} |")
+    if r.deploy_s and r.tar_s:
+        d, t = statistics.median(r.deploy_s), statistics.median(r.tar_s)
+        rows.append(f"| deploy ≤ 1.5 × tar -x | {d:.2f} s vs {t:.2f} s = {d / t:.2f}× | "
+                    f"{met(d <= 1.5 * t)} |")
+    else:
+        rows.append("| deploy ≤ 1.5 × tar -x | missing: the deploys failed | not measured |")
+    hwm = max(r.hwm_mib)
+    rows.append(f"| peak RSS during deploy < 32 MB | {hwm:.1f} MiB | {met(hwm < 32)} |")
+    rss = r.many["vmrss_kb"] / KB_PER_MIB
+    n = r.many["functions"]
+    rows.append(f"| RSS with 100 functions < 20 MB | {rss:.1f} MiB with {n} | "
+                f"{met(rss < 20 and n >= 100)} |")
+    return rows
+
+
+def warm_caveat(r: Results) -> list:
+    if not r.warm_not_ready and not r.warm_gave_up:
+        return []
+    text = (f"{plural(r.warm_not_ready, 'warm request')} found no ready container after waiting "
+            "5 s and went out anyway")
+    if r.warm_gave_up:
+        text += "; the client stopped a block early after 3 of these in a row"
+    return ["", f"Caveat: {text}."]
+
+
+def errors(run: dict) -> str:
+    e = run["errors"]
+    parts = [f"{kind} {e[kind]}" for kind in ("connect", "io") if e[kind]]
+    parts += [f"status {s}: {n}" for s, n in run["statuses"].items() if s != "200"]
+    return ", ".join(parts) if parts else "0"
+
+
+def load_row(label: str, run, floor: dict) -> str:
+    if run is None:
+        return f"| {label} | missing | | | | | |"
+    lat = [us / 1000 for us in run["latency_us"]]
+    p50, p99 = (f"{fmt(percentile(lat, q))} ms" if lat else "–" for q in (50, 99))
+    return (f"| {label} | {rate(run):.1f} | {ratio(rate(run), rate(floor))} | {run['ok']} | "
+            f"{errors(run)} | {p50} | {p99} |")
+
+
+def hello_c_label(reuse: int) -> str:
+    return f"hello-c (C SDK) `--reuse {reuse} --warm 1`, 10 clients"
+
+
+def throughput_rows(r: Results) -> list:
+    rows = []
+    for j, run in r.floors.items():
+        lat = [us / 1000 for us in run["to_response_us"]]
+        rows.append(f"| bare `runc run`, {plural(j, 'worker')} back to back | {rate(run):.1f} | "
+                    f"1.00× | {run['ok']} | {run['failed']} | {fmt(percentile(lat, 50))} ms | "
+                    f"{fmt(percentile(lat, 99))} ms |")
+    for pool in POOLS:
+        for c in CLIENTS:
+            rows.append(load_row(f"faasd `--warm {pool}`, {plural(c, 'client')}",
+                                 r.loads[(pool, c)], r.floor_for(c)))
+    for reuse, (run, _) in r.hello_c.items():
+        rows.append(load_row(hello_c_label(reuse), run, r.floors[10]))
+    return rows
+
+
+def starts(r: Results) -> list:
+    """How the hello-c requests were served, from faasd's counters after each run."""
+    parts = []
+    for reuse, (_, described) in r.hello_c.items():
+        rt = (described or {}).get("runtime", {})
+        if "requests" not in rt:
+            continue
+        parts.append(f"`--reuse {reuse}`: {rt['requests']} requests, "
+                     f"{rt.get('cold_starts', 0)} cold")
+    if not parts:
+        return []
+    return ["", "faasd's counters after each hello-c run (`faas describe`; cold: served by a",
+            f"container started for the request, not a ready one): {'; '.join(parts)}."]
+
+
+def deploy_rows(r: Results) -> list:
+    rows = []
+    tar = statistics.median(r.tar_s) if r.tar_s else 0
+    for label, values in (("`faas new`", r.deploy_s), ("`tar -x` of the layers", r.tar_s)):
+        if not values:
+            rows.append(f"| {label} | missing | | | |")
+            continue
+        m = statistics.median(values)
+        rows.append(f"| {label} | {m:.2f} s | {min(values):.2f} s | {max(values):.2f} s | "
+                    f"{ratio(m, tar)} |")
+        if label == "`faas new`" and r.import_s:
+            i = r.import_s
+            rows.append(f"| of which faasd's import (its log) | {statistics.median(i):.2f} s | "
+                        f"{min(i):.2f} s | {max(i):.2f} s | {ratio(statistics.median(i), tar)} |")
+    return rows
+
+
+class PoolMemory:
+    """PSS and RSS (MiB) per pooled container, averaged over the containers read."""
+
+    def __init__(self, reading: dict):
+        self.function = reading["function"]
+        self.containers = reading["containers"]
+        n = len(self.containers)
+        self.n = n
+
+        def mean(part: str, key: str) -> float:
+            return sum(c[part][key] for c in self.containers) / n / KB_PER_MIB
+
+        self.runc, self.handler = mean("runc", "pss_kb"), mean("handler", "pss_kb")
+        self.pss = self.runc + self.handler
+        self.rss = mean("runc", "rss_kb") + mean("handler", "rss_kb")
+
+
+def pool_memory_rows(r: Results) -> list:
+    m = PoolMemory(r.pool_memory)
+    return [
+        f"| pooled container of {m.function} (`--warm 1`), mean of {plural(m.n, 'container')} "
+        "| PSS, MiB |",
+        "|---|---|",
+        f"| `runc run`, waiting for its container to exit | {m.runc:.2f} |",
+        f"| the handler (`tests/handlers/hello`), waiting for its client | {m.handler:.2f} |",
+        f"| **memory per pooled container** (runc + handler) | **{m.pss:.2f}** |",
+        "",
+        "PSS counts each shared page in part, split among all the processes that map it (so",
+        "runc's code is shared with every other `runc run` on the machine); RSS, which counts",
+        f"shared pages in full, was {m.rss:.2f} MiB for the same processes. Not included: the",
+        "kernel's memory for the container (its namespaces, cgroup and page tables) and",
+        "faasd's own per-container state.",
+    ]
+
+
+def method(r: Results) -> list:
+    return [
+        "Everything that starts faasd or sends a request runs in a network and mount namespace",
+        "of its own (`unshare --net --mount`, loopback only), with private state and run",
+        "directories under `/var/tmp` that are removed afterwards. Two small C programs do",
+        "the timing with `CLOCK_MONOTONIC`, so no interpreter start-up is measured:",
+        "`bench/floor` (`posix_spawn`, and the bare runc cycle) and `bench/loadgen` (client",
+        "threads; one request is connect, GET with `Connection: close`, read to EOF). faasd",
+        "runs with its defaults, logging to a file; the handler is `tests/handlers/hello`",
+        "(static C, `FROM scratch`).",
+        "",
+        "- Floors: `/bin/true` and `unshare -fpmiun true`, each spawned and waited for; and bare",
+        "  `runc run` doing what faasd does for one connection: connect a TCP client over",
+        "  127.0.0.1 and send the GET, create a bundle directory with faasd's `config.json` and",
+        "  a listening `control.sock`, `runc run`, accept the handler's connection, send it the",
+        "  server end with `SCM_RIGHTS` and the payload `SOCKET`, read the response to EOF (the",
+        "  figure faasd is compared with), wait for runc's exit (also shown), remove the bundle.",
+        "  `config.json` is copied from the bundle of hello-warm's pooled container (deployed",
+        "  with `--warm 1`); only the control socket's bind-mount source and `cgroupsPath`",
+        "  (unique per run) are rewritten.",
+        "- Cold path: the hello handler deployed with `--warm 0`, one request after the other.",
+        "- Warm path: the same handler deployed with `--warm 1`. Before each timed",
+        "  request the client polls `GET /api/functions/NAME` (what `faas describe` shows)",
+        "  every 2 ms until `runtime.pool_ready` ≥ 1, for at most 5 s, so each request finds",
+        "  a ready container; only the round trip is timed.",
+        "- Bare runc, cold and warm run in turns, in blocks of a fifth of the requests each, so",
+        "  a drift in the machine's speed reaches them alike.",
+        "- Throughput: 1, 10 and 50 closed-loop clients for 10 s per row; requests/s counts",
+        "  status 200 only; errors are failed connects, resets or timeouts (io) and any other",
+        "  status. The back-to-back rate is the runc floor run by 1 and by 10 workers, 10 s",
+        "  each, right before faasd at the same concurrency.",
+        "- Reuse: the C SDK's example (`examples/hello-c`, whose `faas_serve()` loop serves up",
+        "  to `FAAS_REUSE` clients in turn) deployed with `--reuse 1 --warm 1` and then with",
+        f"  `--reuse {REUSE} --warm 1`, each with 10 closed-loop clients for 10 s right after the",
+        "  10-client rows above, and removed after its run; faasd's other settings are its",
+        "  defaults (`--max-concurrency` 4 × cores, `--warm-max` 8).",
+        "- Memory per pooled container: after the latency blocks, once hello-warm's pool is",
+        "  full again, `bench/pool_memory.py` finds its pooled containers (bundles whose root is",
+        "  hello-warm's image) and sums `Pss` from `/proc/PID/smaps_rollup` of each one's",
+        "  `runc run` process and of the handler under it.",
+        "- Deploy: `faas new` (the client included) into a faasd started for that one deploy,",
+        "  against `tar -x` of the layers one after the other, alternating, medians of the runs.",
+        "  Peak RSS is that faasd's VmHWM read after the deploy. RSS with many functions: VmRSS",
+        "  of a fresh faasd after 100 deploys of the hello image with `--warm 0` (no",
+        "  containers kept).",
+        "",
+        "Percentiles are nearest-rank; MB in the targets is read as MiB. With few cores, the",
+        "client, faasd, runc and the handlers share them, as they would on such a machine in",
+        "production; other load on the machine shows up as noise, so compare figures of one run.",
+    ]
+
+
+def page(r: Results) -> str:
+    f = r.facts
+    return "\n".join([
+        "# Performance",
+        "",
+        "What a request to faasd costs next to what the machine cannot avoid, measured",
+        f"in one run of `{COMMAND}`. This page and the plots in `img/` are written by",
+        "`bench/report.py`; the raw samples stay in `bench/results/` after a run. Latencies",
+        "are per request, measured by the client; in parentheses, the same percentile as a",
+        "ratio to the floor named in the last column.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+        *target_rows(r),
+        "",
+        "## Latency",
+        "",
+        "| path | p50 | p90 | p99 | requests | floor |",
+        "|---|---|---|---|---|---|",
+        *[s.row() for s in r.latency],
+        *warm_caveat(r),
+        "",
+        "![latency](img/latency.png)",
+        "",
+        "## Throughput",
+        "",
+        "Closed loop: each client sends its next request when the last one has ended. faasd's",
+        "ratio is to bare runc with 1 worker for 1 client, with 10 workers for 10 and 50. The",
+        "last two rows are another handler, the C SDK's example, once with a fresh container",
+        f"per request and once with `--reuse {REUSE}` (one container serves up to {REUSE} clients",
+        "in turn: weaker isolation, for trusted functions).",
+        "",
+        "| load | requests/s | × runc | ok | errors | p50 | p99 |",
+        "|---|---|---|---|---|---|---|",
+        *throughput_rows(r),
+        *starts(r),
+        "",
+        "![throughput](img/throughput.png)",
+        "",
+        "## Deploy and memory",
+        "",
+        f"A {f['image_bytes'] / 1e6:.0f} MB image (`podman save` of {f['layers']} layers, "
+        f"{f['layer_bytes'] / 1e6:.0f} MB of tar",
+        f"holding random data), deployed {len(r.deploy_s)} times"
+        + (f" ({r.deploy_failed} runs failed)" if r.deploy_failed else "") + ".",
+        "",
+        "| | median | min | max | × tar -x |",
+        "|---|---|---|---|---|",
+        *deploy_rows(r),
+        "",
+        "| faasd memory | MiB |",
+        "|---|---|",
+        f"| peak RSS during the deploy (VmHWM, highest of {len(r.hwm_mib)} runs) | "
+        f"{max(r.hwm_mib):.1f} |",
+        f"| RSS just after start (VmRSS) | {r.many['vmrss_start_kb'] / KB_PER_MIB:.1f} |",
+        f"| RSS with {r.many['functions']} functions deployed with `--warm 0` (VmRSS) | "
+        f"{r.many['vmrss_kb'] / KB_PER_MIB:.1f} |",
+        "",
+        "What `--warm` costs: every pooled container is a `runc run` process and a handler",
+        "waiting for a client, for each function and each container in its pool.",
+        "",
+        *pool_memory_rows(r),
+        "",
+        "![deploy and memory](img/deploy.png)",
+        "",
+        "## Method",
+        "",
+        *method(r),
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| date | {f['date']} |",
+        f"| CPUs (nproc) | {f['nproc']} ({f['cpu']}) |",
+        f"| memory | {f['mem_gib']} GiB |",
+        f"| OS, kernel | {f['os']}, {f['kernel']} |",
+        f"| runc | {f['runc']} |",
+        f"| faasd | {f['faasd']} |",
+        "",
+    ])
+
+
+# ---- plots ------------------------------------------------------------------------------------
+
+def plot_latency(r: Results, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for s in r.latency:
+        if s.samples:
+            xs = sorted(s.samples)
+            ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post",
+                    label=s.label.replace("`", ""))
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per request (ms, log scale)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title("Latency: floors and faasd (cumulative)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_throughput(r: Results, path: Path) -> None:
+    fig, (ax, reuse_ax) = plt.subplots(1, 2, figsize=(11, 4.5),
+                                       gridspec_kw={"width_ratios": (3, 1.3)})
+    width = 0.38
+    for k, pool in enumerate(POOLS):
+        xs = [i + (k - 0.5) * width for i in range(len(CLIENTS))]
+        runs = [r.loads[(pool, c)] for c in CLIENTS]
+        bars = ax.bar(xs, [rate(run) for run in runs], width, label=f"faasd --warm {pool}")
+        ax.bar_label(bars, labels=[f"{rate(run):.0f}" if run else "not measured" for run in runs],
+                     fontsize=8)
+    for j, style in ((1, ":"), (10, "--")):
+        ax.axhline(rate(r.floors[j]), color="black", linestyle=style, linewidth=1,
+                   label=f"bare runc run, {plural(j, 'worker')} back to back")
+    ax.set_xticks(range(len(CLIENTS)), [plural(c, "client") for c in CLIENTS])
+    ax.margins(y=0.15)
+    ax.set_ylabel("requests/s (status 200)")
+    ax.set_title("Throughput, closed loop (hello handler)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+
+    # The C SDK's example at 10 clients, without and with reuse; log scale, as the two
+    # differ by orders of magnitude.
+    runs = [run for run, _ in r.hello_c.values()]
+    bars = reuse_ax.bar(range(len(runs)), [max(rate(run), 1) for run in runs], 0.6,
+                        color=["tab:purple", "tab:red"])
+    reuse_ax.bar_label(bars, labels=[f"{rate(run):.0f}" if run else "not measured"
+                                     for run in runs], fontsize=8)
+    floor = rate(r.floors[10])
+    reuse_ax.axhline(floor, color="black", linestyle="--", linewidth=1,
+                     label="bare runc run, 10 workers")
+    reuse_ax.axhline(REUSE_TARGET * floor, color="red", linestyle="--", linewidth=1,
+                     label=f"target: {REUSE_TARGET} × that")
+    reuse_ax.set_yscale("log")
+    reuse_ax.set_ylim(1, 4 * max([rate(run) for run in runs] + [REUSE_TARGET * floor, 1]))
+    reuse_ax.set_xticks(range(len(runs)), [f"--reuse {reuse}" for reuse in r.hello_c])
+    reuse_ax.set_ylabel("requests/s (log scale)")
+    reuse_ax.set_title("hello-c, 10 clients, --warm 1")
+    reuse_ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_deploy(r: Results, path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    values = [r.deploy_s, r.tar_s]
+    medians = [statistics.median(v) if v else 0 for v in values]
+    spread = [[m - min(v) if v else 0 for m, v in zip(medians, values)],
+              [max(v) - m if v else 0 for m, v in zip(medians, values)]]
+    bars = left.bar(["faas new", "tar -x of the layers"], medians, yerr=spread, capsize=6,
+                    color=["tab:blue", "tab:gray"])
+    left.bar_label(bars, fmt="%.2f s", fontsize=8, label_type="center", color="white")
+    left.set_ylabel("seconds (median; min to max)")
+    left.set_title(f"Deploy of the {r.facts['image_bytes'] / 1e6:.0f} MB image")
+    labels = ["peak during deploy", f"{r.many['functions']} functions"]
+    mem = [max(r.hwm_mib), r.many["vmrss_kb"] / KB_PER_MIB]
+    bars = right.bar(labels, mem, color=["tab:blue", "tab:green"])
+    right.bar_label(bars, fmt="%.1f MiB", fontsize=8)
+    right.hlines([32, 20], [-0.4, 0.6], [0.4, 1.4], colors="red", linestyles="--", label="target")
+    right.set_ylabel("faasd RSS (MiB)")
+    right.set_title("faasd memory")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list) -> int:
+    if len(argv) != 3:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    results, docs = Path(argv[1]), Path(argv[2])
+    r = Results(results)
+    img = docs / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    plot_latency(r, img / "latency.png")
+    plot_throughput(r, img / "throughput.png")
+    plot_deploy(r, img / "deploy.png")
+    (docs / "PERFORMANCE.md").write_text(page(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The benchmark: floors (process spawn, namespaces, bare runc), faasd's cold and
+# warm request paths, throughput, deploy time and memory, all in one run. Writes
+# docs/PERFORMANCE.md and docs/img/*.png; the raw results go to bench/results/.
+#
+#   sudo bench/run.sh
+#
+# Everything that starts faasd or sends a request runs in a network namespace
+# of its own (see measure.sh). FAASD_BIN_DIR=DIR measures the faasd and faas in
+# DIR instead of building them with scripts/build.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+[ "$(id -u)" = 0 ] || { echo "run as root (faasd adds addresses and starts containers)" >&2; exit 1; }
+py=/usr/bin/python3
+
+log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ---- packages ---------------------------------------------------------------------------
+log "installing faasd's dependencies (scripts/install-deps.sh)"
+scripts/install-deps.sh >/dev/null
+matplotlib=$(dpkg-query -W -f='${Status}' python3-matplotlib 2>/dev/null || true)
+if [ "$matplotlib" != "install ok installed" ]; then
+  log "installing python3-matplotlib"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q -o DPkg::Lock::Timeout=600 >/dev/null
+  apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends python3-matplotlib \
+    >/dev/null
+fi
+
+# ---- build -------------------------------------------------------------------------------
+if [ -n "${FAASD_BIN_DIR:-}" ]; then
+  bin=$(cd "$FAASD_BIN_DIR" && pwd)
+else
+  log "building faasd (scripts/build.sh)"
+  scripts/build.sh >/dev/null
+  bin=$repo/build/src
+fi
+for b in faasd faas; do
+  [ -x "$bin/$b" ] || { echo "no $bin/$b" >&2; exit 1; }
+done
+bench_bin=$repo/bench/build
+mkdir -p "$bench_bin"
+for t in floor loadgen; do
+  gcc -O2 -Wall -Wextra -Werror -pthread -o "$bench_bin/$t" "bench/$t.c"
+done
+
+work=$(mktemp -d /var/tmp/faasd-bench.XXXXXX)
+podman_tags=()
+cleanup() {
+  [ ${#podman_tags[@]} -eq 0 ] || podman rmi -f "${podman_tags[@]}" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# ---- images ------------------------------------------------------------------------------
+images=$work/images
+mkdir -p "$images"
+log "building the images"
+scripts/build-hello-image.sh "$images/hello.tar"
+
+# The C SDK's example (examples/hello-c): its faas_serve() loop serves up to FAAS_REUSE
+# clients in turn, so it is measured with and without --reuse.
+hello_c_tag=localhost/faasd-bench-hello-c:latest
+podman_tags+=("$hello_c_tag")
+IMAGE=$hello_c_tag examples/hello-c/build.sh "$images/hello-c.tar" >/dev/null
+podman rmi -f "$hello_c_tag" >/dev/null
+
+# build_image TAG CONTEXT OUT: podman build FROM scratch, save as a docker-archive.
+build_image() {
+  podman_tags+=("$1")
+  podman build -q --isolation chroot -t "$1" "$2" >/dev/null
+  podman save -q -o "$3" "$1"
+  podman rmi -f "$1" >/dev/null
+}
+
+# About 50 MB in two layers of random (incompressible) files; the first layer also
+# holds the hello handler, so the image is a working function.
+ctx=$work/ctx-big
+mkdir -p "$ctx/l1/data1" "$ctx/l2/data2"
+gcc -static -O2 -o "$ctx/l1/handler" tests/handlers/hello/hello.c
+for layer in 1 2; do
+  for i in $(seq -w 1 25); do
+    head -c 1048576 /dev/urandom >"$ctx/l$layer/data$layer/file-$i"
+  done
+done
+printf 'FROM scratch\nCOPY l1/ /\nCOPY l2/ /\nCMD ["/handler"]\n' >"$ctx/Dockerfile"
+build_image localhost/faasd-bench-big:latest "$ctx" "$images/big.tar"
+rm -rf "$ctx"
+# The same layers as plain tar files, in order, for the tar -x comparison.
+mkdir "$images/big"
+tar -xf "$images/big.tar" -C "$images/big"
+"$py" -c '
+import json, sys
+with open(sys.argv[1] + "/manifest.json") as f:
+    print("\n".join(sys.argv[1] + "/" + layer for layer in json.load(f)[0]["Layers"]))
+' "$images/big" >"$images/big-layers.txt"
+
+# ---- the facts of this machine -------------------------------------------------------------
+mkdir -p "$work/results"
+"$py" bench/facts.py "$work/results/facts.json" "$images/big.tar" "$images/big-layers.txt" \
+  "${FAASD_BIN_DIR:+$bin}"
+
+# ---- measure, in a network namespace of our own ------------------------------------------
+log "measuring (in a new network and mount namespace)"
+status=0
+unshare --net --mount --propagation private \
+  bench/measure.sh "$work" "$bin" "$bench_bin" || status=$?
+
+rm -rf bench/results
+cp -r "$work/results" bench/results
+if [ "$status" != 0 ]; then
+  echo "measuring failed (exit $status); what it measured and faasd's log are in bench/results/" >&2
+  exit "$status"
+fi
+"$py" bench/report.py bench/results docs
+log "wrote docs/PERFORMANCE.md and docs/img/*.png (raw results in bench/results/)"
