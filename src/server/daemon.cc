@@ -216,7 +216,11 @@ class Daemon::Impl : public api::Backend {
       spdlog::warn("deploy of {} failed: {}", name, record.error().message);
       return done(std::move(record).error());
     }
-    done(DeployReply(name, *record));
+    // The answer says the new version serves: no pooled container of the old one is left.
+    functions_->AfterOldPoolGone(
+        name, [done = std::move(done), reply = DeployReply(name, *record)]() mutable {
+          done(std::move(reply));
+        });
   }
 
   DaemonOptions options_;

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/steady_timer.hpp>
 #include <cerrno>
 #include <chrono>
@@ -255,8 +256,15 @@ std::shared_ptr<Container> Functions::MakeContainer(const std::string& name, Uni
       io_, options_.runtime, std::move(snapshot), NextContainerId(), std::move(client),
       [this](Container* c) { OnContainerDone(c); }, [this](Container* c) { OnContainerIdle(c); });
   containers_[container.get()] = container;
-  ++inflight_[name];
   return container;
+}
+
+// Whether a container of `name` holds (or held) a client: that connection lives on
+// the function's address. Containers still waiting in a pool do not count.
+bool Functions::ServingClients(const std::string& name) const {
+  return std::any_of(containers_.begin(), containers_.end(), [&name](const auto& entry) {
+    return entry.first->function_name() == name && entry.first->served();
+  });
 }
 
 Result<nlohmann::json> Functions::RuntimeStats(const std::string& name) const {
@@ -279,15 +287,27 @@ void Functions::OnContainerDone(Container* container) {
   std::shared_ptr<Container> self = containers_[container];
   if (auto it = functions_.find(name); it != functions_.end())
     it->second->scaler->OnDone(container);
-  if (--inflight_[name] == 0) {
-    inflight_.erase(name);
-    if (auto it = removed_addresses_.find(name); it != removed_addresses_.end()) {
-      RemoveAddress(it->second);
-      removed_addresses_.erase(it);
+  containers_.erase(container);
+  if (auto it = retiring_.find(name); it != retiring_.end()) {
+    it->second.containers.erase(container);
+    if (it->second.containers.empty()) {
+      auto waiters = std::move(it->second.waiters);
+      retiring_.erase(it);
+      for (auto& then : waiters) then();
     }
   }
-  containers_.erase(container);
+  if (auto it = removed_addresses_.find(name);
+      it != removed_addresses_.end() && !ServingClients(name)) {
+    RemoveAddress(it->second);
+    removed_addresses_.erase(it);
+  }
   if (shutting_down_) MaybeFinishShutdown();
+}
+
+void Functions::AfterOldPoolGone(const std::string& name, std::function<void()> then) {
+  auto it = retiring_.find(name);
+  if (it == retiring_.end()) return then();
+  it->second.waiters.push_back(std::move(then));
 }
 
 Status Functions::BeginDeploy(const std::string& name) {
@@ -356,7 +376,8 @@ Result<store::FunctionRecord> Functions::Redeploy(const std::string& name,
   }
   fn.rootfs->Retire(fn.rootfs->path());
   fn.rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
-  fn.scaler->Reload(record.scaling);
+  for (const auto& stopped : fn.scaler->Reload(record.scaling))
+    retiring_[name].containers.insert(stopped.get());
   spdlog::info("redeployed {} (version {}) at {}", name, record.version, record.ip);
   return record;
 }
@@ -409,7 +430,7 @@ Status Functions::Remove(const std::string& name) {
   }
   // Running requests' connections live on the address: it goes when the last one ends.
   if (auto ip = net::Ipv4::Parse(removed.ip); ip.ok()) {
-    if (inflight_[name] == 0) {
+    if (!ServingClients(name)) {
       RemoveAddress(*ip);
     } else {
       removed_addresses_[name] = *ip;

@@ -59,6 +59,9 @@ class Functions {
   // function), or allocates an address, adds it and listens; persists the registry.
   // Any failure rolls back and leaves the previous version serving.
   Result<store::FunctionRecord> CommitDeploy(ImportedImage image);
+  // Calls `then` once no container of an older version of `name` waits in its pool
+  // any more (a redeploy stops them; their cleanup takes a few ms): at once if none.
+  void AfterOldPoolGone(const std::string& name, std::function<void()> then);
   void AbortDeploy(const std::string& name);
 
   // Stops listening, removes the address, the rootfs and the registry entry.
@@ -92,6 +95,7 @@ class Functions {
   std::shared_ptr<Container> MakeContainer(const std::string& name, UniqueFd client);
   void OnContainerDone(Container* container);
   void OnContainerIdle(Container* container);
+  bool ServingClients(const std::string& name) const;
   void Tick();
   void MaybeFinishShutdown();
   std::string NextContainerId();
@@ -109,7 +113,11 @@ class Functions {
   std::map<std::string, std::unique_ptr<Function>> functions_;
   std::set<std::string> deploying_;
   std::map<Container*, std::shared_ptr<Container>> containers_;
-  std::map<std::string, int> inflight_;                 // running containers per function
+  struct Retiring {
+    std::set<Container*> containers;
+    std::vector<std::function<void()>> waiters;
+  };
+  std::map<std::string, Retiring> retiring_;            // pooled containers a redeploy stopped
   std::map<std::string, net::Ipv4> removed_addresses_;  // of removed functions still serving
   uint64_t next_id_ = 0;
   std::string id_prefix_;

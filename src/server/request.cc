@@ -240,7 +240,11 @@ bool Container::HandOver() {
   client_.Reset();
   control_conn_.Reset();
   state_ = State::kHanded;
-  spdlog::debug("container {}: handed client {} of {} over", id_, uses_, function_.reuse);
+  if (function_.reuse > 1) {
+    spdlog::debug("container {}: handed the client over ({} of {})", id_, uses_, function_.reuse);
+  } else {
+    spdlog::debug("container {}: handed the client over", id_);
+  }
   if (uses_ < function_.reuse) {
     WaitForConnect();  // the handler may come back for another
   } else {

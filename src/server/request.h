@@ -107,6 +107,8 @@ class Container : public std::enable_shared_from_this<Container> {
   const std::string& function_name() const { return function_.name; }
   State state() const { return state_; }
   bool ready() const { return state_ == State::kReady; }
+  // Whether it has been given a client.
+  bool served() const { return uses_ > 0; }
   // Whether it may come back for another client after the current one.
   bool may_serve_again() const { return !killed_ && uses_ < function_.reuse; }
 

@@ -162,10 +162,12 @@ void Scaler::Refill() {
   }
 }
 
-void Scaler::ShrinkTo(size_t size, const char* why) {
+void Scaler::ShrinkTo(size_t size, const char* why,
+                      std::vector<std::shared_ptr<Container>>* stopped) {
   while (pool_.size() > size) {
     std::shared_ptr<Container> container = pool_.back();  // the newest: likely still starting
     pool_.pop_back();
+    if (stopped != nullptr) stopped->push_back(container);
     container->Kill(why);
   }
 }
@@ -187,17 +189,21 @@ void Scaler::Tick() {
   Refill();
 }
 
-void Scaler::Reload(store::ScalingOptions options) {
+std::vector<std::shared_ptr<Container>> Scaler::Reload(store::ScalingOptions options) {
   options_ = options;
-  ShrinkTo(0, "redeployed");
+  std::vector<std::shared_ptr<Container>> stopped;
+  ShrinkTo(0, "redeployed", &stopped);
   retiring_ = serving_;
-  target_ = std::clamp(std::max(target_, options_.warm), options_.warm, options_.warm_max);
+  target_ = options_.warm == 0
+                ? 0
+                : std::clamp(std::max(target_, options_.warm), options_.warm, options_.warm_max);
   last_client_ = Clock::now();
   failures_in_row_ = 0;
   refill_not_before_ = {};
   refill_timer_.cancel();
   DrainQueue();
   Refill();
+  return stopped;
 }
 
 void Scaler::Stop() {

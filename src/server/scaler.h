@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "common/fd.h"
 #include "server/reject.h"
@@ -60,8 +61,9 @@ class Scaler {
   void Tick();
 
   // New settings and a new version (redeploy): pooled containers of the old version
-  // are stopped and the pool refills from the new one.
-  void Reload(store::ScalingOptions options);
+  // are stopped (returned, so the caller can wait for them to be gone) and the pool
+  // refills from the new one.
+  std::vector<std::shared_ptr<Container>> Reload(store::ScalingOptions options);
   // No more containers (function removed, shutdown): stops the pool and answers
   // queued clients 503.
   void Stop();
@@ -83,7 +85,8 @@ class Scaler {
   bool AttachPooled(UniqueFd& client);
   void Missed();
   void DrainQueue();
-  void ShrinkTo(size_t size, const char* why);
+  void ShrinkTo(size_t size, const char* why,
+                std::vector<std::shared_ptr<Container>>* stopped = nullptr);
   void ArmQueueTimer();
   void OnQueueTimer();
   void ArmRefillTimer();

@@ -1,5 +1,13 @@
 """One faasd inside a VM: start, readiness, stop, the control API, and the
-"left nothing behind" checks the faasd fixture runs at teardown."""
+"left nothing behind" checks the faasd fixture runs at teardown.
+
+faasd keeps a warm pool of started containers per function by default (`--warm 1`).
+The suite exercises the cold path unless a test asks otherwise: every faasd is
+started with `--warm 0` when its arguments have no `--warm` of their own, so
+"idle" means no bundle, runc container or handler process. Pool tests pass
+`--warm N` (to faasd or to `faas new`) and account for the pooled containers; a
+test of faasd's own default sets `faasd_unstarted.default_warm = None` first.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from .vm import VM, RunResult, Spawned, wait_for
+from .vm import VM, CommandFailed, RunResult, Spawned, wait_for
 
 LIB_DIR = Path(__file__).resolve().parent
 CONTAINER_ID_RE = re.compile(r"\b(faas-[0-9a-f]{6})-\d+\b")
@@ -29,14 +37,23 @@ class Faasd:
         self.socket = f"{self.run_dir}/faasd.sock"
         self.runc_root = f"{self.run_dir}/runc"
         self.proc: Optional[Spawned] = None
+        # --warm given to every start without one of its own; None: faasd's own default.
+        self.default_warm: Optional[str] = "0"
         self.args: list = []
         self.past_logs: list = []
         self.exit_codes: list = []
 
     # --- lifecycle ----------------------------------------------------------------
     def command(self, *extra: str) -> list:
+        """faasd's argv: the VM's dirs, debug logging, `--warm DEFAULT_WARM` unless
+        `extra` sets --warm (see the module docstring), then `extra`."""
+        extra = [str(a) for a in extra]
+        warm = []
+        if (self.default_warm is not None
+                and not any(a == "--warm" or a.startswith("--warm=") for a in extra)):
+            warm = ["--warm", self.default_warm]
         return [self.faasd_bin, "--state-dir", self.state_dir, "--run-dir", self.run_dir,
-                "--log-level", "debug", *extra]
+                "--log-level", "debug", *warm, *extra]
 
     def start(self, *extra: str, ready_timeout: float = 20) -> "Faasd":
         assert self.proc is None or self.proc.poll() is not None, "faasd is already running"
@@ -159,7 +176,14 @@ class Faasd:
     def runc_containers(self) -> list:
         if not self.vm.exists(self.runc_root):
             return []
-        r = self.vm.run(["runc", "--root", self.runc_root, "list", "-q"])
+        # `runc list` fails when a container it is listing is deleted under it (pooled
+        # containers come and go while faasd is idle): list again.
+        for _ in range(5):
+            r = self.vm.run(["runc", "--root", self.runc_root, "list", "-q"], check=False)
+            if r.returncode == 0 or "no such file or directory" not in r.stderr:
+                break
+        if r.returncode != 0:
+            raise CommandFailed(r)
         return r.stdout.split()
 
     def processes(self) -> list:
@@ -249,7 +273,9 @@ class Faasd:
         return found
 
     def wait_idle(self, timeout: float = 20) -> None:
-        """Waits until no request is in flight: no bundle, container or helper process."""
+        """Waits until no request is in flight: no bundle, container or helper process.
+        Pooled containers count too: with a pool, wait for it with
+        FaaSTestHelper.wait_pool_ready() instead."""
         try:
             wait_for(lambda: not self.idle_leftovers(), timeout, what="faasd to be idle")
         except AssertionError:

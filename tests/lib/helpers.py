@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 from .daemon import LABEL, LIB_DIR, Faasd
 from .images import ImageBuilder
-from .vm import VM, RunResult, wait_for
+from .vm import VM, RunResult, Spawned, wait_for
 
 HELLO_BODY = "Hello from FaaS handler!\n\nRequest: {line}\n"
 DEPLOYED_RE = re.compile(r"^✓ Deployed (\S+) at (\d+\.\d+\.\d+\.\d+)\n  Command: (.*)\n\Z")
@@ -53,10 +53,12 @@ class FaaSTestHelper:
 
     # --- deploy / list / ip / rm ----------------------------------------------------
     def deploy_handler(self, name: str, handler: str = "hello", fmt: str = "docker-archive",
-                       archive: Optional[str] = None, check: bool = True) -> Deployed:
-        """`faas new NAME < archive`. With check, asserts success and the exact output."""
+                       archive: Optional[str] = None, check: bool = True,
+                       options: Sequence[str] = ()) -> Deployed:
+        """`faas new NAME [options] < archive`. With check, asserts success and the
+        exact output. `options` are `faas new` flags, e.g. ("--warm", "2")."""
         path = archive if archive is not None else self.image(handler, fmt)
-        r = self.faasd.faas("new", name, stdin_path=path)
+        r = self.faasd.faas("new", name, *options, stdin_path=path)
         if not check:
             return Deployed(name, None, None, r)
         assert r.returncode == 0, f"deploy of {name} failed: {r}\n--- faasd log ---\n{self.faasd.log()[-3000:]}"
@@ -84,6 +86,39 @@ class FaaSTestHelper:
     def remove_handler(self, name: str, check: bool = True) -> RunResult:
         return self.faasd.faas("rm", name, check=check)
 
+    def describe(self, name: str) -> dict:
+        """`faas describe NAME`: the function's record, with its live "runtime" object."""
+        r = self.faasd.faas("describe", name, check=True)
+        return json.loads(r.stdout)
+
+    def runtime(self, name: str) -> dict:
+        """The "runtime" object of `faas describe NAME`: pool sizes and counters."""
+        record = self.describe(name)
+        assert "runtime" in record, f"`faas describe {name}` has no runtime object: {record}"
+        return record["runtime"]
+
+    def wait_runtime(self, name: str, condition, timeout: float = 20, what: str = "") -> dict:
+        """Polls runtime(name) until condition(runtime) holds; returns that runtime."""
+        last = {}
+
+        def check():
+            last["rt"] = self.runtime(name)
+            return last["rt"] if condition(last["rt"]) else None
+
+        try:
+            return wait_for(check, timeout, what=what or f"the runtime of {name}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last runtime of {name}: {last.get('rt')}\n"
+                                 f"--- faasd log ---\n{self.faasd.log()[-3000:]}") from None
+
+    def wait_pool_ready(self, name: str, count: int, timeout: float = 20) -> dict:
+        """Waits until `name` has exactly `count` ready pooled containers, none starting
+        and no request running; returns the runtime."""
+        return self.wait_runtime(
+            name, lambda rt: (rt["pool_ready"] == count and rt["pool_starting"] == 0
+                              and rt["active"] == 0),
+            timeout, what=f"{count} ready pooled container(s) of {name}")
+
     def read_registry(self, missing_ok: bool = False) -> dict:
         """STATE/registry.json; {} when it does not exist yet and missing_ok."""
         path = f"{self.faasd.state_dir}/registry.json"
@@ -92,11 +127,9 @@ class FaaSTestHelper:
         return json.loads(self.vm.read_file(path))
 
     # --- requests -------------------------------------------------------------------
-    def make_requests(self, ip: str, count: int = 1, concurrency: int = 1, path: str = "/",
-                      method: Optional[str] = None, body: Optional[str] = None,
-                      body_size: int = 0, timeout: float = 30, port: int = 80,
-                      keep_body: int = 65536) -> list:
-        """Runs tests/lib/client.py inside the VM; returns its per-request results."""
+    def _client_argv(self, ip: str, count: int, concurrency: int, path: str,
+                     method: Optional[str], body: Optional[str], body_size: int,
+                     timeout: float, port: int, keep_body: int) -> list:
         argv = ["/usr/bin/python3", self.client, ip, "--port", str(port), "--path", path,
                 "-n", str(count), "-c", str(concurrency), "--timeout", str(timeout),
                 "--keep-body", str(keep_body)]
@@ -106,8 +139,27 @@ class FaaSTestHelper:
             argv += ["--body", body]
         if body_size:
             argv += ["--body-size", str(body_size)]
+        return argv
+
+    def make_requests(self, ip: str, count: int = 1, concurrency: int = 1, path: str = "/",
+                      method: Optional[str] = None, body: Optional[str] = None,
+                      body_size: int = 0, timeout: float = 30, port: int = 80,
+                      keep_body: int = 65536) -> list:
+        """Runs tests/lib/client.py inside the VM; returns its per-request results."""
+        argv = self._client_argv(ip, count, concurrency, path, method, body, body_size,
+                                 timeout, port, keep_body)
         r = self.vm.run(argv, timeout=timeout * max(1, count // max(1, concurrency)) + 60)
         return json.loads(r.stdout)["results"]
+
+    def start_requests(self, ip: str, count: int = 1, concurrency: int = 1, path: str = "/",
+                       method: Optional[str] = None, body: Optional[str] = None,
+                       body_size: int = 0, timeout: float = 30, port: int = 80,
+                       keep_body: int = 65536, log_name: str = "client") -> "Requests":
+        """make_requests() in the background: returns at once; .results() waits."""
+        argv = self._client_argv(ip, count, concurrency, path, method, body, body_size,
+                                 timeout, port, keep_body)
+        return Requests(self.vm.spawn(argv, log_name=log_name),
+                        timeout * max(1, count // max(1, concurrency)) + 60)
 
     def make_request(self, ip: str, **kw) -> dict:
         return self.make_requests(ip, count=1, **kw)[0]
@@ -173,6 +225,23 @@ class FaaSTestHelper:
         wait_for(lambda: self.count_bundles() == 0, timeout,
                  what=f"{self.faasd.state_dir}/bundles to be empty")
         self.faasd.wait_idle(timeout)
+
+
+class Requests:
+    """Requests running in the background (FaaSTestHelper.start_requests)."""
+
+    def __init__(self, proc: Spawned, timeout: float):
+        self.proc = proc
+        self.timeout = timeout
+
+    def done(self) -> bool:
+        return self.proc.poll() is not None
+
+    def results(self) -> list:
+        """Waits for the client to finish; returns its per-request results."""
+        rc = self.proc.wait(self.timeout)
+        assert rc == 0, f"client exited {rc}: {self.proc.stderr_text()[-3000:]}"
+        return json.loads(self.proc.stdout_text())["results"]
 
 
 class SlowUpload:
