@@ -32,6 +32,7 @@ constexpr auto kIdleTimeout = std::chrono::seconds(60);
 // Connections beyond this are closed at once, so the API cannot exhaust faasd's fds.
 constexpr size_t kMaxConnections = 256;
 constexpr size_t kChunk = 256 << 10;
+constexpr size_t kReadRoom = 64 << 10;
 constexpr uint64_t kMaxSmallBody = 64 << 10;
 
 // Lets the server close live sessions on shutdown whatever their socket type.
@@ -173,6 +174,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     auto& body = parser_->get().body();
     body.data = chunk_.data();
     body.size = chunk_.size();
+    // Beast reads as much as the buffer has room for (at most 64 KiB): without
+    // room it reads the body 512 bytes at a time.
+    if (buffer_.capacity() < kReadRoom) buffer_.reserve(kReadRoom);
     ArmTimer();
     http::async_read(
         socket_, buffer_, *parser_,

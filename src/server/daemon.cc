@@ -24,6 +24,8 @@ namespace asio = boost::asio;
 
 namespace {
 
+constexpr int kDeployPipeBytes = 1 << 20;
+
 std::string UniqueSuffix() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   return std::to_string(::getpid()) + "-" + std::to_string(rng() % 1000000000);
@@ -94,6 +96,9 @@ class Daemon::Impl : public api::Backend {
     if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
     UniqueFd read_end(fds[0]), write_end(fds[1]);
     ::fcntl(write_end.get(), F_SETFL, O_NONBLOCK);
+    // Fewer hand-offs between the API and the importer than the default 64 KiB
+    // (best effort: fs.pipe-max-size may be lower).
+    ::fcntl(write_end.get(), F_SETPIPE_SZ, kDeployPipeBytes);
     abort.Dismiss();
     spdlog::info("deploy of {} started", name);
     asio::post(pool_, [this, image = std::move(image), work_dir, done = std::move(done),
