@@ -152,8 +152,13 @@ void Scaler::Refill() {
       }));
   if (pool_.size() > target_) ShrinkTo(target_, "pool shrinking");
   if (Clock::now() < refill_not_before_) return ArmRefillTimer();
+  // Containers beyond what may serve at once only compete for the CPU with those
+  // serving: with every slot busy the pool keeps no more than `warm`.
+  const size_t cap = options_.max_concurrency + options_.warm;
   // A container that fails at once sets a back-off and leaves the pool: stop then.
-  for (size_t started = 0; pool_.size() + returning < target_ && started < target_; ++started) {
+  for (size_t started = 0; pool_.size() + returning < target_ &&
+                           pool_.size() + serving_.size() < cap && started < target_;
+       ++started) {
     auto container = make_(UniqueFd());
     if (!container) return;
     pool_.push_back(container);

@@ -8,7 +8,9 @@
 // idle_timeout without clients the target is 0 and the pool is stopped; the next
 // client brings it back. Pooled containers that die before getting a client
 // delay the next refill, doubling from kMinBackoff up to kMaxBackoff, so a broken
-// handler never makes faasd spin. With reuse, a container that has served a
+// handler never makes faasd spin. Pooled and serving containers together stay
+// within max_concurrency + warm: when every slot is busy, more containers waiting
+// ahead would only slow the serving ones down. With reuse, a container that has served a
 // client and may serve more goes back into the pool (never across a redeploy),
 // and counts toward the target while it is still serving.
 //
