@@ -107,8 +107,12 @@ class Daemon::Impl : public api::Backend {
       image::ImportStats stats;
       Status status = Import(input->get(), work_dir, &image, &stats);
       input->Reset();
-      (void)RemoveTree(work_dir);
-      if (!status.ok()) (void)RemoveTree(image.new_rootfs);
+      const bool ok = status.ok();
+      if (!ok) {
+        // A refused image leaves no trace by the time it is answered.
+        (void)RemoveTree(work_dir);
+        (void)RemoveTree(image.new_rootfs);
+      }
       auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                     std::chrono::steady_clock::now() - start)
                     .count();
@@ -116,6 +120,8 @@ class Daemon::Impl : public api::Backend {
                        done = std::move(done)]() mutable {
         FinishDeploy(std::move(image), std::move(status), stats, ms, std::move(done));
       });
+      // The spooled archive (as large as the image) goes while the deploy is answered.
+      if (ok) (void)RemoveTree(work_dir);
     });
     return write_end;
   }

@@ -77,7 +77,9 @@ def assert_consistent(faas, faasd, name, ip, versions):
     assert status == 200 and "runtime" in described, described
     described.pop("runtime")  # live counters, not part of the record
     assert described == dict(record, name=name), described
-    assert faas.vm.listdir(f"{state}/tmp") == [] and faasd.bundles() == []
+    # The spool of a deploy goes while it is answered: wait for it.
+    wait_for(lambda: faas.vm.listdir(f"{state}/tmp") == [], 10, what="an empty tmp/")
+    assert faasd.bundles() == []
     assert [p for p in faas.tree(f"{state}/images") if ".new-" in p or ".rootfs-" in p] == []
     assert faasd.faas_addresses() == [ip]
     assert r["status"] == 200 and r["complete"] and r["body"] == version.answer, \
