@@ -284,7 +284,7 @@ void Functions::OnContainerIdle(Container* container) {
 void Functions::OnContainerDone(Container* container) {
   const std::string name = container->function_name();
   // Keeps the container alive through its scaler's bookkeeping.
-  std::shared_ptr<Container> self = containers_[container];
+  std::shared_ptr<Container> self = containers_.at(container);
   if (auto it = functions_.find(name); it != functions_.end())
     it->second->scaler->OnDone(container);
   containers_.erase(container);

@@ -15,6 +15,7 @@
 #include "common/file.h"
 #include "common/log.h"
 #include "runtime/fd_passing.h"
+#include "server/reject.h"
 
 namespace faas::server {
 namespace {
@@ -71,11 +72,7 @@ void AnswerClient(int fd, int status, const char* reason) {
   char discard[4096];
   while (::recv(fd, discard, sizeof discard, MSG_DONTWAIT) > 0) {
   }
-  std::string body = std::string(reason) + "\n";
-  std::string response =
-      "HTTP/1.1 " + std::to_string(status) + " " + reason +
-      "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
-      "\r\nConnection: close\r\n\r\n" + body;
+  const std::string response = PlainResponse(status, reason);
   (void)::send(fd, response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   ::shutdown(fd, SHUT_WR);
 }

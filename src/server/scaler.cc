@@ -41,6 +41,10 @@ void Scaler::OnClient(UniqueFd client) {
     if (queue_.size() == 1) ArmQueueTimer();
     return;
   }
+  Reject503(std::move(client));
+}
+
+void Scaler::Reject503(UniqueFd client) {
   ++counters_.rejected_503;
   rejector_.Reject(std::move(client), 503, "Service Unavailable", 1);
 }
@@ -214,10 +218,7 @@ std::vector<std::shared_ptr<Container>> Scaler::Reload(store::ScalingOptions opt
 void Scaler::Stop() {
   stopped_ = true;
   ShrinkTo(0, "stopped");
-  for (auto& queued : queue_) {
-    ++counters_.rejected_503;
-    rejector_.Reject(std::move(queued.client), 503, "Service Unavailable", 1);
-  }
+  for (auto& queued : queue_) Reject503(std::move(queued.client));
   queue_.clear();
   queue_timer_.cancel();
   refill_timer_.cancel();
@@ -237,8 +238,7 @@ void Scaler::ArmQueueTimer() {
 void Scaler::OnQueueTimer() {
   auto now = Clock::now();
   while (!queue_.empty() && queue_.front().deadline <= now) {
-    ++counters_.rejected_503;
-    rejector_.Reject(std::move(queue_.front().client), 503, "Service Unavailable", 1);
+    Reject503(std::move(queue_.front().client));
     queue_.pop_front();
   }
   ArmQueueTimer();

@@ -83,6 +83,7 @@ class Scaler {
   };
 
   bool TakeToken();
+  void Reject503(UniqueFd client);  // full queue, queue timeout, stopped
   void Dispatch(UniqueFd client);
   bool AttachPooled(UniqueFd& client);
   void Missed();

@@ -5,6 +5,7 @@
 #define FAAS_TEST_HANDLER_H
 
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,13 +14,32 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static inline int faas_receive_client(void) {
+/* A connection to the control socket ($FAAS_CONTROL_SOCKET, else /control.sock),
+ * opened with SOCK_CLOEXEC | `flags`; or -1 with *err set (0 on success). */
+static inline int faas_control_connect(int flags, int *err) {
   const char *path = getenv("FAAS_CONTROL_SOCKET");
   if (!path) path = "/control.sock";
-  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
-  if (sock < 0 || connect(sock, (struct sockaddr *)&addr, sizeof addr) != 0) {
+  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+  if (sock < 0) {
+    *err = errno;
+    return -1;
+  }
+  if (connect(sock, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    *err = errno;
+    close(sock);
+    return -1;
+  }
+  *err = 0;
+  return sock;
+}
+
+static inline int faas_receive_client(void) {
+  int err;
+  int sock = faas_control_connect(0, &err);
+  if (sock < 0) {
+    errno = err;
     perror("connect control socket");
     return -1;
   }

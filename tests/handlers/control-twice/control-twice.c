@@ -25,25 +25,6 @@ static const char *errname(int err) {
   return name ? name : "?";
 }
 
-static int control_connect(int flags, int *err) {
-  const char *path = getenv("FAAS_CONTROL_SOCKET");
-  if (!path) path = "/control.sock";
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
-  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
-  if (sock < 0) {
-    *err = errno;
-    return -1;
-  }
-  if (connect(sock, (struct sockaddr *)&addr, sizeof addr) != 0) {
-    *err = errno;
-    close(sock);
-    return -1;
-  }
-  *err = 0;
-  return sock;
-}
-
 /* The fd faasd sent on `sock` within timeout_ms (-1: however long it takes), or -1
  * with *what saying why not. */
 static int receive_fd(int sock, int timeout_ms, const char **what) {
@@ -78,7 +59,7 @@ static int receive_fd(int sock, int timeout_ms, const char **what) {
 int main(void) {
   int err = 0;
   const char *what = NULL;
-  int first = control_connect(0, &err);
+  int first = faas_control_connect(0, &err);
   if (first < 0) return 1;
 
   static struct faas_request req;
@@ -86,14 +67,14 @@ int main(void) {
   int second = -1, second_err = 0;
   const char *mode = getenv("CONTROL_TWICE_MODE");
   int race = mode && strcmp(mode, "race") == 0;
-  if (race) second = control_connect(SOCK_NONBLOCK, &second_err);
+  if (race) second = faas_control_connect(SOCK_NONBLOCK, &second_err);
   /* No timeout on the first: with a warm pool the client may come much later. */
   client = receive_fd(first, -1, &what);
   close(first);
   if (client < 0) return 1;
   if (faas_read_request(client, &req, 0) != 0) return 1;
   report("first", "ok");
-  if (!race) second = control_connect(0, &second_err);
+  if (!race) second = faas_control_connect(0, &second_err);
   report("second_connect", second < 0 ? errname(second_err) : "ok");
   if (second >= 0) {
     int fd = receive_fd(second, 1000, &what);

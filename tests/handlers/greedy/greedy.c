@@ -16,25 +16,6 @@
 
 #define MAX_CLIENTS 8
 
-/* A connection to the control socket, or -1 with *err set. */
-static int control_connect(int *err) {
-  const char *path = getenv("FAAS_CONTROL_SOCKET");
-  if (!path) path = "/control.sock";
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
-  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (sock < 0) {
-    *err = errno;
-    return -1;
-  }
-  if (connect(sock, (struct sockaddr *)&addr, sizeof addr) != 0) {
-    *err = errno;
-    close(sock);
-    return -1;
-  }
-  return sock;
-}
-
 /* The client fd faasd sends on `sock` within 1 s, or -1. */
 static int another_client(int sock) {
   struct pollfd p = {sock, POLLIN, 0};
@@ -64,7 +45,7 @@ int main(void) {
     free(req.body);
     clients[served++] = fd;
     int err = 0;
-    int sock = control_connect(&err);
+    int sock = faas_control_connect(0, &err);
     if (reconnect[0] == '\0') {
       const char *name = strerrorname_np(err);
       snprintf(reconnect, sizeof reconnect, "%s", sock >= 0 ? "ok" : name ? name : "?");
