@@ -32,7 +32,9 @@ Reply Route(Backend& backend, verb method, const std::string& raw_target) {
   std::string name;
   if (target == "/healthz") {
     if (method != verb::get) return MethodNotAllowed();
-    return {200, {{"status", "ok"}}};
+    std::vector<std::string> reasons = backend.Degraded();
+    if (reasons.empty()) return {200, {{"status", "ok"}}};
+    return {503, {{"status", "degraded"}, {"reasons", reasons}}};
   }
   if (target == "/api/list") {
     if (method != verb::get) return MethodNotAllowed();

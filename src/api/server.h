@@ -5,7 +5,7 @@
 //   GET    /api/list             the registry object
 //   GET    /api/functions/NAME   the function's record, with "name"
 //   DELETE /api/functions/NAME   {"name"}
-//   GET    /healthz              {"status":"ok"}
+//   GET    /healthz              {"status":"ok"}, or 503 {"status":"degraded","reasons":[...]}
 //
 // Errors are {"error": "..."} with the status of their Errc. Runs on the event
 // loop thread; the backend is called on that thread only.
@@ -16,6 +16,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "common/fd.h"
@@ -37,6 +38,9 @@ class Backend {
   virtual Result<nlohmann::json> GetIp(const std::string& name) = 0;
   virtual nlohmann::json List() = 0;
   virtual Result<nlohmann::json> Remove(const std::string& name) = 0;
+  // Why faasd cannot serve fully right now (e.g. a function's listener paused for
+  // lack of fds), one sentence each; empty when healthy.
+  virtual std::vector<std::string> Degraded() { return {}; }
 };
 
 struct Options {

@@ -1,6 +1,7 @@
 // faasd: the daemon. `faasd [flags]` serves; `faasd unpack IMAGE DIR` imports an
 // image archive into DIR without a daemon (for debugging and tests).
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -32,6 +33,17 @@ std::string FindProgram(const std::string& name) {
     start = end + 1;
   }
   return name;
+}
+
+// Every client, container and control connection costs faasd fds: take all the hard
+// limit allows rather than the soft default (often 1024).
+void RaiseFdLimit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  const rlim_t soft = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) == 0)
+    spdlog::debug("raised the open files limit from {} to {}", soft, limit.rlim_max);
 }
 
 int Unpack(const std::string& image, const std::string& dir,
@@ -85,7 +97,7 @@ int main(int argc, char** argv) {
   app.add_option("--token-file", options.token_file, "Bearer token required by the TCP API");
   app.add_option("--pool", options.functions.pool, "Address pool for functions")
       ->capture_default_str();
-  app.add_option("--port", options.functions.port, "Port functions listen on")
+  app.add_option("--port", options.functions.listener.port, "Port functions listen on")
       ->capture_default_str()
       ->check(CLI::Range(1, 65535));
   app.add_option("--runtime", runtime, "OCI runtime with runc's command line (runc, crun)")
@@ -95,7 +107,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--run-timeout", run_ms, "Default ms a handler may run after it got its client")
       ->capture_default_str();
-  std::string idle_timeout = "5m", queue_timeout = "10s", rate_limit = "0";
+  std::string idle_timeout = "5m", queue_timeout = "10s", rate_limit = "0", first_byte = "5s";
+  app.add_option("--first-byte-timeout", first_byte,
+                 "Close a client that sends nothing for this long before it gets a container "
+                 "(0: hand it over at once, for protocols where the server speaks first)")
+      ->capture_default_str();
   auto& scaling = options.scaling;
   app.add_option("--warm", scaling.warm, "Containers kept started ahead per function (0: none)")
       ->capture_default_str()
@@ -167,9 +183,11 @@ int main(int argc, char** argv) {
   auto idle = faas::store::ParseDuration(idle_timeout, "--idle-timeout");
   auto queue_wait = faas::store::ParseDuration(queue_timeout, "--queue-timeout");
   auto rate = faas::store::ParseRate(rate_limit);
+  auto first_byte_ms = faas::store::ParseDuration(first_byte, "--first-byte-timeout");
   for (const faas::Error* error :
        {idle.ok() ? nullptr : &idle.error(), queue_wait.ok() ? nullptr : &queue_wait.error(),
-        rate.ok() ? nullptr : &rate.error()}) {
+        rate.ok() ? nullptr : &rate.error(),
+        first_byte_ms.ok() ? nullptr : &first_byte_ms.error()}) {
     if (error) {
       std::cerr << "Error: " << error->message << "\n";
       return 2;
@@ -179,6 +197,8 @@ int main(int argc, char** argv) {
   scaling.queue_timeout_ms = *queue_wait;
   scaling.rate_limit = *rate;
   scaling.warm_max = std::max(scaling.warm, scaling.warm_max);
+  options.functions.listener.first_byte_timeout = std::chrono::milliseconds(*first_byte_ms);
+  RaiseFdLimit();
   faas::server::Daemon daemon(options);
   return daemon.Run();
 }

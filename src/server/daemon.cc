@@ -156,6 +156,14 @@ class Daemon::Impl : public api::Backend {
 
   nlohmann::json List() override { return functions_->registry().ToJson(); }
 
+  std::vector<std::string> Degraded() override {
+    std::vector<std::string> reasons;
+    for (const auto& name : functions_->PausedListeners())
+      reasons.push_back("the listener of " + name +
+                        " is paused: accept failed (out of fds or memory)");
+    return reasons;
+  }
+
   Result<nlohmann::json> Remove(const std::string& name) override {
     FAAS_RETURN_IF_ERROR(functions_->Remove(name));
     return nlohmann::json{{"name", name}};

@@ -27,15 +27,6 @@ namespace asio = boost::asio;
 
 inline constexpr char kAddressLabel[] = "lo:faas";
 
-struct Functions::Listener {
-  Listener(asio::io_context& io, std::string name, net::Ipv4 ip, UniqueFd fd)
-      : name(std::move(name)), ip(ip), fd(std::move(fd)), wait(io) {}
-  std::string name;
-  net::Ipv4 ip;
-  UniqueFd fd;
-  asio::posix::stream_descriptor wait;
-};
-
 struct Functions::Function {
   std::shared_ptr<RootfsVersion> rootfs;
   std::unique_ptr<Listener> listener;
@@ -92,12 +83,15 @@ Functions::Functions(asio::io_context& io, const store::StateDir& state, Functio
       registry_(state.RegistryPath()),
       rejector_(io),
       id_prefix_("faas-" + RandomHex(6) + "-"),
-      tick_timer_(io) {}
+      tick_timer_(io),
+      claim_watch_(io) {}
 
 Functions::~Functions() = default;
 
 Status Functions::Start() {
   FAAS_ASSIGN_OR_RETURN(pool_, net::IpPool::Parse(options_.pool));
+  FAAS_ASSIGN_OR_RETURN(claim_, net::PoolClaim::Take(*pool_));
+  AnswerClaimQueries();
   FAAS_ASSIGN_OR_RETURN(netlink_, net::Netlink::Open());
   FAAS_ASSIGN_OR_RETURN(lo_index_, net::LoopbackIndex());
   FAAS_RETURN_IF_ERROR(net::EnablePromoteSecondaries("lo"));
@@ -139,11 +133,29 @@ Status Functions::RemoveLeftovers() {
   for (const auto& [name, record] : registry_.functions()) registered.insert(record.ip);
   FAAS_ASSIGN_OR_RETURN(auto addresses, netlink_->ListIpv4());
   for (const auto& addr : addresses) {
-    if (addr.label != kAddressLabel || registered.count(addr.address.ToString())) continue;
+    // Only our pool's: no other live faasd in this namespace has an overlapping one.
+    if (addr.label != kAddressLabel || !pool_->Contains(addr.address) ||
+        registered.count(addr.address.ToString()))
+      continue;
     spdlog::info("removing stale address {} ({})", addr.address.ToString(), kAddressLabel);
     (void)netlink_->DeleteAddress(addr.ifindex, addr.address, addr.prefix_len);
   }
   return Ok();
+}
+
+// Another faasd starting in this namespace connects to the claim to learn our pid.
+void Functions::AnswerClaimQueries() {
+  if (!claim_watch_.is_open()) {
+    int fd = ::fcntl(claim_->fd(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return;
+    claim_watch_.assign(fd);
+  }
+  claim_watch_.async_wait(asio::posix::stream_descriptor::wait_read,
+                          [this](boost::system::error_code ec) {
+                            if (ec) return;
+                            claim_->AcceptAndClose();
+                            AnswerClaimQueries();
+                          });
 }
 
 Status Functions::Restore(const std::string& name, const store::FunctionRecord& record) {
@@ -160,9 +172,8 @@ Status Functions::Restore(const std::string& name, const store::FunctionRecord& 
   fn->rootfs = std::make_shared<RootfsVersion>(version_dir, remover_);
   fn->listener = std::move(listener);
   fn->scaler = MakeScaler(name, record.scaling);
-  Accept(fn->listener.get());
   functions_[name] = std::move(fn);
-  spdlog::info("serving {} at {}:{}", name, record.ip, options_.port);
+  spdlog::info("serving {} at {}:{}", name, record.ip, options_.listener.port);
   return Ok();
 }
 
@@ -197,43 +208,26 @@ void Functions::RemoveAddress(net::Ipv4 ip) {
     spdlog::warn("remove address {}: {}", ip.ToString(), st.error().message);
 }
 
-Result<std::unique_ptr<Functions::Listener>> Functions::Listen(const std::string& name,
-                                                               net::Ipv4 ip) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) return SysError(errno, "socket");
-  int one = 1;
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(options_.port));
-  addr.sin_addr.s_addr = htonl(ip.value);
-  std::string where = ip.ToString() + ":" + std::to_string(options_.port);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    return SysError(errno, "bind " + where);
-  if (::listen(fd.get(), SOMAXCONN) != 0) return SysError(errno, "listen " + where);
-  auto listener = std::make_unique<Listener>(io_, name, ip, std::move(fd));
-  listener->wait.assign(::fcntl(listener->fd.get(), F_DUPFD_CLOEXEC, 0));
+Result<std::unique_ptr<Listener>> Functions::Listen(const std::string& name, net::Ipv4 ip) {
+  FAAS_ASSIGN_OR_RETURN(auto listener, Listener::Open(io_, name, ip, options_.listener, waiting_,
+                                                      [this, name](UniqueFd client) {
+                                                        OnClient(name, std::move(client));
+                                                      }));
+  listener->Start();
   return listener;
 }
 
-void Functions::Accept(Listener* listener) {
-  listener->wait.async_wait(
-      asio::posix::stream_descriptor::wait_read, [this, listener](boost::system::error_code ec) {
-        if (ec) return;  // the listener is gone
-        for (;;) {
-          UniqueFd client(::accept4(listener->fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-          if (!client) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno != EAGAIN)
-              spdlog::warn("accept on {}: {}", listener->name, std::strerror(errno));
-            break;
-          }
-          if (shutting_down_) break;
-          if (auto it = functions_.find(listener->name); it != functions_.end())
-            it->second->scaler->OnClient(std::move(client));
-        }
-        Accept(listener);
-      });
+void Functions::OnClient(const std::string& name, UniqueFd client) {
+  if (shutting_down_) return;
+  if (auto it = functions_.find(name); it != functions_.end())
+    it->second->scaler->OnClient(std::move(client));
+}
+
+std::vector<std::string> Functions::PausedListeners() const {
+  std::vector<std::string> paused;
+  for (const auto& [name, fn] : functions_)
+    if (fn->listener && fn->listener->paused()) paused.push_back(name);
+  return paused;
 }
 
 std::string Functions::NextContainerId() { return id_prefix_ + std::to_string(++next_id_); }
@@ -270,7 +264,15 @@ bool Functions::ServingClients(const std::string& name) const {
 Result<nlohmann::json> Functions::RuntimeStats(const std::string& name) const {
   auto it = functions_.find(name);
   if (it == functions_.end()) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
-  return it->second->scaler->Stats();
+  nlohmann::json stats = it->second->scaler->Stats();
+  if (const Listener* listener = it->second->listener.get()) {
+    stats["waiting_first_byte"] = listener->waiting();
+    stats["first_byte_timeouts"] = listener->stats().first_byte_timeouts;
+    stats["refused_waiting"] = listener->stats().refused_waiting;
+    stats["accept_errors"] = listener->stats().accept_errors;
+    stats["listener_paused"] = listener->paused();
+  }
+  return stats;
 }
 
 void Functions::OnContainerIdle(Container* container) {
@@ -402,11 +404,10 @@ Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
   fn->rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
   fn->listener = std::move(listener);
   fn->scaler = MakeScaler(name, record.scaling);
-  Accept(fn->listener.get());
   Scaler& scaler = *fn->scaler;
   functions_[name] = std::move(fn);
   scaler.Refill();
-  spdlog::info("deployed {} at {}:{}", name, record.ip, options_.port);
+  spdlog::info("deployed {} at {}:{}", name, record.ip, options_.listener.port);
   return record;
 }
 

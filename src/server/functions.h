@@ -18,6 +18,8 @@
 #include "image/user.h"
 #include "net/addresses.h"
 #include "net/ip_pool.h"
+#include "net/pool_claim.h"
+#include "server/listener.h"
 #include "server/reject.h"
 #include "server/request.h"
 #include "server/scaler.h"
@@ -29,7 +31,7 @@ namespace faas::server {
 
 struct FunctionsOptions {
   std::string pool = "10.0.0.0/24";
-  int port = 80;
+  ListenerOptions listener;  // port, first-byte timeout
   RuntimeOptions runtime;
 };
 
@@ -49,8 +51,10 @@ class Functions {
             RootfsVersion::Remover remover);
   ~Functions();
 
-  // Start-up: loads the registry, removes leftovers of a dead faasd (bundles,
-  // runtime containers, stale lo:faas addresses), re-adds addresses and listens.
+  // Start-up: claims the address pool in this network namespace (kConflict when
+  // another live faasd has an overlapping one), loads the registry, removes leftovers
+  // of a dead faasd (bundles, runtime containers, stale lo:faas addresses of the
+  // pool), re-adds addresses and listens.
   Status Start();
 
   // Marks `name` as being deployed; kConflict if a deploy of it is under way.
@@ -70,6 +74,9 @@ class Functions {
   const store::Registry& registry() const { return registry_; }
   // The live pool, queue and counters of a deployed function (see Scaler::Stats).
   Result<nlohmann::json> RuntimeStats(const std::string& name) const;
+  // Names of the functions whose listener is paused now (accept failed for lack of
+  // fds or memory: see Listener).
+  std::vector<std::string> PausedListeners() const;
 
   // Stops accepting and waits for running requests and imports; after `drain` the
   // requests are killed.
@@ -80,9 +87,9 @@ class Functions {
 
  private:
   struct Function;
-  struct Listener;
 
   Status RemoveLeftovers();
+  void AnswerClaimQueries();
   Status Restore(const std::string& name, const store::FunctionRecord& record);
   Result<net::Ipv4> AllocateIp();
   Status AddAddress(net::Ipv4 ip);
@@ -90,7 +97,7 @@ class Functions {
   Result<store::FunctionRecord> Redeploy(const std::string& name, store::FunctionRecord record);
   Result<store::FunctionRecord> DeployNew(const std::string& name, store::FunctionRecord record);
   Result<std::unique_ptr<Listener>> Listen(const std::string& name, net::Ipv4 ip);
-  void Accept(Listener* listener);
+  void OnClient(const std::string& name, UniqueFd client);
   std::unique_ptr<Scaler> MakeScaler(const std::string& name, const store::ScalingOptions& options);
   std::shared_ptr<Container> MakeContainer(const std::string& name, UniqueFd client);
   void OnContainerDone(Container* container);
@@ -110,6 +117,7 @@ class Functions {
   int lo_index_ = 0;
   std::set<net::Ipv4> added_;  // addresses this faasd added (and must remove)
   Rejector rejector_;          // outlives the functions' scalers
+  WaitingClients waiting_;     // outlives the functions' listeners
   std::map<std::string, std::unique_ptr<Function>> functions_;
   std::set<std::string> deploying_;
   std::map<Container*, std::shared_ptr<Container>> containers_;
@@ -125,6 +133,8 @@ class Functions {
   std::function<void()> shutdown_done_;
   std::unique_ptr<boost::asio::steady_timer> drain_timer_;
   boost::asio::steady_timer tick_timer_;
+  std::optional<net::PoolClaim> claim_;  // this namespace's addresses of the pool are ours
+  boost::asio::posix::stream_descriptor claim_watch_;
 };
 
 }  // namespace faas::server

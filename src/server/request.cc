@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -51,6 +53,13 @@ long MillisSince(std::chrono::steady_clock::time_point t) {
       .count();
 }
 
+// The runtime cannot give a container more fds than faasd may have itself.
+uint64_t OwnHardFdLimit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_max == RLIM_INFINITY) return UINT64_MAX;
+  return limit.rlim_max;
+}
+
 Result<UniqueFd> ListenUnix(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -61,7 +70,8 @@ Result<UniqueFd> ListenUnix(const std::string& path) {
   if (!fd) return SysError(errno, "socket");
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
     return SysError(errno, "bind " + path);
-  // Only the container can reach this path; a handler running as any user may connect.
+  // Its directory keeps everyone but root and the container's root out; inside, the
+  // handler may run as any user of the image.
   ::chmod(path.c_str(), 0666);
   if (::listen(fd.get(), 1) != 0) return SysError(errno, "listen " + path);
   return fd;
@@ -112,11 +122,13 @@ void Container::Start() {
   state_ = State::kSpawning;
   spdlog::debug("container {}: spawning for {}", id_, function_.name);
   std::string dir = BundleDir();
-  // In a user namespace the container's root is an unprivileged host user that must
-  // be able to reach the control socket.
-  if (::mkdir(dir.c_str(), function_.userns_base ? 0711 : 0700) != 0)
-    return Fail("mkdir " + dir + ": " + std::strerror(errno));
+  if (::mkdir(dir.c_str(), 0700) != 0) return Fail("mkdir " + dir + ": " + std::strerror(errno));
   bundle_created_ = true;
+  // In a user namespace the container's root is an unprivileged host user that must
+  // reach the control socket in here; no other user may.
+  if (function_.userns_base != 0 &&
+      ::chown(dir.c_str(), function_.userns_base, function_.userns_base) != 0)
+    return Fail("chown " + dir + ": " + std::strerror(errno));
   auto listener = ListenUnix(dir + "/control.sock");
   if (!listener.ok()) return Fail(listener.error().message);
   control_listener_ = std::move(listener).value();
@@ -136,6 +148,7 @@ void Container::Start() {
   spec.run_timeout_ms = function_.limits.timeout_ms;
   spec.userns_base = function_.userns_base;
   spec.reuse = function_.reuse;
+  spec.nofile_limit = std::min(spec.nofile_limit, OwnHardFdLimit());
   if (auto st = runtime::WriteBundle(dir, spec); !st.ok()) return Fail(st.error().message);
   phases_.prepared = std::chrono::steady_clock::now();
 
@@ -154,8 +167,11 @@ void Container::Start() {
   phases_.spawned = std::chrono::steady_clock::now();
   ReadOutput();
   runc_ = std::move(child).value();
-  exit_wait_.assign(DupCloexec(runc_.pidfd()));
-  control_wait_.assign(DupCloexec(control_listener_.get()));
+  UniqueFd exit_fd(DupCloexec(runc_.pidfd()));
+  UniqueFd control_fd(DupCloexec(control_listener_.get()));
+  if (!exit_fd || !control_fd) return Fail(std::string("dup: ") + std::strerror(errno));
+  exit_wait_.assign(exit_fd.Release());
+  control_wait_.assign(control_fd.Release());
   state_ = State::kWaitingForConnect;
   spdlog::debug("container {}: waiting for connect (runc pid {})", id_, runc_.pid());
   WaitForExit();
@@ -185,6 +201,12 @@ void Container::OnControlReadable() {
     if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return WaitForConnect();
     return Kill("accept on control socket failed");
   }
+  if (auto from = CheckPeer(conn.get()); !from.ok()) {
+    if (from.error().code != Errc::kInvalidArgument) return Kill("cannot check the control peer");
+    spdlog::warn("container {} ({}): refused a control connection: {}", id_, function_.name,
+                 from.error().message);
+    return WaitForConnect();
+  }
   control_conn_ = std::move(conn);
   timer_.cancel();
   if (next) {
@@ -205,6 +227,40 @@ void Container::OnControlReadable() {
   }
   state_ = State::kReady;
   spdlog::debug("container {}: ready", id_);
+}
+
+// Only a process of this container may take its clients (kInvalidArgument: a
+// stranger; other errors: the check itself failed): the peer must be in the
+// container's cgroup (and, in a user namespace, run as one of its mapped ids). The
+// socket's directory already keeps other users out; this also stops root's other
+// processes and a connection made through a leaked path.
+Status Container::CheckPeer(int conn) const {
+  ucred peer{};
+  socklen_t len = sizeof peer;
+  if (::getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0)
+    return SysError(errno, "SO_PEERCRED");
+  const std::string who = "pid " + std::to_string(peer.pid) + " uid " + std::to_string(peer.uid);
+  if (function_.userns_base != 0 && (peer.uid < function_.userns_base ||
+                                     peer.uid - function_.userns_base >= runtime::kUsernsSize))
+    return MakeError(Errc::kInvalidArgument, who + " is outside the container's user namespace");
+  auto cgroups = ReadFile("/proc/" + std::to_string(peer.pid) + "/cgroup", 64 << 10);
+  if (!cgroups.ok()) {
+    if (cgroups.error().sys_errno == ENOENT)
+      return MakeError(Errc::kInvalidArgument, who + " is gone");
+    return std::move(cgroups).error();
+  }
+  const std::string mine = options_.cgroup_parent + "/" + id_;
+  std::istringstream lines(*cgroups);
+  for (std::string line; std::getline(lines, line);) {
+    // hierarchy-id:controllers:path
+    auto colon = line.find(':', line.find(':') + 1);
+    if (colon == std::string::npos) continue;
+    std::string_view path = std::string_view(line).substr(colon + 1);
+    if (path == mine || (path.size() > mine.size() && path.substr(0, mine.size()) == mine &&
+                         path[mine.size()] == '/'))
+      return Ok();
+  }
+  return MakeError(Errc::kInvalidArgument, who + " is not in the container's cgroup " + mine);
 }
 
 void Container::CloseControlListener() {
@@ -365,11 +421,18 @@ void Container::DeleteRuntimeState() {
   auto del = runtime::Spawn(
       {{options_.runtime, "--root", options_.runtime_root, "delete", "--force", id_}});
   if (!del.ok()) {
+    if (OutOfResources(del.error())) return RetryLater([this] { DeleteRuntimeState(); });
     spdlog::error("container {}: {}", id_, del.error().message);
     return Finish();
   }
   helper_ = std::move(del).value();
-  helper_wait_.assign(DupCloexec(helper_.pidfd()));
+  UniqueFd wait_fd(DupCloexec(helper_.pidfd()));
+  if (!wait_fd) {
+    // Out of fds: wait for it here (it takes milliseconds) rather than leak it.
+    (void)helper_.Wait();
+    return Finish();
+  }
+  helper_wait_.assign(wait_fd.Release());
   helper_wait_.async_wait(asio::posix::stream_descriptor::wait_read,
                           [self = shared_from_this()](boost::system::error_code ec) {
                             if (ec) return;
@@ -380,6 +443,28 @@ void Container::DeleteRuntimeState() {
                                            runtime::DescribeWaitStatus(*status));
                             self->Finish();
                           });
+}
+
+bool Container::OutOfResources(const Error& error) {
+  return error.sys_errno == EMFILE || error.sys_errno == ENFILE || error.sys_errno == ENOMEM ||
+         error.sys_errno == EAGAIN;
+}
+
+// A cleanup step that failed for want of fds or memory is tried again until it
+// succeeds: those come back as clients and containers go, and a container must not
+// leave its runtime state or bundle behind because it ended in a bad moment.
+void Container::RetryLater(std::function<void()> step) {
+  if (retry_delay_.count() == 0) {
+    spdlog::warn("container {}: cleanup is short of fds or memory; retrying", id_);
+    retry_delay_ = std::chrono::milliseconds(50);
+  } else {
+    retry_delay_ = std::min(retry_delay_ * 2, std::chrono::milliseconds(1000));
+  }
+  cgroup_retry_.expires_after(retry_delay_);
+  cgroup_retry_.async_wait(
+      [self = shared_from_this(), step = std::move(step)](boost::system::error_code ec) {
+        if (!ec) step();
+      });
 }
 
 // `runc delete` leaves the cgroup when runc was killed while it was still creating
@@ -444,9 +529,15 @@ void Container::Finish() {
   }
   LogOutput(/*flush=*/true);
   output_.close();
+  RemoveBundle();
+}
+
+void Container::RemoveBundle() {
   if (bundle_created_) {
-    if (auto st = RemoveTree(BundleDir()); !st.ok())
+    if (auto st = RemoveTree(BundleDir()); !st.ok()) {
+      if (OutOfResources(st.error())) return RetryLater([this] { RemoveBundle(); });
       spdlog::error("container {}: {}", id_, st.error().message);
+    }
     bundle_created_ = false;
   }
   state_ = State::kCleaned;

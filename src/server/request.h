@@ -117,7 +117,8 @@ class Container : public std::enable_shared_from_this<Container> {
   void WaitForConnect();
   void OnControlReadable();
   bool HandOver();
-  void CloseControlListener();  // false: the handler is gone
+  Status CheckPeer(int conn) const;
+  void CloseControlListener();
   void WaitForExit();
   void OnExited();
   void StartTimer(std::chrono::milliseconds after, const char* what);
@@ -128,6 +129,9 @@ class Container : public std::enable_shared_from_this<Container> {
   bool RemoveCgroups();
   void DeleteRuntimeState();
   void Finish();
+  void RemoveBundle();
+  static bool OutOfResources(const Error& error);
+  void RetryLater(std::function<void()> step);
   std::string BundleDir() const { return options_.bundles_dir + "/" + id_; }
 
   const RuntimeOptions& options_;
@@ -157,8 +161,9 @@ class Container : public std::enable_shared_from_this<Container> {
   runtime::Child helper_;  // runc kill / runc delete
   boost::asio::posix::stream_descriptor helper_wait_;
   boost::asio::steady_timer timer_;
-  boost::asio::steady_timer cgroup_retry_;
+  boost::asio::steady_timer cgroup_retry_;  // also paces RetryLater
   int cgroup_attempts_ = 0;
+  std::chrono::milliseconds retry_delay_{0};
   // The runtime's and the handler's stdout and stderr, logged line by line up to a cap.
   boost::asio::posix::stream_descriptor output_;
   std::array<char, 4096> output_buffer_{};

@@ -39,6 +39,9 @@ class Faasd:
         self.proc: Optional[Spawned] = None
         # --warm given to every start without one of its own; None: faasd's own default.
         self.default_warm: Optional[str] = "0"
+        # Runs faasd through this command, e.g. ["prlimit", "--nofile=200:200", "--"]
+        # (it must exec faasd, so that the pid stays faasd's).
+        self.wrapper: list = []
         self.args: list = []
         self.past_logs: list = []
         self.exit_codes: list = []
@@ -52,8 +55,8 @@ class Faasd:
         if (self.default_warm is not None
                 and not any(a == "--warm" or a.startswith("--warm=") for a in extra)):
             warm = ["--warm", self.default_warm]
-        return [self.faasd_bin, "--state-dir", self.state_dir, "--run-dir", self.run_dir,
-                "--log-level", "debug", *warm, *extra]
+        return [*self.wrapper, self.faasd_bin, "--state-dir", self.state_dir,
+                "--run-dir", self.run_dir, "--log-level", "debug", *warm, *extra]
 
     def start(self, *extra: str, ready_timeout: float = 20) -> "Faasd":
         assert self.proc is None or self.proc.poll() is not None, "faasd is already running"

@@ -26,7 +26,9 @@ class FakeBackend : public Backend {
     if (name == "busy") return MakeError(Errc::kConflict, "a deploy of 'busy' is under way");
     return nlohmann::json{{"name", name}};
   }
+  std::vector<std::string> Degraded() override { return degraded; }
   std::vector<std::string> removed;
+  std::vector<std::string> degraded;
 };
 
 TEST(ApiRouteTest, Healthz) {
@@ -34,6 +36,15 @@ TEST(ApiRouteTest, Healthz) {
   Reply r = Route(backend, verb::get, "/healthz");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body["status"], "ok");
+}
+
+TEST(ApiRouteTest, HealthzDegradedIs503WithTheReasons) {
+  FakeBackend backend;
+  backend.degraded = {"listener of hello paused: Too many open files"};
+  Reply r = Route(backend, verb::get, "/healthz");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.body["status"], "degraded");
+  EXPECT_EQ(r.body["reasons"], nlohmann::json::array({backend.degraded[0]}));
 }
 
 TEST(ApiRouteTest, IpKnownAndUnknown) {
