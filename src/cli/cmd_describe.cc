@@ -5,6 +5,7 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "common/text.h"
 
 namespace faas::cli {
 namespace {
@@ -19,7 +20,7 @@ int RunDescribe(const Client& client, const std::string& name) {
   if (!response.ok()) return Fail(response.error());
   Result<nlohmann::ordered_json> reply = ParseReply(*response);
   if (!reply.ok()) return Fail(reply.error());
-  std::cout << reply->dump(2) << "\n";
+  std::cout << EscapeJsonControl(reply->dump(2)) << "\n";
   return kExitOk;
 }
 

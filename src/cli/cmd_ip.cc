@@ -5,6 +5,7 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "common/text.h"
 
 namespace faas::cli {
 namespace {
@@ -24,7 +25,7 @@ int RunIp(const Client& client, const std::string& name) {
   if (int code = CheckName(name); code != kExitOk) return code;
   Result<std::string> ip = LookUpIp(client, name);
   if (!ip.ok()) return Fail(ip.error());
-  std::cout << *ip << "\n";
+  std::cout << EscapeControl(*ip) << "\n";
   return kExitOk;
 }
 

@@ -8,14 +8,16 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "common/text.h"
 
 namespace faas::cli {
 namespace {
 
 constexpr char kHelp[] =
     "Lists the functions faasd runs, one row per function sorted by name, with columns Name,\n"
-    "IP and Command (the function's command, joined by spaces). With --json, prints faasd's\n"
-    "registry instead: a JSON object mapping each name to its record, as the API returned it.";
+    "IP and Command (the function's command, joined by spaces; control characters show as\n"
+    "\\xNN). With --json, prints faasd's registry instead: a JSON object mapping each name to\n"
+    "its record, as the API returned it.";
 
 constexpr size_t kMinNameWidth = 20;
 constexpr size_t kIpWidth = 15;
@@ -37,10 +39,11 @@ std::string JoinCommand(const nlohmann::ordered_json& cmd) {
   return joined;
 }
 
+// Every field is escaped: an image chose the command, and the registry is faasd's to fill.
 Row ToRow(const std::string& name, const nlohmann::ordered_json& record) {
-  if (!record.is_object()) return {name, "", ""};
-  return {name, Text(record.value("ip", nlohmann::ordered_json(""))),
-          JoinCommand(record.value("cmd", nlohmann::ordered_json()))};
+  if (!record.is_object()) return {EscapeControl(name), "", ""};
+  return {EscapeControl(name), EscapeControl(Text(record.value("ip", nlohmann::ordered_json("")))),
+          EscapeControl(JoinCommand(record.value("cmd", nlohmann::ordered_json())))};
 }
 
 Result<std::vector<Row>> ToRows(const nlohmann::ordered_json& registry) {
@@ -76,7 +79,7 @@ int RunList(const Client& client, bool json) {
   Result<nlohmann::ordered_json> registry = ParseReply(*response);
   if (!registry.ok()) return Fail(registry.error());
   if (json) {
-    std::cout << registry->dump(2) << "\n";
+    std::cout << EscapeJsonControl(registry->dump(2)) << "\n";
     return kExitOk;
   }
   Result<std::vector<Row>> rows = ToRows(*registry);

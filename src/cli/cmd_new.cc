@@ -11,6 +11,7 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "common/text.h"
 
 namespace faas::cli {
 namespace {
@@ -109,14 +110,19 @@ Result<nlohmann::ordered_json> Deploy(const Client& client, const NewOptions& op
 int PrintDeployed(const std::string& name, const nlohmann::ordered_json& reply) {
   Result<std::string> ip = StringField(reply, "ip");
   if (!ip.ok()) return Fail(ip.error());
-  std::cout << "✓ Deployed " << name << " at " << *ip << "\n";
-  std::cout << "  Command: " << reply.value("cmd", nlohmann::ordered_json::array()).dump() << "\n";
+  std::cout << "✓ Deployed " << name << " at " << EscapeControl(*ip) << "\n";
+  std::cout << "  Command: "
+            << EscapeJsonControl(reply.value("cmd", nlohmann::ordered_json::array()).dump())
+            << "\n";
   return kExitOk;
 }
 
 int RunNew(const Client& client, const NewOptions& options) {
   const std::string& name = options.name;
   if (int code = CheckName(name); code != kExitOk) return code;
+  for (const std::string& entry : options.env) {
+    if (Status valid = ValidateEnvEntry(entry); !valid.ok()) return Fail(valid.error(), kExitUsage);
+  }
   StdinImage image;
   if (Status opened = image.Open(); !opened.ok()) {
     const bool usage = opened.error().code == Errc::kInvalidArgument;

@@ -28,7 +28,8 @@ Verb AddRmCommand(CLI::App& app);
 Verb AddInitCommand(CLI::App& app);  // needs no daemon: ignores the Client
 Verb AddDescribeCommand(CLI::App& app);
 
-// Prints "Error: <message>" on stderr and returns `exit_code`.
+// Prints "Error: <message>" on stderr, control characters escaped (EscapeControl), and
+// returns `exit_code`.
 int Fail(const Error& error, int exit_code = kExitFailure);
 
 // Fail() with kExitUsage when `name` is not a valid function name; kExitOk otherwise.

@@ -10,6 +10,7 @@
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "common/error.h"
+#include "common/text.h"
 
 #ifndef FAAS_VERSION
 #define FAAS_VERSION "0.1.0"
@@ -102,7 +103,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 
 int Fail(const Error& error, int exit_code) {
-  std::cerr << "Error: " << error.message << "\n";
+  std::cerr << "Error: " << EscapeControl(error.message) << "\n";
   return exit_code;
 }
 

@@ -1,5 +1,6 @@
 #include "image/config.h"
 
+#include "common/text.h"
 #include "image/archive_util.h"
 
 namespace faas::image {
@@ -46,6 +47,10 @@ Status ReadRunConfig(const json& doc, ImageConfig* out) {
   FAAS_RETURN_IF_ERROR(ReadStringList(*config, "Entrypoint", "config.Entrypoint", &out->cmd));
   FAAS_RETURN_IF_ERROR(ReadStringList(*config, "Cmd", "config.Cmd", &out->cmd));
   FAAS_RETURN_IF_ERROR(ReadStringList(*config, "Env", "config.Env", &out->env));
+  for (const std::string& entry : out->env) {
+    if (Status valid = ValidateEnvEntry(entry); !valid.ok())
+      return MakeError(Errc::kBadImage, "image config: config.Env: " + valid.error().message);
+  }
   FAAS_RETURN_IF_ERROR(ReadString(*config, "WorkingDir", "config.WorkingDir", &out->working_dir));
   return ReadString(*config, "User", "config.User", &out->user);
 }

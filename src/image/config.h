@@ -13,7 +13,7 @@ namespace faas::image {
 struct ImageConfig {
   std::vector<std::string>
       cmd;  // Entrypoint + Cmd from the image config; {"/bin/sh"} if both empty
-  std::vector<std::string> env;  // config.Env, "K=V"
+  std::vector<std::string> env;  // config.Env, "K=V", each valid (ValidateEnvEntry)
   std::string working_dir;       // config.WorkingDir ("" if unset)
   std::string user;              // config.User (stored, not applied yet)
 };
@@ -26,7 +26,8 @@ struct ParsedConfig {
 
 // Parses an OCI / Docker image configuration JSON document (untrusted).
 // Every field may be missing or null; a field of the wrong type, a malformed
-// diff_id or invalid JSON is kBadImage. Never throws. Thread-safe.
+// diff_id, an Env entry ValidateEnvEntry (common/text.h) refuses or invalid JSON is
+// kBadImage. Never throws. Thread-safe.
 Result<ParsedConfig> ParseImageConfig(std::string_view json);
 
 }  // namespace faas::image

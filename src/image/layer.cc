@@ -672,4 +672,8 @@ Status ApplyLayer(int blob_fd, int rootfs_fd, const std::string& expected_diff_i
   return WritePass(blob_fd, rootfs_fd, tar_bytes, blob_is_diff_id);
 }
 
+Result<UniqueFd> OpenDirBeneath(int root_fd, const std::string& relative) {
+  return OpenBeneath(root_fd, relative);
+}
+
 }  // namespace faas::image

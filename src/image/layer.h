@@ -5,6 +5,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/fd.h"
 
 namespace faas::image {
 
@@ -46,5 +47,13 @@ struct LayerTotals {
 // instead of reading it.
 Status ApplyLayer(int blob_fd, int rootfs_fd, const std::string& expected_diff_id,
                   const LayerLimits& limits, LayerTotals* totals, bool blob_is_diff_id = false);
+
+// Opens the directory `relative` ("" for the root itself) beneath `root_fd` (borrowed) as
+// an O_PATH fd, the way ApplyLayer reaches directories: openat2(RESOLVE_BENEATH), symlinks
+// followed only while they stay beneath. Errors are kBadImage with the errno kept:
+// EXDEV or ELOOP when the path leads out of the tree (an absolute symlink, "..", a loop),
+// ENOENT or ENOTDIR when a component is missing or not a directory, ENAMETOOLONG; other
+// failures are kIo.
+Result<UniqueFd> OpenDirBeneath(int root_fd, const std::string& relative);
 
 }  // namespace faas::image

@@ -1,8 +1,11 @@
 #include "runtime/seccomp.h"
 
 #include <sched.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <iterator>
 
 namespace faas::runtime {
 namespace {
@@ -207,8 +210,6 @@ constexpr const char* kAllowed[] = {
     "sigaltstack",
     "signalfd",
     "signalfd4",
-    "socket",
-    "socketpair",
     "splice",
     "stat",
     "statfs",
@@ -251,13 +252,51 @@ constexpr const char* kAllowed[] = {
 constexpr uint64_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
                                      CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP;
 
+// Address families a handler may open: local sockets and IP (its client is TCP). Others
+// reach kernel code that no handler needs (AF_VSOCK to the hypervisor, AF_PACKET,
+// AF_NETLINK, AF_ALG, AF_BLUETOOTH, ...). glibc copes without netlink: getaddrinfo's
+// address-family probe falls back to assuming both IPv4 and IPv6.
+constexpr uint64_t kSocketFamilies[] = {AF_UNIX, AF_INET, AF_INET6};
+constexpr uint64_t kSocketpairFamilies[] = {AF_UNIX};
+constexpr uint64_t kMaxFamily = AF_INET6;
+
+nlohmann::json FamilyRule(const char* call, uint64_t family, const char* op,
+                          nlohmann::json action) {
+  nlohmann::json rule = std::move(action);
+  rule["names"] = nlohmann::json::array({call});
+  rule["args"] = nlohmann::json::array(
+      {nlohmann::json{{"index", 0}, {"value", family}, {"valueTwo", 0}, {"op", op}}});
+  return rule;
+}
+
+// The comparisons of one rule are ANDed, so a set of families takes a rule each: ALLOW
+// for each allowed family, EAFNOSUPPORT (what Docker's profile answers) for each other
+// value up to the largest allowed family and for everything above it. The domain is an int, so a
+// negative one is a huge unsigned value and lands in the last rule.
+void AddFamilyRules(const char* call, const uint64_t* allowed, size_t count,
+                    nlohmann::json* rules) {
+  const nlohmann::json allow = {{"action", "SCMP_ACT_ALLOW"}};
+  const nlohmann::json refuse = {{"action", "SCMP_ACT_ERRNO"}, {"errnoRet", EAFNOSUPPORT}};
+  for (uint64_t family = 0; family <= kMaxFamily; ++family) {
+    const bool ok = std::find(allowed, allowed + count, family) != allowed + count;
+    rules->push_back(FamilyRule(call, family, "SCMP_CMP_EQ", ok ? allow : refuse));
+  }
+  rules->push_back(FamilyRule(call, kMaxFamily + 1, "SCMP_CMP_GE", refuse));
+}
+
 nlohmann::json Build() {
   nlohmann::json names = nlohmann::json::array();
   for (const char* name : kAllowed) names.push_back(name);
-  return {
+  nlohmann::json rules = nlohmann::json::array();
+  AddFamilyRules("socket", kSocketFamilies, std::size(kSocketFamilies), &rules);
+  AddFamilyRules("socketpair", kSocketpairFamilies, std::size(kSocketpairFamilies), &rules);
+  nlohmann::json profile = {
       {"defaultAction", "SCMP_ACT_ERRNO"},
       {"defaultErrnoRet", 1},  // EPERM, which programs expect for "not allowed here"
-      {"architectures", {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"}},
+      // Not SCMP_ARCH_X86: i386 code opens sockets through socketcall(2), whose arguments
+      // sit in memory, so libseccomp cannot check the family there (it refuses the
+      // family rules below for that architecture). 32-bit x86 handlers do not run.
+      {"architectures", {"SCMP_ARCH_X86_64", "SCMP_ARCH_X32"}},
       {"syscalls",
        {
            {{"names", names}, {"action", "SCMP_ACT_ALLOW"}},
@@ -276,6 +315,8 @@ nlohmann::json Build() {
             {"errnoRet", ENOSYS}},
        }},
   };
+  for (nlohmann::json& rule : rules) profile["syscalls"].push_back(std::move(rule));
+  return profile;
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/scope_guard.h"
 #include "image/idshift.h"
+#include "image/workdir.h"
 #include "runtime/bundle.h"
 #include "store/names.h"
 
@@ -207,6 +208,7 @@ class Daemon::Impl : public api::Backend {
     FAAS_RETURN_IF_ERROR(
         image::CheckCommand(image->new_rootfs, image->config.cmd,
                             store::MergeEnv(image->config.env, image->options.env)));
+    FAAS_RETURN_IF_ERROR(image::PrepareWorkingDir(image->new_rootfs, image->config.working_dir));
     FAAS_RETURN_IF_ERROR(runtime::PrepareRootfs(image->new_rootfs));
     if (options_.userns) {
       if (image->user.uid >= runtime::kUsernsSize || image->user.gid >= runtime::kUsernsSize)

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <thread>
 
+#include "common/text.h"
+
 namespace faas::store {
 namespace {
 
@@ -30,13 +32,6 @@ Result<std::string> StringOrNumber(const nlohmann::json& value, const char* key)
   if (value.is_string()) return value.get<std::string>();
   if (value.is_number()) return value.dump();
   return MakeError(Errc::kInvalidArgument, std::string("option '") + key + "' must be a string");
-}
-
-Status ValidateEnv(const std::string& kv) {
-  auto eq = kv.find('=');
-  if (eq == 0 || eq == std::string::npos || kv.find('\0') != std::string::npos)
-    return MakeError(Errc::kInvalidArgument, "invalid env '" + kv + "': expected KEY=VALUE");
-  return Ok();
 }
 
 Result<int64_t> ParseCount(std::string_view text, const char* what, int64_t min, int64_t max) {
@@ -86,7 +81,7 @@ Status ApplyOption(const std::string& key, const nlohmann::json& value, DeployOp
     for (const auto& item : value) {
       if (!item.is_string())
         return MakeError(Errc::kInvalidArgument, "env entries must be strings");
-      FAAS_RETURN_IF_ERROR(ValidateEnv(item.get<std::string>()));
+      FAAS_RETURN_IF_ERROR(ValidateEnvEntry(item.get<std::string>()));
       out->env.push_back(item.get<std::string>());
     }
     return Ok();

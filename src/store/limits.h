@@ -49,8 +49,8 @@ Result<double> ParseRate(std::string_view text);
 // header: {"memory":"256M","cpus":"0.5","pids":32,"timeout":"10s",
 // "connect_timeout":"2s","env":["K=V"],"warm":2,"warm_max":8,"idle_timeout":"5m",
 // "max_concurrency":8,"queue":64,"queue_timeout":"10s","rate_limit":100,"reuse":1}.
-// Unknown keys are an error; so is "warm" above an explicit "warm_max" (a "warm"
-// above the default "warm_max" raises it).
+// Unknown keys are an error; so is an env entry ValidateEnvEntry (common/text.h) refuses,
+// and "warm" above an explicit "warm_max" (a "warm" above the default "warm_max" raises it).
 struct DeployOptions {
   FunctionLimits limits;
   ScalingOptions scaling;

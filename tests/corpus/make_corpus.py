@@ -473,6 +473,18 @@ def cases(outside: str, handler: bytes) -> list:
              "CMD /handler, handler -> /DIR/victim-exec (executable on the host)",
              lambda: docker_archive([Layer([S("handler", f"{out}/victim-exec")])]),
              stage="deploy"),
+        Case("env-nul", 400, "it contains a NUL byte",
+             "Env A=x<NUL>y: runc cannot exec with it, every request would fail",
+             lambda: _with_run_config(h, {"Env": ["PATH=/usr/bin:/bin", "A=x\0y"]})),
+        Case("env-newline-in-key", 400, "the key contains a control character",
+             "Env A<LF>B=1", lambda: _with_run_config(h, {"Env": ["A\nB=1"]})),
+        Case("workdir-file", 400, "is not a directory in the image",
+             "WorkingDir /handler, a file", lambda: _with_run_config(h, {"WorkingDir": "/handler"}),
+             stage="deploy"),
+        Case("workdir-symlink-outside", 400, "leads out of the image",
+             "WorkingDir /work/made, work -> /DIR: runc would create DIR/made on the host",
+             lambda: _with_run_config(h, {"WorkingDir": "/work/made"}, S("work", out)),
+             stage="deploy"),
         # --- the outer archive -------------------------------------------------------------
         Case("outer-dotdot-member", 400, "path escapes the archive",
              "an archive member at ../../…/DIR/pwned",
@@ -626,6 +638,13 @@ def cases(outside: str, handler: bytes) -> list:
 def _with_user(handler: bytes, out: str) -> bytes:
     layers = [Layer([F("handler", handler, 0o755), D("etc"), S("etc/passwd", f"{out}/passwd")])]
     return docker_archive(layers, config=config_json(layers, user="evil"))
+
+
+def _with_run_config(handler: bytes, run_config: dict, *more) -> bytes:
+    layers = [Layer([F("handler", handler, 0o755), *more])]
+    config = json.loads(config_json(layers))
+    config["config"].update(run_config)
+    return docker_archive(layers, config=json.dumps(config).encode())
 
 
 def build(outdir: str, outside: str, handler: bytes = PLACEHOLDER, only=None) -> list:

@@ -10,6 +10,7 @@
 #include "common/fd.h"
 #include "common/file.h"
 #include "common/scope_guard.h"
+#include "common/text.h"
 
 namespace faas {
 namespace {
@@ -128,6 +129,50 @@ TEST(FileTest, RemoveTreeDoesNotFollowSymlinks) {
   EXPECT_FALSE(fs::exists(dir.path() + "/tree"));
   EXPECT_TRUE(fs::exists(dir.path() + "/outside/keep"));
   EXPECT_TRUE(RemoveTree(dir.path() + "/tree").ok()) << "missing path is success";
+}
+
+TEST(TextTest, EscapeControlShowsWhatATerminalWouldAct) {
+  EXPECT_EQ(EscapeControl("/handler --port 80"), "/handler --port 80");
+  EXPECT_EQ(EscapeControl("caf\xc3\xa9 \xe2\x9c\x93"), "caf\xc3\xa9 \xe2\x9c\x93") << "UTF-8 kept";
+  EXPECT_EQ(EscapeControl("a\x1b]0;owned\x07z"), "a\\x1b]0;owned\\x07z");
+  EXPECT_EQ(EscapeControl(std::string("k\0v\n\r\t\x7f", 7)), "k\\x00v\\x0a\\x0d\\x09\\x7f");
+  EXPECT_EQ(EscapeControl("\xc2\x9b"
+                          "31m"),
+            "\\u009b31m")
+      << "C1 CSI";
+  EXPECT_EQ(EscapeControl("x\xe2\x80\xaey"), "x\\u202ey") << "right-to-left override";
+  EXPECT_EQ(EscapeControl("\xff\xc3(\xed\xa0\x80"), "\\xff\\xc3(\\xed\\xa0\\x80")
+      << "invalid UTF-8 and an encoded surrogate, byte by byte";
+  EXPECT_EQ(EscapeControl("\xc0\x9b"), "\\xc0\\x9b") << "an overlong ESC";
+}
+
+TEST(TextTest, EscapeJsonControlKeepsTheSameJson) {
+  EXPECT_EQ(EscapeJsonControl(R"(["/handler","-x"])"), R"(["/handler","-x"])");
+  EXPECT_EQ(EscapeJsonControl("{\n  \"a\": \"\\u001b[2J\"\n}"), "{\n  \"a\": \"\\u001b[2J\"\n}")
+      << "layout whitespace and escapes the serializer wrote stay";
+  EXPECT_EQ(EscapeJsonControl("[\"\x7f\xc2\x9b\xe2\x81\xa6\"]"), "[\"\\u007f\\u009b\\u2066\"]");
+  EXPECT_EQ(EscapeJsonControl("[\"\xff\"]"), "[\"\\ufffd\"]");
+}
+
+TEST(TextTest, EnvEntriesNeedAKeyAndNoNulOrControlInTheKey) {
+  for (const char* good :
+       {"A=1", "PATH=/usr/bin:/bin", "A=b=c", "EMPTY=", "PEM=line1\nline2", "_x.y-z=\xc3\xa9"})
+    EXPECT_TRUE(ValidateEnvEntry(good).ok()) << good;
+  const std::pair<std::string, std::string> bad[] = {
+      {"NOEQUALS", "invalid env 'NOEQUALS': expected KEY=VALUE"},
+      {"=1", "invalid env '=1': the key is empty"},
+      {"==", "invalid env '==': the key is empty"},
+      {std::string("A=x\0y", 5), "invalid env 'A=x\\x00y': it contains a NUL byte"},
+      {std::string("A\0=y", 4), "invalid env 'A\\x00=y': it contains a NUL byte"},
+      {"A\nB=1", "invalid env 'A\\x0aB=1': the key contains a control character"},
+      {"A\x1b[2J=1", "invalid env 'A\\x1b[2J=1': the key contains a control character"},
+  };
+  for (const auto& [entry, message] : bad) {
+    Status valid = ValidateEnvEntry(entry);
+    ASSERT_FALSE(valid.ok()) << EscapeControl(entry);
+    EXPECT_EQ(valid.error().code, Errc::kInvalidArgument);
+    EXPECT_EQ(valid.error().message, message);
+  }
 }
 
 }  // namespace

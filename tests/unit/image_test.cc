@@ -20,6 +20,7 @@
 #include "image/idshift.h"
 #include "image/importer.h"
 #include "image/user.h"
+#include "image/workdir.h"
 
 namespace faas::image {
 namespace {
@@ -338,6 +339,30 @@ TEST_F(ImageTest, EnvWorkingDirUser) {
   EXPECT_EQ(result->env, (std::vector<std::string>{"PATH=/usr/bin", "A=b=c"}));
   EXPECT_EQ(result->working_dir, "/app");
   EXPECT_EQ(result->user, "1000:1000");
+}
+
+TEST_F(ImageTest, RegressionEnvWithNulOrNewlineInTheKeyIsABadImage) {
+  const std::pair<std::string, std::string> bad[] = {
+      {R"({"config":{"Env":["A=x\u0000y"]}})",
+       "image config: config.Env: invalid env 'A=x\\x00y': it contains a NUL byte"},
+      {R"({"config":{"Env":["PATH=/bin","A\nB=1"]}})",
+       "image config: config.Env: invalid env 'A\\x0aB=1': the key contains a control "
+       "character"},
+      {R"({"config":{"Env":["=1"]}})",
+       "image config: config.Env: invalid env '=1': the key is "
+       "empty"},
+      {R"({"config":{"Env":["NOEQUALS"]}})",
+       "image config: config.Env: invalid env 'NOEQUALS': expected KEY=VALUE"},
+  };
+  for (const auto& [json, message] : bad) {
+    auto parsed = ParseImageConfig(json);
+    ASSERT_FALSE(parsed.ok()) << json;
+    EXPECT_EQ(parsed.error().code, Errc::kBadImage) << json;
+    EXPECT_EQ(parsed.error().message, message);
+  }
+  auto multiline = ParseImageConfig(R"({"config":{"Env":["PEM=a\nb"]}})");
+  ASSERT_TRUE(multiline.ok()) << multiline.error().message;
+  EXPECT_EQ(multiline->config.env, std::vector<std::string>{"PEM=a\nb"});
 }
 
 TEST_F(ImageTest, ConfigParserRejectsWrongTypes) {
@@ -938,6 +963,63 @@ TEST_F(UserTest, CommandMustExistAsRuncWouldFindIt) {
   std::filesystem::create_symlink("/usr/bin/env", root_ + "/usr/bin/hostenv");
   EXPECT_FALSE(CheckCommand(root_, {"/usr/bin/hostenv"}, {}).ok())
       << "an absolute link resolves inside the rootfs, where it does not exist";
+}
+
+TEST_F(UserTest, MissingWorkingDirIsCreatedRootOwned0755) {
+  const mode_t old_umask = ::umask(077);
+  Status made = PrepareWorkingDir(root_, "/srv/./app//data/");
+  ::umask(old_umask);
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  for (const char* dir : {"srv", "srv/app", "srv/app/data"}) {
+    struct stat st;
+    ASSERT_EQ(::lstat((root_ + "/" + dir).c_str(), &st), 0) << dir;
+    EXPECT_TRUE(S_ISDIR(st.st_mode)) << dir;
+    EXPECT_EQ(st.st_mode & 07777, 0755u) << dir << ": the umask does not apply";
+    EXPECT_EQ(st.st_uid, ::geteuid()) << dir;
+  }
+  EXPECT_TRUE(PrepareWorkingDir(root_, "/srv/app/data").ok()) << "existing: nothing to do";
+  EXPECT_TRUE(PrepareWorkingDir(root_, "").ok());
+  EXPECT_TRUE(PrepareWorkingDir(root_, "/").ok());
+}
+
+TEST_F(UserTest, WorkingDirThroughALinkInsideTheImage) {
+  std::filesystem::create_directories(root_ + "/usr/lib");
+  std::filesystem::create_directory_symlink("usr/lib", root_ + "/lib");
+  ASSERT_TRUE(PrepareWorkingDir(root_, "/lib/app").ok());
+  EXPECT_TRUE(std::filesystem::is_directory(root_ + "/usr/lib/app"));
+}
+
+TEST_F(UserTest, RegressionBadWorkingDirIsRefusedAndNothingEscapes) {
+  char outside_tmpl[] = "/tmp/faas-outside-XXXXXX";
+  const std::string outside = ::mkdtemp(outside_tmpl);
+  Write("etc/file", "x");
+  std::filesystem::create_directory_symlink(outside, root_ + "/abs");
+  std::filesystem::create_directory_symlink("../../../../../.." + outside, root_ + "/rel");
+  std::filesystem::create_symlink("nowhere", root_ + "/dangling");
+  const std::pair<std::string, std::string> bad[] = {
+      {"app", "the image's WorkingDir 'app' is not an absolute path"},
+      {"/app/../..", "the image's WorkingDir '/app/../..' has a '..' component"},
+      {"/etc/file",
+       "the image's WorkingDir '/etc/file' is not a directory in the image (at "
+       "/etc/file)"},
+      {"/etc/file/sub",
+       "the image's WorkingDir '/etc/file/sub' is not a directory in the image "
+       "(at /etc/file)"},
+      {"/dangling",
+       "the image's WorkingDir '/dangling' is not a directory in the image (at "
+       "/dangling)"},
+      {"/abs/made", "the image's WorkingDir '/abs/made' leads out of the image (at /abs)"},
+      {"/rel/made", "the image's WorkingDir '/rel/made' leads out of the image (at /rel)"},
+      {"x\x1b[2J", "the image's WorkingDir 'x\\x1b[2J' is not an absolute path"},
+  };
+  for (const auto& [dir, message] : bad) {
+    Status status = PrepareWorkingDir(root_, dir);
+    ASSERT_FALSE(status.ok()) << dir;
+    EXPECT_EQ(status.error().code, Errc::kBadImage) << dir;
+    EXPECT_EQ(status.error().message, message);
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(outside)) << "nothing was created outside the rootfs";
+  std::filesystem::remove_all(outside);
 }
 
 TEST_F(UserTest, ShiftOwnershipMapsIdsAndClearsSetuid) {

@@ -7,8 +7,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "runtime/bundle.h"
 #include "runtime/fd_passing.h"
@@ -185,6 +189,44 @@ TEST(BundleTest, RegressionCloneCannotCreateNamespaces) {
   }
   EXPECT_TRUE(clone_checked);
   EXPECT_TRUE(clone3_refused);
+}
+
+// What the profile's rules for `call` do with `family` as argument 0: "allow", the errno of
+// the one ERRNO rule that matches, or "default" when none does. Fails the test when two
+// rules match: libseccomp would then pick by its own precedence, not by the profile.
+std::string FamilyVerdict(const std::string& call, uint64_t family) {
+  std::vector<std::string> matches;
+  const nlohmann::json config = MakeOciConfig(Spec());
+  for (const auto& rule : config["linux"]["seccomp"]["syscalls"]) {
+    if (std::find(rule["names"].begin(), rule["names"].end(), call) == rule["names"].end())
+      continue;
+    EXPECT_TRUE(rule.contains("args")) << call << " is allowed without a condition";
+    if (!rule.contains("args")) return "unconditional";
+    EXPECT_EQ(rule["args"].size(), 1u);
+    const auto& arg = rule["args"][0];
+    EXPECT_EQ(arg["index"], 0);
+    const uint64_t value = arg["value"];
+    EXPECT_TRUE(arg["op"] == "SCMP_CMP_EQ" || arg["op"] == "SCMP_CMP_GE") << arg["op"];
+    if (arg["op"] == "SCMP_CMP_EQ" ? family != value : family < value) continue;
+    matches.push_back(
+        rule["action"] == "SCMP_ACT_ALLOW" ? "allow" : strerrorname_np(rule.value("errnoRet", 0)));
+  }
+  EXPECT_LE(matches.size(), 1u) << call << " " << family;
+  return matches.empty() ? "default" : matches[0];
+}
+
+TEST(BundleTest, RegressionSocketOnlyForUnixAndIpFamilies) {
+  for (uint64_t family = 0; family < 64; ++family) {
+    const bool ip = family == AF_UNIX || family == AF_INET || family == AF_INET6;
+    EXPECT_EQ(FamilyVerdict("socket", family), ip ? "allow" : "EAFNOSUPPORT") << family;
+    EXPECT_EQ(FamilyVerdict("socketpair", family), family == AF_UNIX ? "allow" : "EAFNOSUPPORT")
+        << family;
+  }
+  for (uint64_t family :
+       {uint64_t{AF_VSOCK}, uint64_t{AF_NETLINK}, uint64_t{AF_PACKET}, uint64_t{AF_ALG},
+        uint64_t{0xffffffff}, ~uint64_t{0}, (uint64_t{1} << 32) | AF_UNIX}) {
+    EXPECT_EQ(FamilyVerdict("socket", family), "EAFNOSUPPORT") << family;
+  }
 }
 
 TEST(BundleTest, UserNamespaceOnlyWhenAsked) {

@@ -167,8 +167,10 @@ TEST(LimitsTest, DeployOptionsApplyOverDefaults) {
 }
 
 TEST(LimitsTest, BadDeployOptionsAreInvalidArgument) {
-  for (const char* bad : {"[1]", "{", R"({"colour":"red"})", R"({"env":"A=1"})",
-                          R"({"env":["NOEQUALS"]})", R"({"pids":0})", R"({"memory":true})"}) {
+  for (const char* bad :
+       {"[1]", "{", R"({"colour":"red"})", R"({"env":"A=1"})", R"({"env":["NOEQUALS"]})",
+        R"({"env":["=1"]})", R"({"env":["A\u0000=1"]})", R"({"env":["A=x\u0000"]})",
+        R"({"env":["A\nB=1"]})", R"({"pids":0})", R"({"memory":true})"}) {
     auto r = ParseDeployOptions(bad, FunctionLimits{});
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.error().code, Errc::kInvalidArgument) << bad;

@@ -4,6 +4,9 @@
  *
  *   GET /        unshare, mount, umount, ptrace, setns, chroot, pivot_root, bpf,
  *                keyrings, io_uring, perf, modules, clock and time setting, reboot
+ *   GET /socket  socket() for each address family a handler may use (unix, inet, inet6)
+ *                and for some it may not (vsock, packet, netlink, bluetooth, alg, a
+ *                negative one), and socketpair() for unix and inet
  *   GET /clone   clone() and clone3() asking for new namespaces (a user namespace
  *                first: it needs no capability, only the kernel and the filter stop it),
  *                and whether a child in a new user+network namespace can then use
@@ -19,6 +22,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -85,6 +89,37 @@ static void basic_probes(void) {
   report("open_by_handle_at", syscall(SYS_open_by_handle_at, -1, NULL, 0));
 }
 
+/* The fd is closed at once: only whether the call succeeded matters. */
+static long open_close(int fd) {
+  if (fd >= 0) close(fd);
+  return fd;
+}
+
+static long pair(int family) {
+  int fds[2];
+  long rc = socketpair(family, SOCK_STREAM | SOCK_CLOEXEC, 0, fds);
+  if (rc == 0) {
+    close(fds[0]);
+    close(fds[1]);
+  }
+  return rc;
+}
+
+static void socket_probes(void) {
+  report("socket_unix", open_close(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)));
+  report("socket_inet", open_close(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)));
+  report("socket_inet6", open_close(socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0)));
+  report("socket_vsock", open_close(socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0)));
+  report("socket_packet", open_close(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0)));
+  report("socket_netlink",
+         open_close(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, 0 /*NETLINK_ROUTE*/)));
+  report("socket_bluetooth", open_close(socket(AF_BLUETOOTH, SOCK_STREAM | SOCK_CLOEXEC, 0)));
+  report("socket_alg", open_close(socket(AF_ALG, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)));
+  report("socket_negative", open_close((int)syscall(SYS_socket, -1, SOCK_STREAM, 0)));
+  report("socketpair_unix", pair(AF_UNIX));
+  report("socketpair_inet", pair(AF_INET));
+}
+
 /* What a process gets in namespaces of its own: CLONE_NEWUSER | CLONE_NEWNET, then
  * bring that netns' lo up (needs CAP_NET_ADMIN there). 0 when it worked, else -1
  * with errno: the clone's, or the ioctl's passed back as the exit status. */
@@ -129,6 +164,8 @@ int main(void) {
   if (faas_read_request(client, &req, 0) != 0) return 1;
   if (strncmp(req.head, "GET /clone ", 11) == 0) {
     clone_probes();
+  } else if (strncmp(req.head, "GET /socket ", 12) == 0) {
+    socket_probes();
   } else {
     basic_probes();
   }
