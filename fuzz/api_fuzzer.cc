@@ -13,6 +13,7 @@ namespace http = boost::beast::http;
 class Backend : public faas::api::Backend {
  public:
   faas::Result<faas::UniqueFd> StartDeploy(const std::string&, const std::string&,
+                                           std::shared_ptr<const faas::api::DeployCancel>,
                                            DeployDone) override {
     return faas::MakeError(faas::Errc::kInternal, "no deploys here");
   }

@@ -1,5 +1,8 @@
 #include "api/handlers.h"
 
+#include <boost/asio/ip/address.hpp>
+#include <boost/beast/core/string.hpp>
+
 namespace faas::api {
 namespace {
 
@@ -17,6 +20,11 @@ bool TakePrefix(const std::string& target, const char* prefix, std::string* rest
   return rest->find('/') == std::string::npos;
 }
 
+bool IsPort(std::string_view text) {
+  return !text.empty() && text.size() <= 5 &&
+         text.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
 Reply MethodNotAllowed() { return {405, ErrorJson("method not allowed")}; }
 
 }  // namespace
@@ -25,6 +33,29 @@ nlohmann::json ErrorJson(const std::string& message) { return {{"error", message
 
 std::string DumpJson(const nlohmann::json& body) {
   return body.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::json::error_handler_t::replace);
+}
+
+bool IsLoopbackHost(const std::string& header) {
+  constexpr auto npos = std::string_view::npos;
+  const std::string_view host = header;
+  std::string_view name = host;
+  std::string_view after;  // empty or ":PORT"
+  if (host.starts_with('[')) {
+    size_t close = host.find(']');
+    if (close == npos) return false;
+    name = host.substr(1, close - 1);
+    if (name.find(':') == npos) return false;  // brackets hold an IPv6 address only
+    after = host.substr(close + 1);
+  } else if (size_t colon = host.find(':'); colon != npos) {
+    name = host.substr(0, colon);
+    after = host.substr(colon);
+  }
+  if (!after.empty() && (after[0] != ':' || !IsPort(after.substr(1)))) return false;
+  if (boost::beast::iequals(boost::beast::string_view(name.data(), name.size()), "localhost"))
+    return true;
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(std::string(name), ec);
+  return !ec && address.is_loopback();
 }
 
 Reply Route(Backend& backend, verb method, const std::string& raw_target) {

@@ -12,6 +12,10 @@ namespace faas::api {
 inline constexpr char kImageNameHeader[] = "X-Image-Name";
 inline constexpr char kFunctionOptionsHeader[] = "X-Function-Options";
 
+inline constexpr char kForeignHostMessage[] =
+    "the TCP API without a token only answers requests for localhost or a loopback address "
+    "(Host header)";
+
 struct Reply {
   int status = 200;
   nlohmann::json body;
@@ -22,6 +26,11 @@ nlohmann::json ErrorJson(const std::string& message);
 // Serialises a reply. Bytes that are not UTF-8 (a request path may carry any) are
 // replaced rather than thrown on: a bad path must get a 404, not end the daemon.
 std::string DumpJson(const nlohmann::json& body);
+
+// Whether a Host header value names this machine's loopback: "localhost", an IPv4
+// loopback address or "[::1]", each with or without a ":PORT". Anything else, an
+// empty value included, could be a DNS name a web page rebound to 127.0.0.1.
+bool IsLoopbackHost(const std::string& host);
 
 // Maps a method and target to the backend; unknown paths are 404, known paths with
 // the wrong method 405.

@@ -1,5 +1,6 @@
 #include "api/server.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,7 +12,9 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <optional>
+#include <type_traits>
 
 #include "api/handlers.h"
 #include "common/log.h"
@@ -25,12 +28,12 @@ using boost::system::error_code;
 
 namespace {
 
-// A client gets this long to send a request's headers, and then to send each body chunk:
+// A client gets this long to send a request's headers (and a small body with them):
 // a slow-loris client cannot hold a connection for long.
 constexpr auto kHeaderTimeout = std::chrono::seconds(15);
-constexpr auto kIdleTimeout = std::chrono::seconds(60);
-// Connections beyond this are closed at once, so the API cannot exhaust faasd's fds.
-constexpr size_t kMaxConnections = 256;
+// A TCP client that has not yet sent an authorized request gets less: a flood of
+// idle connections from anyone who can reach the port is shed quickly.
+constexpr auto kFirstTcpHeaderTimeout = std::chrono::seconds(5);
 constexpr size_t kChunk = 256 << 10;
 constexpr size_t kReadRoom = 64 << 10;
 constexpr uint64_t kMaxSmallBody = 64 << 10;
@@ -46,6 +49,8 @@ using SessionList = std::vector<std::weak_ptr<SessionBase>>;
 
 template <typename Socket>
 class Session : public SessionBase, public std::enable_shared_from_this<Session<Socket>> {
+  static constexpr bool kTcp = std::is_same_v<Socket, asio::ip::tcp::socket>;
+
  public:
   Session(Socket socket, Backend& backend, const Options& options)
       : socket_(std::move(socket)),
@@ -65,13 +70,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
  private:
-  void ArmTimer(std::chrono::seconds timeout = kIdleTimeout) {
+  template <typename Duration>
+  void ArmTimer(Duration timeout) {
     timer_.expires_after(timeout);
     timer_.async_wait([self = this->shared_from_this()](error_code ec) {
-      if (!ec) {
-        error_code ignored;
-        self->socket_.close(ignored);
-      }
+      if (!ec) self->Close();
     });
   }
 
@@ -79,7 +82,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
     parser_->body_limit(options_.max_image_bytes);
-    ArmTimer(kHeaderTimeout);
+    if (kTcp && !authorized_once_) {
+      ArmTimer(kFirstTcpHeaderTimeout);
+    } else {
+      ArmTimer(kHeaderTimeout);
+    }
     http::async_read_header(
         socket_, buffer_, *parser_,
         [self = this->shared_from_this()](error_code ec, size_t) { self->OnHeader(ec); });
@@ -98,6 +105,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     const auto& req = parser_->get();
     if (!Authorized(req)) return Respond(401, ErrorJson("missing or wrong bearer token"), false);
+    if (kTcp && options_.token.empty() && !IsLoopbackHost(std::string(req[http::field::host])))
+      return Respond(403, ErrorJson(kForeignHostMessage), false);
+    authorized_once_ = true;
     if (req.target() == "/api/new") {
       if (req.method() == http::verb::post) return StartDeploy();
       return Respond(405, ErrorJson("method not allowed: deploy with POST"), false);
@@ -107,25 +117,28 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     DrainSmallBody();
   }
 
+  // The unix socket (mode 0600) is root's: only TCP clients need the token.
   bool Authorized(const http::request<http::buffer_body>& req) const {
-    if (options_.token.empty()) return true;
+    if (!kTcp || options_.token.empty()) return true;
     auto it = req.find(http::field::authorization);
     return it != req.end() && it->value() == "Bearer " + options_.token;
   }
 
-  // Requests other than a deploy carry no useful body; read and drop it.
+  // Requests other than a deploy carry no useful body; read and drop it. The header's
+  // deadline still runs: header and body together must come within it.
   void DrainSmallBody() {
     if (parser_->is_done()) return Dispatch();
     auto& body = parser_->get().body();
     body.data = chunk_.data();
     body.size = chunk_.size();
-    drained_ += chunk_.size();
-    if (drained_ > kMaxSmallBody) return Respond(413, ErrorJson("request body too large"), false);
-    http::async_read(socket_, buffer_, *parser_,
-                     [self = this->shared_from_this()](error_code ec, size_t) {
-                       if (ec && ec != http::error::need_buffer) return self->Close();
-                       self->DrainSmallBody();
-                     });
+    http::async_read_some(
+        socket_, buffer_, *parser_, [self = this->shared_from_this()](error_code ec, size_t) {
+          if (ec && ec != http::error::need_buffer) return self->Close();
+          self->drained_ += self->chunk_.size() - self->parser_->get().body().size;
+          if (self->drained_ > kMaxSmallBody)
+            return self->Respond(413, ErrorJson("request body too large"), false);
+          self->DrainSmallBody();
+        });
   }
 
   void Dispatch() {
@@ -138,11 +151,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     std::string name(parser_->get()[kImageNameHeader]);
     std::string options(parser_->get()[kFunctionOptionsHeader]);
     auto self = this->shared_from_this();
-    auto pipe = backend_.StartDeploy(name, options, [self](Result<nlohmann::json> result) {
+    cancel_ = std::make_shared<DeployCancel>();
+    deploy_name_ = name;
+    auto pipe = backend_.StartDeploy(name, options, cancel_, [self](Result<nlohmann::json> result) {
       self->deploy_result_.emplace(std::move(result));
       self->MaybeFinishDeploy();
     });
     if (!pipe.ok()) {
+      cancel_.reset();
       const Error& e = pipe.error();
       return Respond(HttpStatusFor(e.code), ErrorJson(e.message), false);
     }
@@ -154,21 +170,19 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
     asio::async_write(socket_, asio::buffer(kContinue, sizeof kContinue - 1),
                       [self = this->shared_from_this()](error_code ec, size_t) {
-                        if (ec) {
-                          self->client_gone_ = true;
-                          self->ClosePipe();
-                          return self->MaybeFinishDeploy();
-                        }
+                        if (ec) return self->ClientGone();
                         self->PumpBody();
                       });
   }
 
-  // Moves the body into the importer's pipe one chunk at a time: constant memory,
-  // and the pipe's back-pressure slows the client down to the importer's pace.
+  // Moves the body into the importer's pipe as it arrives: constant memory, and the
+  // pipe's back-pressure slows the client down to the importer's pace. The idle
+  // timer runs only while waiting for the client, and any bytes restart it.
   void PumpBody() {
     if (parser_->is_done()) {
       body_complete_ = true;
       ClosePipe();
+      WatchForHangup();
       return MaybeFinishDeploy();
     }
     auto& body = parser_->get().body();
@@ -177,22 +191,22 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     // Beast reads as much as the buffer has room for (at most 64 KiB): without
     // room it reads the body 512 bytes at a time.
     if (buffer_.capacity() < kReadRoom) buffer_.reserve(kReadRoom);
-    ArmTimer();
-    http::async_read(
+    ArmTimer(options_.idle_timeout);
+    http::async_read_some(
         socket_, buffer_, *parser_,
         [self = this->shared_from_this()](error_code ec, size_t) { self->OnBodyChunk(ec); });
   }
 
   void OnBodyChunk(error_code ec) {
+    timer_.cancel();
     if (ec && ec != http::error::need_buffer) {
       if (ec == http::error::body_limit) {
         body_error_ = Reply{413, ErrorJson(TooLargeMessage())};
-      } else {
-        spdlog::warn("api: upload broken: {}", ec.message());
-        client_gone_ = true;
+        ClosePipe();  // the importer sees a truncated stream and fails
+        return MaybeFinishDeploy();
       }
-      ClosePipe();  // the importer sees a truncated stream and fails
-      return MaybeFinishDeploy();
+      spdlog::warn("api: upload broken: {}", ec.message());
+      return ClientGone();
     }
     size_t n = chunk_.size() - parser_->get().body().size;
     if (n == 0 || !pipe_.is_open()) return PumpBody();
@@ -205,6 +219,22 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                       });
   }
 
+  // With the whole image sent, the client only waits for the answer; one that
+  // hangs up (or shuts down its sending side) meanwhile is taken as gone, and its
+  // deploy is called off.
+  void WatchForHangup() {
+    socket_.async_wait(Socket::wait_read, [self = this->shared_from_this()](error_code ec) {
+      if (ec || !self->AwaitingDeploy()) return;
+      char byte;
+      ssize_t n = ::recv(self->socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return self->ClientGone();
+      if (n < 0) return self->WatchForHangup();
+      // A pipelined request: it is read after the answer.
+    });
+  }
+
+  bool AwaitingDeploy() const { return body_complete_ && !deploy_result_ && !client_gone_; }
+
   std::string TooLargeMessage() const {
     return "image larger than the limit of " + std::to_string(options_.max_image_bytes) + " bytes";
   }
@@ -212,6 +242,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void ClosePipe() {
     error_code ignored;
     pipe_.close(ignored);
+  }
+
+  void ClientGone() {
+    client_gone_ = true;
+    Close();
   }
 
   void MaybeFinishDeploy() {
@@ -243,6 +278,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   void ResetForNext() {
+    cancel_.reset();
     deploy_result_.reset();
     body_error_.reset();
     body_complete_ = false;
@@ -250,7 +286,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     drained_ = 0;
   }
 
+  // Nobody will read the answer of a deploy still under way: it must not commit.
   void Close() {
+    if (cancel_ && !deploy_result_ && !cancel_->cancelled()) {
+      spdlog::info("api: the client of the deploy of {} is gone: calling the deploy off",
+                   deploy_name_);
+      cancel_->Cancel();
+    }
     timer_.cancel();
     ClosePipe();
     error_code ignored;
@@ -266,31 +308,80 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::buffer_body>> parser_;
   std::array<char, kChunk> chunk_{};
+  std::shared_ptr<DeployCancel> cancel_;
+  std::string deploy_name_;
   std::optional<Result<nlohmann::json>> deploy_result_;
   std::optional<Reply> body_error_;
   bool body_complete_ = false;
   bool client_gone_ = false;
+  bool authorized_once_ = false;
   uint64_t drained_ = 0;
 };
 
+// One listening socket with its own sessions and cap: a flood on one listener
+// cannot take the connections of another.
 template <typename Acceptor>
-void AcceptLoop(Acceptor& acceptor, Backend& backend, const Options& options,
-                SessionList& sessions) {
-  acceptor.async_accept([&acceptor, &backend, &options, &sessions](error_code ec, auto socket) {
+struct Listener {
+  Listener(asio::io_context& io, const char* what) : acceptor(io), name(what), pause(io) {}
+
+  void Close() {
+    error_code ignored;
+    acceptor.close(ignored);
+    pause.cancel();
+    for (auto& weak : sessions) {
+      if (auto session = weak.lock()) session->Shutdown();
+    }
+    sessions.clear();
+  }
+
+  Acceptor acceptor;
+  const char* name;
+  // After a failed accept (out of fds, say) the next waits this long: retrying at
+  // once would spin, the connection stays in the backlog meanwhile.
+  asio::steady_timer pause;
+  std::chrono::steady_clock::time_point last_error_log{};
+  size_t cap = 0;
+  SessionList sessions;
+  bool refusing = false;  // logs once per episode of being full, not per connection
+};
+
+constexpr auto kAcceptPause = std::chrono::milliseconds(100);
+constexpr auto kAcceptErrorLogInterval = std::chrono::seconds(10);
+
+template <typename Acceptor>
+void AcceptLoop(Listener<Acceptor>& listener, Backend& backend, const Options& options) {
+  listener.acceptor.async_accept([&listener, &backend, &options](error_code ec, auto socket) {
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
       using SocketType = decltype(socket);
       auto session = std::make_shared<Session<SocketType>>(std::move(socket), backend, options);
+      auto& sessions = listener.sessions;
       std::erase_if(sessions, [](const auto& weak) { return weak.expired(); });
-      if (sessions.size() >= kMaxConnections) {
-        spdlog::warn("api: {} connections open, refusing another", sessions.size());
+      if (sessions.size() >= listener.cap) {
+        if (!listener.refusing)
+          spdlog::warn("api: {} connections open on the {} socket, refusing more", sessions.size(),
+                       listener.name);
+        listener.refusing = true;
         session->Shutdown();
       } else {
+        listener.refusing = false;
         sessions.push_back(session);
         session->Start();
       }
+    } else {
+      auto now = std::chrono::steady_clock::now();
+      if (now - listener.last_error_log >= kAcceptErrorLogInterval) {
+        spdlog::warn("api: accept on the {} socket: {}; pausing it for {} ms", listener.name,
+                     ec.message(), kAcceptPause.count());
+        listener.last_error_log = now;
+      }
+      listener.pause.expires_after(kAcceptPause);
+      listener.pause.async_wait([&listener, &backend, &options](error_code wait_ec) {
+        if (!wait_ec) AcceptLoop(listener, backend, options);
+      });
+      return;
     }
-    AcceptLoop(acceptor, backend, options, sessions);
+    AcceptLoop(listener, backend, options);
   });
 }
 
@@ -317,7 +408,10 @@ Result<asio::ip::tcp::endpoint> ParseTcp(const std::string& spec) {
 class Server::Impl {
  public:
   Impl(asio::io_context& io, Backend& backend, Options options)
-      : backend_(backend), options_(std::move(options)), unix_(io), tcp_(io) {}
+      : backend_(backend), options_(std::move(options)), unix_(io, "unix"), tcp_(io, "TCP") {
+    unix_.cap = options_.max_unix_connections;
+    tcp_.cap = options_.max_tcp_connections;
+  }
 
   Status Start() {
     if (!options_.unix_path.empty()) FAAS_RETURN_IF_ERROR(ListenUnix());
@@ -326,14 +420,9 @@ class Server::Impl {
   }
 
   void Stop() {
-    error_code ignored;
-    unix_.close(ignored);
-    tcp_.close(ignored);
+    unix_.Close();
+    tcp_.Close();
     if (!options_.unix_path.empty()) ::unlink(options_.unix_path.c_str());
-    for (auto& weak : sessions_) {
-      if (auto session = weak.lock()) session->Shutdown();
-    }
-    sessions_.clear();
   }
 
  private:
@@ -341,13 +430,14 @@ class Server::Impl {
     ::unlink(options_.unix_path.c_str());
     error_code ec;
     mode_t old = ::umask(0177);
-    unix_.open(asio::local::stream_protocol(), ec);
-    if (!ec) unix_.bind(asio::local::stream_protocol::endpoint(options_.unix_path), ec);
+    auto& acceptor = unix_.acceptor;
+    acceptor.open(asio::local::stream_protocol(), ec);
+    if (!ec) acceptor.bind(asio::local::stream_protocol::endpoint(options_.unix_path), ec);
     ::umask(old);
-    if (!ec) unix_.listen(asio::socket_base::max_listen_connections, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return MakeError(Errc::kIo, "listen on " + options_.unix_path + ": " + ec.message());
     ::chmod(options_.unix_path.c_str(), 0600);
-    AcceptLoop(unix_, backend_, options_, sessions_);
+    AcceptLoop(unix_, backend_, options_);
     spdlog::info("control API on unix:{}", options_.unix_path);
     return Ok();
   }
@@ -358,22 +448,28 @@ class Server::Impl {
       return MakeError(Errc::kInvalidArgument,
                        "--listen-tcp on a non-loopback address needs --token-file");
     error_code ec;
-    tcp_.open(endpoint.protocol(), ec);
-    if (!ec) tcp_.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) tcp_.bind(endpoint, ec);
-    if (!ec) tcp_.listen(asio::socket_base::max_listen_connections, ec);
+    auto& acceptor = tcp_.acceptor;
+    acceptor.open(endpoint.protocol(), ec);
+    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor.bind(endpoint, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return MakeError(Errc::kIo, "listen on " + options_.tcp_listen + ": " + ec.message());
-    AcceptLoop(tcp_, backend_, options_, sessions_);
-    spdlog::info("control API on tcp:{}{}", options_.tcp_listen,
-                 options_.token.empty() ? "" : " (token required)");
+    AcceptLoop(tcp_, backend_, options_);
+    if (options_.token.empty()) {
+      spdlog::warn(
+          "control API on tcp:{} without a token: every local user and process can deploy, "
+          "remove and read every function's env (use --token-file)",
+          options_.tcp_listen);
+    } else {
+      spdlog::info("control API on tcp:{} (token required)", options_.tcp_listen);
+    }
     return Ok();
   }
 
   Backend& backend_;
   Options options_;
-  asio::local::stream_protocol::acceptor unix_;
-  asio::ip::tcp::acceptor tcp_;
-  SessionList sessions_;
+  Listener<asio::local::stream_protocol::acceptor> unix_;
+  Listener<asio::ip::tcp::acceptor> tcp_;
 };
 
 Server::Server(asio::io_context& io, Backend& backend, Options options)

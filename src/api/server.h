@@ -9,9 +9,20 @@
 //
 // Errors are {"error": "..."} with the status of their Errc. Runs on the event
 // loop thread; the backend is called on that thread only.
+//
+// Each listener has its own connection cap, so TCP clients cannot take the unix
+// socket's. A TCP connection has a short deadline for its first request's header;
+// a request without the right token gets a 401 and the connection is closed. The TCP
+// API without a token answers only requests whose Host names a loopback address or
+// localhost (a web page that rebinds its DNS name to 127.0.0.1 gets a 403).
+//
+// A deploy's client that closes the connection (or its sending side) before the
+// answer calls the deploy off: nobody would learn that it committed.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -23,6 +34,16 @@
 
 namespace faas::api {
 
+// Calls off a deploy whose client went away. Set on the loop thread; read on any.
+class DeployCancel {
+ public:
+  void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+  bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<bool> cancelled_{false};
+};
+
 // What the API needs from the daemon; implemented by server::Daemon.
 class Backend {
  public:
@@ -31,8 +52,11 @@ class Backend {
   // Starts importing `name`; returns the write end of a pipe to stream the image
   // into (the caller closes it at the end of the body). `done` runs on the loop
   // once the import has finished and the deploy is committed or rolled back.
-  // `options` is the X-Function-Options header (JSON; may be empty).
+  // `options` is the X-Function-Options header (JSON; may be empty). Once `cancel`
+  // is set, the deploy commits nothing (no function, version or address) unless it
+  // was committed already; `done` still runs, with an error if it did not commit.
   virtual Result<UniqueFd> StartDeploy(const std::string& name, const std::string& options,
+                                       std::shared_ptr<const DeployCancel> cancel,
                                        DeployDone done) = 0;
   virtual Result<nlohmann::json> Describe(const std::string& name) = 0;
   virtual Result<nlohmann::json> GetIp(const std::string& name) = 0;
@@ -46,9 +70,14 @@ class Backend {
 struct Options {
   std::string unix_path;   // e.g. /run/faasd/faasd.sock; created with mode 0600
   std::string tcp_listen;  // "127.0.0.1:8080"; empty: no TCP listener
-  std::string token;       // required as "Authorization: Bearer <token>" when not empty
+  std::string token;       // when not empty, TCP requests need "Authorization: Bearer <token>"
   uint64_t max_image_bytes = 8ull << 30;
   uint64_t max_header_bytes = 16 << 10;
+  // How long a client may send nothing while it uploads an image. Waiting for the
+  // importer (a queued deploy, a full pipe) is not the client's idleness.
+  std::chrono::milliseconds idle_timeout{60000};
+  size_t max_unix_connections = 256;  // beyond these a new connection is closed at once
+  size_t max_tcp_connections = 64;
 };
 
 class Server {

@@ -107,10 +107,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--run-timeout", run_ms, "Default ms a handler may run after it got its client")
       ->capture_default_str();
-  std::string idle_timeout = "5m", queue_timeout = "10s", rate_limit = "0", first_byte = "5s";
+  std::string idle_timeout = "5m", queue_timeout = "10s", rate_limit = "0", first_byte = "5s",
+              api_timeout = "60s";
   app.add_option("--first-byte-timeout", first_byte,
                  "Close a client that sends nothing for this long before it gets a container "
                  "(0: hand it over at once, for protocols where the server speaks first)")
+      ->capture_default_str();
+  app.add_option("--api-timeout", api_timeout,
+                 "Control API: longest silence of a client uploading an image, e.g. 60s")
       ->capture_default_str();
   auto& scaling = options.scaling;
   app.add_option("--warm", scaling.warm, "Containers kept started ahead per function (0: none)")
@@ -184,9 +188,10 @@ int main(int argc, char** argv) {
   auto queue_wait = faas::store::ParseDuration(queue_timeout, "--queue-timeout");
   auto rate = faas::store::ParseRate(rate_limit);
   auto first_byte_ms = faas::store::ParseDuration(first_byte, "--first-byte-timeout");
+  auto api_wait = faas::store::ParseDuration(api_timeout, "--api-timeout");
   for (const faas::Error* error :
        {idle.ok() ? nullptr : &idle.error(), queue_wait.ok() ? nullptr : &queue_wait.error(),
-        rate.ok() ? nullptr : &rate.error(),
+        rate.ok() ? nullptr : &rate.error(), api_wait.ok() ? nullptr : &api_wait.error(),
         first_byte_ms.ok() ? nullptr : &first_byte_ms.error()}) {
     if (error) {
       std::cerr << "Error: " << error->message << "\n";
@@ -196,6 +201,7 @@ int main(int argc, char** argv) {
   scaling.idle_timeout_ms = *idle;
   scaling.queue_timeout_ms = *queue_wait;
   scaling.rate_limit = *rate;
+  options.api_timeout = std::chrono::milliseconds(*api_wait);
   scaling.warm_max = std::max(scaling.warm, scaling.warm_max);
   options.functions.listener.first_byte_timeout = std::chrono::milliseconds(*first_byte_ms);
   RaiseFdLimit();

@@ -47,6 +47,10 @@ void RemoveRetired(const std::string& path) {
   ::rmdir(std::filesystem::path(path).parent_path().c_str());
 }
 
+Error CancelledError() {
+  return MakeError(Errc::kUnavailable, "called off: the client went away before the answer");
+}
+
 nlohmann::json DeployReply(const std::string& name, const store::FunctionRecord& record) {
   return {{"name", name}, {"ip", record.ip}, {"cmd", record.cmd}};
 }
@@ -81,6 +85,7 @@ class Daemon::Impl : public api::Backend {
   }
 
   Result<UniqueFd> StartDeploy(const std::string& name, const std::string& options_header,
+                               std::shared_ptr<const api::DeployCancel> cancel,
                                DeployDone done) override {
     FAAS_RETURN_IF_ERROR(store::ValidateName(name));
     FAAS_ASSIGN_OR_RETURN(
@@ -102,27 +107,11 @@ class Daemon::Impl : public api::Backend {
     ::fcntl(write_end.get(), F_SETPIPE_SZ, kDeployPipeBytes);
     abort.Dismiss();
     spdlog::info("deploy of {} started", name);
-    asio::post(pool_, [this, image = std::move(image), work_dir, done = std::move(done),
+    asio::post(pool_, [this, image = std::move(image), work_dir, cancel = std::move(cancel),
+                       done = std::move(done),
                        input = std::make_shared<UniqueFd>(std::move(read_end))]() mutable {
-      auto start = std::chrono::steady_clock::now();
-      image::ImportStats stats;
-      Status status = Import(input->get(), work_dir, &image, &stats);
-      input->Reset();
-      const bool ok = status.ok();
-      if (!ok) {
-        // A refused image leaves no trace by the time it is answered.
-        (void)RemoveTree(work_dir);
-        (void)RemoveTree(image.new_rootfs);
-      }
-      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::steady_clock::now() - start)
-                    .count();
-      asio::post(io_, [this, image = std::move(image), status = std::move(status), stats, ms,
-                       done = std::move(done)]() mutable {
-        FinishDeploy(std::move(image), std::move(status), stats, ms, std::move(done));
-      });
-      // The spooled archive (as large as the image) goes while the deploy is answered.
-      if (ok) (void)RemoveTree(work_dir);
+      ImportOnWorker(std::move(image), work_dir, std::move(*input), std::move(cancel),
+                     std::move(done));
     });
     return write_end;
   }
@@ -195,6 +184,7 @@ class Daemon::Impl : public api::Backend {
     api_options.tcp_listen = options_.listen_tcp;
     api_options.token = token;
     api_options.max_image_bytes = options_.limits.max_image_bytes;
+    api_options.idle_timeout = options_.api_timeout;
     api_ = std::make_unique<api::Server>(io_, *this, api_options);
     return api_->Start();
   }
@@ -221,9 +211,42 @@ class Daemon::Impl : public api::Backend {
     return Ok();
   }
 
-  void FinishDeploy(ImportedImage image, Status status, const image::ImportStats& stats, long ms,
-                    DeployDone done) {
+  // Runs on a worker thread; hands the outcome to FinishDeploy on the loop.
+  void ImportOnWorker(ImportedImage image, const std::string& work_dir, UniqueFd input,
+                      std::shared_ptr<const api::DeployCancel> cancel, DeployDone done) {
+    auto start = std::chrono::steady_clock::now();
+    image::ImportStats stats;
+    // A deploy called off while it waited for a worker is not imported at all.
+    Status status = cancel->cancelled() ? Status(CancelledError())
+                                        : Import(input.get(), work_dir, &image, &stats);
+    input.Reset();
+    if (status.ok() && cancel->cancelled()) status = CancelledError();
+    const bool ok = status.ok();
+    if (!ok) {
+      // A refused image leaves no trace by the time it is answered.
+      (void)RemoveTree(work_dir);
+      (void)RemoveTree(image.new_rootfs);
+    }
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - start)
+                  .count();
+    asio::post(io_, [this, image = std::move(image), status = std::move(status), stats, ms,
+                     cancel = std::move(cancel), done = std::move(done)]() mutable {
+      FinishDeploy(std::move(image), std::move(status), *cancel, stats, ms, std::move(done));
+    });
+    // The spooled archive (as large as the image) goes while the deploy is answered.
+    if (ok) (void)RemoveTree(work_dir);
+  }
+
+  void FinishDeploy(ImportedImage image, Status status, const api::DeployCancel& cancel,
+                    const image::ImportStats& stats, long ms, DeployDone done) {
     const std::string name = image.name;
+    // Checked again here, where the API sets it: a deploy whose client went away
+    // before its commit commits nothing.
+    if (status.ok() && cancel.cancelled()) {
+      (void)RemoveTree(image.new_rootfs);
+      status = CancelledError();
+    }
     if (!status.ok()) {
       functions_->AbortDeploy(name);
       ::rmdir(state_.FunctionDir(name).c_str());  // only if this deploy created it

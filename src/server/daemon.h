@@ -20,6 +20,7 @@ struct DaemonOptions {
   std::string listen_tcp;
   std::string token_file;
   std::chrono::milliseconds drain_timeout{10000};
+  std::chrono::milliseconds api_timeout{60000};  // api::Options::idle_timeout
   int workers = 2;
   image::ImportLimits limits;
   store::FunctionLimits defaults;  // for deploys that do not set their own

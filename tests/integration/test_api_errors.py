@@ -113,6 +113,22 @@ def test_unknown_endpoint_and_wrong_method(faasd):
     assert faasd.api("GET", "/api/list") == (200, {})
 
 
+def test_small_body_on_a_bodiless_route_is_dropped(faas, faasd):
+    """Regression: any body on a non-deploy request got 413 (the drain counted the
+    whole read buffer, not the bytes read), even 1 byte with DELETE."""
+    faas.deploy_handler("fn", "hello")
+    one = faas.put_archive(b"x", "one-byte")
+    small = faas.put_archive(b"y" * 1000, "small")
+    status, body = faasd.api("GET", "/api/ip/fn", body_path=small)
+    assert status == 200 and body["name"] == "fn", (status, body)
+    assert faasd.api("GET", "/api/list", body_path=one)[0] == 200
+    assert faasd.api("DELETE", "/api/functions/fn", body_path=one) == (200, {"name": "fn"})
+    assert faas.read_registry() == {}
+    big = faas.put_archive(b"z" * (64 * 1024 + 1), "big")
+    assert_error(*faasd.api("GET", "/api/list", body_path=big), 413, "too large")
+    assert_error(*faasd.api("DELETE", "/api/functions/nope", body_path=big), 413, "too large")
+
+
 # --- hostile archives ------------------------------------------------------------------
 
 def hostile_archives(outside: str):

@@ -1,4 +1,13 @@
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <thread>
 
 #include "api/handlers.h"
 
@@ -9,7 +18,8 @@ using boost::beast::http::verb;
 
 class FakeBackend : public Backend {
  public:
-  Result<UniqueFd> StartDeploy(const std::string&, const std::string&, DeployDone) override {
+  Result<UniqueFd> StartDeploy(const std::string&, const std::string&,
+                               std::shared_ptr<const DeployCancel>, DeployDone) override {
     return MakeError(Errc::kInternal, "not used");
   }
   Result<nlohmann::json> Describe(const std::string& name) override {
@@ -96,6 +106,103 @@ TEST(ApiRouteTest, WrongMethodIs405AndUnknownPathIs404) {
   EXPECT_EQ(Route(backend, verb::get, "/api/ip/a/b").status, 404);
   EXPECT_EQ(Route(backend, verb::get, "/nothing").status, 404);
   EXPECT_TRUE(backend.removed.empty());
+}
+
+TEST(ApiHostTest, LoopbackNamesWithOrWithoutPortAreAccepted) {
+  for (const char* host : {"localhost", "LocalHost:8080", "127.0.0.1", "127.0.0.1:8080",
+                           "127.1.2.3:1", "[::1]", "[::1]:8080"}) {
+    EXPECT_TRUE(IsLoopbackHost(host)) << host;
+  }
+}
+
+TEST(ApiHostTest, OtherHostsAreRefused) {
+  for (const char* host :
+       {"", "evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.1.evil.example",
+        "10.0.0.10", "0.0.0.0:8080", "[::2]:80", "[127.0.0.1]", "::1",
+        "localhost:", "localhost:80x", "localhost:123456", "[::1]x", "[::1", "localhost evil"}) {
+    EXPECT_FALSE(IsLoopbackHost(host)) << host;
+  }
+}
+
+// A real Server on a unix socket in a temporary directory, its loop on a thread.
+class ApiServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/faas-api-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    Options options;
+    options.unix_path = dir_ + "/api.sock";
+    server_ = std::make_unique<Server>(io_, backend_, options);
+    ASSERT_TRUE(server_->Start().ok());
+    loop_ = std::thread([this] { io_.run(); });
+  }
+
+  void TearDown() override {
+    boost::asio::post(io_, [this] { server_->Stop(); });
+    io_.stop();
+    loop_.join();
+    std::filesystem::remove_all(dir_);
+  }
+
+  // Sends `request` on a fresh connection and returns everything read until faasd
+  // closes it.
+  std::string Exchange(const std::string& request) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    EXPECT_GE(fd, 0);
+    UniqueFd sock(fd);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::string path = dir_ + "/api.sock";
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    timeval timeout{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    EXPECT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(request.size()));
+    std::string reply;
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) reply.append(buf, n);
+    return reply;
+  }
+
+  static std::string StatusLine(const std::string& reply) {
+    return reply.substr(0, reply.find('\r'));
+  }
+
+  FakeBackend backend_;
+  boost::asio::io_context io_;
+  std::string dir_;
+  std::unique_ptr<Server> server_;
+  std::thread loop_;
+};
+
+TEST_F(ApiServerTest, RegressionOneByteBodyOnDeleteIsNot413) {
+  std::string reply = Exchange(
+      "DELETE /api/functions/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+      "Content-Length: 1\r\n\r\nx");
+  EXPECT_EQ(StatusLine(reply), "HTTP/1.1 200 OK") << reply;
+  EXPECT_NE(reply.find(R"({"name":"hello"})"), std::string::npos) << reply;
+}
+
+TEST_F(ApiServerTest, SmallChunkedBodyOnGetIsDropped) {
+  std::string reply = Exchange(
+      "GET /api/ip/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+  EXPECT_EQ(StatusLine(reply), "HTTP/1.1 200 OK") << reply;
+  EXPECT_NE(reply.find("10.0.0.10"), std::string::npos) << reply;
+}
+
+TEST_F(ApiServerTest, BodyOverTheCapIs413) {
+  const size_t size = (64 << 10) + 1;
+  std::string chunked = "GET /api/list HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  char head[32];
+  std::snprintf(head, sizeof head, "%zx\r\n", size);
+  chunked += head + std::string(size, 'x') + "\r\n0\r\n\r\n";
+  EXPECT_EQ(StatusLine(Exchange(chunked)), "HTTP/1.1 413 Payload Too Large");
+  std::string with_length =
+      "GET /api/list HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n";
+  EXPECT_EQ(StatusLine(Exchange(with_length)), "HTTP/1.1 413 Payload Too Large");
 }
 
 }  // namespace
