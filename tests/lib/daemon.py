@@ -39,6 +39,9 @@ class Faasd:
         self.proc: Optional[Spawned] = None
         # --warm given to every start without one of its own; None: faasd's own default.
         self.default_warm: Optional[str] = "0"
+        # argv put before faasd's by start(), e.g. ["prlimit", "--nofile=128:", "--"]:
+        # a program that execs faasd (its pid stays faasd's).
+        self.launcher: list = []
         self.args: list = []
         self.past_logs: list = []
         self.exit_codes: list = []
@@ -60,7 +63,7 @@ class Faasd:
         if self.proc is not None:
             self._retire()
         self.args = list(extra)
-        self.proc = self.vm.spawn(self.command(*extra), log_name="faasd")
+        self.proc = self.vm.spawn(self.launcher + self.command(*extra), log_name="faasd")
 
         def ready():
             if self.proc.poll() is not None:
