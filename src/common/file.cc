@@ -7,7 +7,9 @@
 
 #include <cerrno>
 #include <filesystem>
+#include <optional>
 #include <random>
+#include <vector>
 
 #include "common/fd.h"
 
@@ -34,46 +36,116 @@ Status FsyncDir(FileOps& ops, const std::string& dir) {
   return Ok();
 }
 
-Status RemoveAt(int dirfd, const char* name, dev_t dev);
+// A directory on the way down from the top of a tree being removed.
+struct Level {
+  std::string name;  // its name in the level above (empty for the top)
+  ino_t ino;
+};
 
-Status RemoveContentsOnDevice(int dirfd, dev_t dev) {
-  int dup_fd = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-  if (dup_fd < 0) return SysError(errno, "dup");
+std::string PathOf(const std::vector<Level>& levels, const std::string& name) {
+  std::string out;
+  for (size_t i = 1; i < levels.size(); ++i) out += levels[i].name + "/";
+  return out + name;
+}
+
+Error RemoveError(int err, const char* what, const std::vector<Level>& levels,
+                  const std::string& name) {
+  return SysError(err, std::string(what) + " " + PathOf(levels, name));
+}
+
+// Unlinks the non-directories of the directory at `fd` (borrowed). Returns the name of
+// the first subdirectory met, or nothing once the directory holds no entry at all.
+Result<std::optional<std::string>> UnlinkUntilSubdir(int fd, const std::vector<Level>& levels) {
+  int dup_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup_fd < 0) return RemoveError(errno, "dup", levels, ".");
   DIR* dir = ::fdopendir(dup_fd);
   if (dir == nullptr) {
     ::close(dup_fd);
-    return SysError(errno, "fdopendir");
+    return RemoveError(errno, "fdopendir", levels, ".");
   }
-  Status status;
+  Result<std::optional<std::string>> result = std::optional<std::string>();
   while (dirent* ent = ::readdir(dir)) {
     std::string name = ent->d_name;
     if (name == "." || name == "..") continue;
-    status = RemoveAt(dirfd, name.c_str(), dev);
-    if (!status.ok()) break;
+    struct stat st;
+    if (::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      result = RemoveError(errno, "stat", levels, name);
+      break;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      result = std::optional<std::string>(std::move(name));
+      break;
+    }
+    if (::unlinkat(fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+      result = RemoveError(errno, "unlink", levels, name);
+      break;
+    }
   }
   ::closedir(dir);
-  return status;
+  return result;
 }
 
-Status RemoveAt(int dirfd, const char* name, dev_t dev) {
+// Opens `name` below `parent` for the walk down. Null when it is gone or is no longer
+// a directory (the next scan of `parent` deals with what is there now).
+Result<UniqueFd> OpenSubdir(int parent, const std::string& name, dev_t dev,
+                            std::vector<Level>* levels) {
+  UniqueFd child(::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!child) {
+    if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) return UniqueFd();
+    return RemoveError(errno, "open", *levels, name);
+  }
   struct stat st;
-  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    if (errno == ENOENT) return Ok();
-    return SysError(errno, std::string("stat ") + name);
+  if (::fstat(child.get(), &st) != 0) return RemoveError(errno, "stat", *levels, name);
+  if (st.st_dev != dev) {
+    return MakeError(Errc::kIo, "refusing to remove mount point " + PathOf(*levels, name));
   }
-  if (S_ISDIR(st.st_mode)) {
-    if (st.st_dev != dev)
-      return MakeError(Errc::kIo, std::string("refusing to remove mount point ") + name);
-    UniqueFd child(::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!child) return SysError(errno, std::string("open ") + name);
-    FAAS_RETURN_IF_ERROR(RemoveContentsOnDevice(child.get(), dev));
-    if (::unlinkat(dirfd, name, AT_REMOVEDIR) != 0 && errno != ENOENT)
-      return SysError(errno, std::string("rmdir ") + name);
-    return Ok();
+  levels->push_back({name, st.st_ino});
+  return child;
+}
+
+// Goes back up from the (now empty) last level and removes it. The parent is reached
+// through "..", so it is checked to be the directory we came down from: a directory
+// moved away meanwhile must not lead the walk out of the tree.
+Result<UniqueFd> RemoveLevel(UniqueFd current, dev_t dev, std::vector<Level>* levels) {
+  UniqueFd parent(::openat(current.get(), "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!parent) return RemoveError(errno, "open parent of", *levels, "");
+  struct stat st;
+  if (::fstat(parent.get(), &st) != 0) return RemoveError(errno, "stat parent of", *levels, "");
+  const Level& above = (*levels)[levels->size() - 2];
+  if (st.st_dev != dev || st.st_ino != above.ino) {
+    return MakeError(Errc::kIo, "directory " + PathOf(*levels, "") + " moved during its removal");
   }
-  if (::unlinkat(dirfd, name, 0) != 0 && errno != ENOENT)
-    return SysError(errno, std::string("unlink ") + name);
-  return Ok();
+  current.Reset();
+  const std::string name = levels->back().name;
+  levels->pop_back();
+  if (::unlinkat(parent.get(), name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
+    return RemoveError(errno, "rmdir", *levels, name);
+  return parent;
+}
+
+// Empties the directory at `top` (borrowed) depth first, without recursion: one
+// directory of the tree is open at a time, so the fds used do not grow with the depth.
+// Nothing on another device than `top` is entered.
+// A directory is scanned again from its start after each subdirectory is removed.
+Status EmptyTree(int top) {
+  struct stat st;
+  if (::fstat(top, &st) != 0) return SysError(errno, "fstat");
+  const dev_t dev = st.st_dev;
+  std::vector<Level> levels{{"", st.st_ino}};
+  UniqueFd current(::fcntl(top, F_DUPFD_CLOEXEC, 0));
+  if (!current) return SysError(errno, "dup");
+  for (;;) {
+    FAAS_ASSIGN_OR_RETURN(std::optional<std::string> subdir,
+                          UnlinkUntilSubdir(current.get(), levels));
+    if (subdir) {
+      FAAS_ASSIGN_OR_RETURN(UniqueFd child, OpenSubdir(current.get(), *subdir, dev, &levels));
+      if (child) current = std::move(child);
+      continue;
+    }
+    if (levels.size() == 1) return Ok();
+    FAAS_ASSIGN_OR_RETURN(current, RemoveLevel(std::move(current), dev, &levels));
+  }
 }
 
 }  // namespace
@@ -123,10 +195,22 @@ Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
 }
 
 Status MakeDirs(const std::string& path, int mode) {
-  std::error_code ec;
-  std::filesystem::create_directories(path, ec);
-  if (ec) return SysError(ec.value(), "mkdir " + path);
-  (void)mode;
+  std::filesystem::path target = std::filesystem::path(path).lexically_normal();
+  std::filesystem::path prefix;
+  for (const auto& part : target) {
+    prefix /= part;
+    if (part.empty() || part == "/") continue;
+    if (::mkdir(prefix.c_str(), 0700) == 0) {
+      // chmod, not mkdir's mode: the umask must not take away what `mode` grants.
+      if (::chmod(prefix.c_str(), static_cast<mode_t>(mode)) != 0)
+        return SysError(errno, "chmod " + prefix.string());
+      continue;
+    }
+    struct stat st;
+    if (errno != EEXIST) return SysError(errno, "mkdir " + prefix.string());
+    if (::stat(prefix.c_str(), &st) != 0) return SysError(errno, "stat " + prefix.string());
+    if (!S_ISDIR(st.st_mode)) return SysError(ENOTDIR, "mkdir " + prefix.string());
+  }
   return Ok();
 }
 
@@ -138,18 +222,28 @@ Status RemoveTree(const std::string& path) {
     if (errno == ENOENT) return Ok();
     return SysError(errno, "open " + parent);
   }
+  const std::string base = p.filename().string();
+  const char* name = base.c_str();
   struct stat st;
-  if (::fstatat(dirfd.get(), p.filename().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+  if (::fstatat(dirfd.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno == ENOENT) return Ok();
     return SysError(errno, "stat " + path);
   }
-  return RemoveAt(dirfd.get(), p.filename().c_str(), st.st_dev);
+  if (S_ISDIR(st.st_mode)) {
+    UniqueFd top(::openat(dirfd.get(), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!top) return SysError(errno, "open " + path);
+    Status emptied = EmptyTree(top.get());
+    if (!emptied.ok()) return std::move(emptied).error().Wrap("remove " + path);
+    top.Reset();
+    if (::unlinkat(dirfd.get(), name, AT_REMOVEDIR) != 0 && errno != ENOENT)
+      return SysError(errno, "rmdir " + path);
+    return Ok();
+  }
+  if (::unlinkat(dirfd.get(), name, 0) != 0 && errno != ENOENT)
+    return SysError(errno, "unlink " + path);
+  return Ok();
 }
 
-Status RemoveTreeContents(int dirfd) {
-  struct stat st;
-  if (::fstat(dirfd, &st) != 0) return SysError(errno, "fstat");
-  return RemoveContentsOnDevice(dirfd, st.st_dev);
-}
+Status RemoveTreeContents(int dirfd) { return EmptyTree(dirfd); }
 
 }  // namespace faas

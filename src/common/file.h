@@ -35,14 +35,19 @@ Status AtomicWriteFile(const std::string& path, const std::string& data, int mod
 // Reads a whole file. Fails with kTooLarge when it is bigger than `max_bytes`.
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes = 64 << 20);
 
-// mkdir -p with `mode` for the directories it creates.
+// mkdir -p. Each directory it creates gets exactly `mode` (the umask does not apply);
+// existing ones are left as they are. Fails when a component is not a directory.
 Status MakeDirs(const std::string& path, int mode = 0755);
 
-// rm -rf that never follows symlinks and never crosses into another mount.
-// A missing `path` is success.
+// rm -rf that never follows symlinks and never crosses into another mount (a
+// directory on another device is an error). A missing `path` is success.
+// Uses a constant number of fds whatever the depth of the tree (memory grows with
+// the depth); fails rather than leave the tree if a directory being removed is moved
+// elsewhere meanwhile.
 Status RemoveTree(const std::string& path);
 
-// Removes everything inside the directory open at `dirfd`, keeping the directory.
+// Removes everything inside the directory open at `dirfd` (borrowed), keeping the
+// directory, with the guarantees of RemoveTree.
 Status RemoveTreeContents(int dirfd);
 
 }  // namespace faas

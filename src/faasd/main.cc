@@ -155,6 +155,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-files", options.limits.max_files, "Most entries in an unpacked rootfs")
       ->capture_default_str();
+  app.add_option("--max-depth", options.limits.max_depth,
+                 "Most path components of an entry of an unpacked rootfs")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   app.add_flag("--userns", options.userns,
                "Run containers in a user namespace: their root is host uid --userns-base");
   app.add_option("--userns-base", options.userns_base, "First host uid/gid of the 65536 mapped")

@@ -364,6 +364,7 @@ LayerLimits LayerLimitsFor(const ImportLimits& limits) {
   LayerLimits out;
   out.max_files = limits.max_files;
   out.max_rootfs_bytes = limits.max_rootfs_bytes;
+  out.max_depth = limits.max_depth;
   out.max_tar_bytes = SaturatingAdd(
       SaturatingAdd(limits.max_rootfs_bytes, SaturatingMul(limits.max_files, kTarOverheadPerEntry)),
       kTarOverheadFixed);

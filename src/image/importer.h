@@ -19,6 +19,7 @@ struct ImportLimits {
   uint64_t max_image_bytes = 8ull << 30;    // bytes read from input_fd
   uint64_t max_rootfs_bytes = 16ull << 30;  // sum of unpacked regular-file sizes
   uint64_t max_files = 1000000;             // entries written into the rootfs
+  uint64_t max_depth = 256;                 // path components of an entry
 };
 
 struct ImportStats {

@@ -605,6 +605,16 @@ Status CheckEntry(archive_entry* e, const Entry& entry, int root_fd, const Layer
   }
 }
 
+// A deep tree costs every walk over it (the rootfs is removed, shifted and scanned
+// later) and its paths exceed PATH_MAX. The message shows only the path's start.
+Status CheckDepth(const Entry& entry, const LayerLimits& limits) {
+  const size_t depth = entry.path.size() + (entry.kind == Kind::kOpaque ? 1 : 0);
+  if (depth <= limits.max_depth) return Ok();
+  std::string start = JoinPath(entry.path, std::min<size_t>(entry.path.size(), 3));
+  return Bad("path " + start + "/... is " + std::to_string(depth) + " levels deep; the limit is " +
+             std::to_string(limits.max_depth));
+}
+
 Error WithEntry(Error error, const char* name) {
   return std::move(error).Wrap("entry " + Quote(name != nullptr ? name : ""));
 }
@@ -630,6 +640,7 @@ Result<uint64_t> CheckPass(int blob_fd, int root_fd, const std::string& expected
     }
     auto entry = Classify(e, name);
     if (!entry.ok()) return WithEntry(std::move(entry).error(), name);
+    FAAS_RETURN_IF_ERROR(CheckDepth(*entry, limits));
     Status status = CheckEntry(e, *entry, root_fd, limits, totals);
     if (!status.ok()) return WithEntry(std::move(status).error(), name);
   }

@@ -13,6 +13,7 @@ struct LayerLimits {
   uint64_t max_files = 0;         // layer entries over all layers, whiteouts included
   uint64_t max_rootfs_bytes = 0;  // sum of regular-file sizes over all layers
   uint64_t max_tar_bytes = 0;     // decompressed tar stream bytes over all layers
+  uint64_t max_depth = 256;       // path components of an entry
 };
 
 // Running totals of one import, carried from layer to layer.
@@ -36,10 +37,10 @@ struct LayerTotals {
 //
 // Every path is resolved beneath `rootfs_fd` with openat2(RESOLVE_BENEATH): symlinks
 // are never followed out of the tree and a final symlink is never written through.
-// Errors: kBadImage (unsafe or malformed entry, corrupt compression, digest mismatch;
-// the message names the entry), kTooLarge (a limit in `limits` would be exceeded by
-// `totals`), kIo (our own filesystem operations). On error the tree may hold part of
-// the layer. Updates `totals`. Thread-safe for distinct trees.
+// Errors: kBadImage (unsafe or malformed entry, an entry deeper than `limits.max_depth`,
+// corrupt compression, digest mismatch; the message names the entry), kTooLarge (a limit in
+// `limits` would be exceeded by `totals`), kIo (our own filesystem operations). On error the tree
+// may hold part of the layer. Updates `totals`. Thread-safe for distinct trees.
 //
 // `blob_is_diff_id`: the caller has checked that the blob's own bytes hash to
 // `expected_diff_id`, i.e. the blob is the uncompressed tar itself. It is then read

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -9,6 +10,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <filesystem>
+#include <optional>
 #include <random>
 
 #include "common/file.h"
@@ -61,7 +63,8 @@ class Daemon::Impl : public api::Backend {
  public:
   explicit Impl(DaemonOptions options)
       : options_(std::move(options)),
-        state_(std::filesystem::absolute(options_.state_dir).lexically_normal().string()),
+        state_(std::filesystem::absolute(options_.state_dir).lexically_normal().string(),
+               options_.userns ? std::optional<gid_t>(options_.userns_base) : std::nullopt),
         pool_(static_cast<size_t>(options_.workers)),
         signals_(io_, SIGTERM, SIGINT) {}
 
@@ -96,8 +99,9 @@ class Daemon::Impl : public api::Backend {
     ImportedImage image{
         name, state_.FunctionDir(name) + "/.new-" + UniqueSuffix(), {}, {}, std::move(options)};
     std::string work_dir = state_.TmpDir() + "/import-" + name + "-" + UniqueSuffix();
-    FAAS_RETURN_IF_ERROR(MakeDirs(image.new_rootfs));
-    FAAS_RETURN_IF_ERROR(MakeDirs(work_dir));
+    FAAS_RETURN_IF_ERROR(state_.CreateFunctionDir(name));
+    FAAS_RETURN_IF_ERROR(MakeDirs(image.new_rootfs, 0700));
+    FAAS_RETURN_IF_ERROR(MakeDirs(work_dir, 0700));
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
     UniqueFd read_end(fds[0]), write_end(fds[1]);
@@ -162,12 +166,13 @@ class Daemon::Impl : public api::Backend {
  private:
   Status Start() {
     FAAS_RETURN_IF_ERROR(state_.Create());
-    if (options_.userns) {
-      // A container's root is then an unprivileged host user: it must be able to
-      // traverse to its rootfs and control socket (not list: 0711).
-      for (const auto& dir : {state_.root(), state_.ImagesDir(), state_.BundlesDir()})
-        ::chmod(dir.c_str(), 0711);
-    }
+    // With a user namespace a container's root is an unprivileged host user: it must
+    // traverse to its bundle's control socket (its group may search, nobody else).
+    const std::string bundles = state_.BundlesDir();
+    if (options_.userns && ::chown(bundles.c_str(), 0, options_.userns_base) != 0)
+      return SysError(errno, "chown " + bundles);
+    if (::chmod(bundles.c_str(), options_.userns ? 0710 : 0700) != 0)
+      return SysError(errno, "chmod " + bundles);
     FAAS_RETURN_IF_ERROR(MakeDirs(options_.run_dir));
     ::chmod(options_.run_dir.c_str(), 0700);
     FAAS_ASSIGN_OR_RETURN(std::string token, ReadToken(options_.token_file));
@@ -200,6 +205,10 @@ class Daemon::Impl : public api::Backend {
                             store::MergeEnv(image->config.env, image->options.env)));
     FAAS_RETURN_IF_ERROR(image::PrepareWorkingDir(image->new_rootfs, image->config.working_dir));
     FAAS_RETURN_IF_ERROR(runtime::PrepareRootfs(image->new_rootfs));
+    // The import was root's alone; as the container's `/` it needs the usual mode, or
+    // a handler that is not root could not traverse it.
+    if (::chmod(image->new_rootfs.c_str(), 0755) != 0)
+      return SysError(errno, "chmod " + image->new_rootfs);
     if (options_.userns) {
       if (image->user.uid >= runtime::kUsernsSize || image->user.gid >= runtime::kUsernsSize)
         return MakeError(Errc::kBadImage, "the image's user " + image->config.user +

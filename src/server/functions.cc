@@ -118,7 +118,9 @@ void Functions::Tick() {
 Status Functions::RemoveLeftovers() {
   std::map<std::string, uint64_t> live;
   for (const auto& [name, record] : registry_.functions()) live[name] = record.version;
-  FAAS_RETURN_IF_ERROR(state_.RemoveStale(live));
+  // What is left only costs disk space; refusing to start would stop every function.
+  for (const Error& left : state_.RemoveStale(live))
+    spdlog::warn("state dir clean-up left something behind: {}", left.message);
   const auto& rt = options_.runtime;
   FAAS_ASSIGN_OR_RETURN(std::string ids,
                         RunAndCapture({rt.runtime, "--root", rt.runtime_root, "list", "--quiet"}));

@@ -1,20 +1,51 @@
 #include "store/state_dir.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
 
+#include "common/fd.h"
 #include "common/file.h"
 
 namespace faas::store {
 
-Status StateDir::Create() const {
-  FAAS_RETURN_IF_ERROR(MakeDirs(root_));
-  ::chmod(root_.c_str(), 0700);
-  for (const auto& dir : {ImagesDir(), BundlesDir(), TmpDir()}) FAAS_RETURN_IF_ERROR(MakeDirs(dir));
+Status StateDir::SetAccess(const std::string& path, gid_t group, mode_t mode) const {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return SysError(errno, "open " + path);
+  if (::fchown(fd.get(), 0, group) != 0) return SysError(errno, "chown " + path);
+  if (::fchmod(fd.get(), mode) != 0) return SysError(errno, "chmod " + path);
   return Ok();
+}
+
+Status StateDir::SetImagesAccess(const std::string& path) const {
+  return SetAccess(path, rootfs_group_.value_or(0), rootfs_group_ ? 0710 : 0700);
+}
+
+Status StateDir::Create() const {
+  for (const auto& dir : {root_, ImagesDir(), TmpDir()}) FAAS_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+  FAAS_RETURN_IF_ERROR(MakeDirs(BundlesDir()));
+  FAAS_RETURN_IF_ERROR(SetAccess(root_, 0, rootfs_group_ ? 0711 : 0700));
+  FAAS_RETURN_IF_ERROR(SetAccess(TmpDir(), 0, 0700));
+  FAAS_RETURN_IF_ERROR(SetImagesAccess(ImagesDir()));
+  std::error_code ec;
+  for (const auto& fn : std::filesystem::directory_iterator(ImagesDir(), ec)) {
+    if (fn.is_directory(ec) && !fn.is_symlink(ec))
+      FAAS_RETURN_IF_ERROR(SetImagesAccess(fn.path().string()));
+  }
+  if (ec) return SysError(ec.value(), "list " + ImagesDir());
+  return Ok();
+}
+
+Status StateDir::CreateFunctionDir(const std::string& name) const {
+  const std::string dir = FunctionDir(name);
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    if (errno != EEXIST) return SysError(errno, "mkdir " + dir);
+    return Ok();
+  }
+  return SetImagesAccess(dir);
 }
 
 namespace {
@@ -45,16 +76,19 @@ Status StateDir::UnlinkRootfs(const std::string& name) const {
   return Ok();
 }
 
-Status StateDir::RemoveStale(const std::map<std::string, uint64_t>& live) const {
+std::vector<Error> StateDir::RemoveStale(const std::map<std::string, uint64_t>& live) const {
+  std::vector<Error> left;
+  auto remove = [&left](const std::filesystem::path& path) {
+    if (Status st = RemoveTree(path.string()); !st.ok()) left.push_back(std::move(st).error());
+  };
   std::error_code ec;
   for (const auto& dir : {BundlesDir(), TmpDir()}) {
-    for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
-      FAAS_RETURN_IF_ERROR(RemoveTree(entry.path().string()));
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) remove(entry.path());
   }
   for (const auto& fn : std::filesystem::directory_iterator(ImagesDir(), ec)) {
     auto it = live.find(fn.path().filename().string());
     if (it == live.end()) {
-      FAAS_RETURN_IF_ERROR(RemoveTree(fn.path().string()));
+      remove(fn.path());
       continue;
     }
     const std::string keep = VersionName(it->second);
@@ -63,10 +97,10 @@ Status StateDir::RemoveStale(const std::map<std::string, uint64_t>& live) const 
       std::string base = entry.path().filename().string();
       bool stale = base.rfind(".new-", 0) == 0 || base.rfind(".rootfs-", 0) == 0 ||
                    (IsVersionName(base) && base != keep);
-      if (stale) FAAS_RETURN_IF_ERROR(RemoveTree(entry.path().string()));
+      if (stale) remove(entry.path());
     }
   }
-  return Ok();
+  return left;
 }
 
 }  // namespace faas::store

@@ -9,10 +9,21 @@
 //   STATE/images/NAME/.new-*    an import in progress (removed at start-up)
 //   STATE/bundles/<id>/         one OCI bundle per request, removed after it
 //   STATE/tmp/                  spooled uploads; emptied at start-up
+//
+// Access: STATE/images/NAME/vN is the root of NAME's containers and keeps the image's
+// mode, so what guards the image's files on the host is the directories above it.
+// They are root's alone (0700), except that with a user namespace the container's
+// root (host uid and gid `rootfs_group`) must traverse them to its rootfs before
+// pivot_root: STATE is then 0711 and images/ and images/NAME are root:rootfs_group
+// 0710. STATE/tmp and the imports in progress are root's alone (0700).
 #pragma once
 
+#include <sys/types.h>
+
 #include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 
@@ -20,15 +31,25 @@ namespace faas::store {
 
 class StateDir {
  public:
-  explicit StateDir(std::string root) : root_(std::move(root)) {}
+  // `rootfs_group`: the host gid of a user namespace's root, given traverse access
+  // (see above); none: no user namespace.
+  explicit StateDir(std::string root, std::optional<gid_t> rootfs_group = std::nullopt)
+      : root_(std::move(root)), rootfs_group_(rootfs_group) {}
 
-  // Creates the directories above (mode 0700 for the root) if missing.
+  // Creates the directories above if missing and gives STATE, images/, each existing
+  // images/NAME and tmp/ the owner and mode above, whatever an earlier faasd (or an
+  // earlier --userns setting) left: run it at every start. bundles/ is created with
+  // mode 0755 and otherwise left alone. Must run as root.
   Status Create() const;
+  // Creates images/NAME with the owner and mode above if it is missing.
+  Status CreateFunctionDir(const std::string& name) const;
   // Removes what a dead faasd left behind: bundles, tmp, imports in progress, and
   // every function directory and version that `live` (the registry: name -> current
   // version) does not name. The registry is the truth: a crash between swapping a
   // `rootfs` link and saving the registry must not leave a half-new function.
-  Status RemoveStale(const std::map<std::string, uint64_t>& live) const;
+  // What cannot be removed is skipped: the returned errors (empty when all went) each
+  // name the path that is left.
+  std::vector<Error> RemoveStale(const std::map<std::string, uint64_t>& live) const;
 
   std::string VersionName(uint64_t version) const { return "v" + std::to_string(version); }
   std::string VersionPath(const std::string& name, uint64_t version) const {
@@ -49,7 +70,13 @@ class StateDir {
   std::string TmpDir() const { return root_ + "/tmp"; }
 
  private:
+  // Gives the directory at `path` (not a symlink) root as owner, `group` and `mode`.
+  Status SetAccess(const std::string& path, gid_t group, mode_t mode) const;
+  // The owner and mode of images/ and images/NAME.
+  Status SetImagesAccess(const std::string& path) const;
+
   std::string root_;
+  std::optional<gid_t> rootfs_group_;
 };
 
 }  // namespace faas::store

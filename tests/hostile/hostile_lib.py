@@ -4,6 +4,8 @@ and crashes. They build on the fixtures of tests/conftest.py (`vm`, `faasd`, `fa
     deploy(faas, name, handler, *options)   `faas new [options] NAME`, exact output checked
     request_outcomes(faasd, name)           outcomes of NAME's finished requests (log)
     assert_closed_without_answer(result)    the client got no byte, just a close/reset
+    start_in_open_parent(faasd, *args)      starts faasd after opening up the state dir's
+                                            parent the way /var/lib is
     Bystander (fixture `bystander`)         a hello function deployed next to the hostile
                                             one; .assert_unharmed() checks faasd after an
                                             attack: /healthz, hello answers, no bundle,
@@ -14,6 +16,7 @@ and crashes. They build on the fixtures of tests/conftest.py (`vm`, `faasd`, `fa
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Optional
 
@@ -29,6 +32,14 @@ def deploy(faas: FaaSTestHelper, name: str, handler: str, *options: str,
     m = DEPLOYED_RE.match(r.stdout)
     assert m and m.group(1) == name, f"unexpected `faas new` output: {r.stdout!r}"
     return Deployed(name, m.group(2), json.loads(m.group(3)), r)
+
+
+def start_in_open_parent(faasd, *args: str) -> None:
+    """On a real host the state dir sits in /var/lib, whose parents anyone may traverse;
+    the sandbox's base directory is 0700, so it is opened up like /var/lib first. Then
+    starts faasd with `args`."""
+    faasd.vm.run(["chmod", "0755", os.path.dirname(faasd.state_dir)])
+    faasd.start(*args)
 
 
 def request_outcomes(faasd, name: str) -> list:

@@ -106,7 +106,7 @@ def test_fd_exhaustion_pauses_accepting_and_everything_recovers(vm, faasd_unstar
     once per interval, not per failure), /healthz says degraded meanwhile, containers
     that cannot get an fd fail alone; once the clients go, every function answers and
     nothing leaked."""
-    faasd_unstarted.wrapper = ["prlimit", "--nofile=192:192", "--"]
+    faasd_unstarted.launcher = ["prlimit", "--nofile=192:192", "--"]
     faasd = faasd_unstarted.start()
     faas = faas_unstarted
     bystander = Bystander(faas)

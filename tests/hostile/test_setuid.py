@@ -6,10 +6,9 @@ user may run them and gain the identity they carry.
 On a real host the state dir sits in /var/lib, whose parents anyone may traverse; the
 sandbox's base directory is 0700, so the test opens it up like /var/lib first."""
 
-import os
-
 import pytest
 
+from hostile_lib import start_in_open_parent
 from lib.images import make_docker_archive, tar_entry
 
 pytestmark = pytest.mark.integration
@@ -25,14 +24,13 @@ def test_setuid_file_of_an_image_grants_nothing_on_the_host(faas_unstarted, faas
                                                             images, mode):
     """In the default mode STATE is 0700: nobody reaches the rootfs.
 
-    Regression in --userns mode: STATE, images/ and bundles/ are 0711 there (the
-    mapped root must reach its rootfs), and shifting the owners used to put the
+    Regression in --userns mode: STATE is 0711 there and images/ traversable by the
+    mapped root's group (it must reach its rootfs), and shifting the owners used to put the
     setuid/setgid bits back: any local user could run STATE/images/NAME/vN/<setuid file>
     as host uid --userns-base. The shift now clears those bits (containers have
     noNewPrivileges, so they never worked inside anyway)."""
     faas, faasd, vm = faas_unstarted, faasd_unstarted, faas_unstarted.vm
-    vm.run(["chmod", "0755", os.path.dirname(faasd.state_dir)])
-    faasd.start(*(["--userns"] if mode == "userns" else []))
+    start_in_open_parent(faasd, *(["--userns"] if mode == "userns" else []))
     probe = images.binary("setuid-probe").read_bytes()
     archive = faas.put_archive(make_docker_archive([[
         tar_entry("handler", data=probe, mode=0o755),

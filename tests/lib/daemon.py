@@ -39,9 +39,9 @@ class Faasd:
         self.proc: Optional[Spawned] = None
         # --warm given to every start without one of its own; None: faasd's own default.
         self.default_warm: Optional[str] = "0"
-        # Runs faasd through this command, e.g. ["prlimit", "--nofile=200:200", "--"]
-        # (it must exec faasd, so that the pid stays faasd's).
-        self.wrapper: list = []
+        # argv put before faasd's by start(), e.g. ["prlimit", "--nofile=128:", "--"]:
+        # a program that execs faasd (its pid stays faasd's).
+        self.launcher: list = []
         self.args: list = []
         self.past_logs: list = []
         self.exit_codes: list = []
@@ -55,15 +55,15 @@ class Faasd:
         if (self.default_warm is not None
                 and not any(a == "--warm" or a.startswith("--warm=") for a in extra)):
             warm = ["--warm", self.default_warm]
-        return [*self.wrapper, self.faasd_bin, "--state-dir", self.state_dir,
-                "--run-dir", self.run_dir, "--log-level", "debug", *warm, *extra]
+        return [self.faasd_bin, "--state-dir", self.state_dir, "--run-dir", self.run_dir,
+                "--log-level", "debug", *warm, *extra]
 
     def start(self, *extra: str, ready_timeout: float = 20) -> "Faasd":
         assert self.proc is None or self.proc.poll() is not None, "faasd is already running"
         if self.proc is not None:
             self._retire()
         self.args = list(extra)
-        self.proc = self.vm.spawn(self.command(*extra), log_name="faasd")
+        self.proc = self.vm.spawn(self.launcher + self.command(*extra), log_name="faasd")
 
         def ready():
             if self.proc.poll() is not None:

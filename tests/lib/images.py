@@ -229,17 +229,19 @@ def make_tar(entries: Iterable[dict]) -> bytes:
 
 def make_docker_archive(layers: list, cmd: Optional[list] = None,
                         extra_members: Iterable[dict] = (),
-                        run_config: Optional[dict] = None) -> bytes:
+                        run_config: Optional[dict] = None, user: str = "") -> bytes:
     """A docker-archive (as `docker save` writes it) with the given layers, each a list
     of tar_entry()s; diff_ids are correct, so only the layer contents are hostile.
     `extra_members` are added to the outer tar as they are. `run_config` keys (Env,
-    WorkingDir, User, ...) replace or join those of the image config's "config"."""
+    WorkingDir, User, ...) replace or join those of the image config's "config"; `user`
+    is the config's User (empty: root)."""
     cmd = cmd if cmd is not None else ["/handler"]
     layer_blobs = [make_tar(layer) for layer in layers]
     diff_ids = ["sha256:" + hashlib.sha256(b).hexdigest() for b in layer_blobs]
     config = json.dumps({
         "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": cmd, "Env": ["PATH=/usr/bin:/bin"], **(run_config or {})},
+        "config": {"Cmd": cmd, "Env": ["PATH=/usr/bin:/bin"], **({"User": user} if user else {}),
+                   **(run_config or {})},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }).encode()
     config_name = hashlib.sha256(config).hexdigest() + ".json"

@@ -1,6 +1,10 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -173,6 +177,118 @@ TEST(TextTest, EnvEntriesNeedAKeyAndNoNulOrControlInTheKey) {
     EXPECT_EQ(valid.error().code, Errc::kInvalidArgument);
     EXPECT_EQ(valid.error().message, message);
   }
+}
+
+// Lowers the soft limit on open fds for its lifetime.
+class NofileLimit {
+ public:
+  explicit NofileLimit(rlim_t soft) {
+    ::getrlimit(RLIMIT_NOFILE, &saved_);
+    struct rlimit lowered = saved_;
+    lowered.rlim_cur = soft;
+    EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &lowered), 0);
+  }
+  ~NofileLimit() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
+
+ private:
+  struct rlimit saved_ {};
+};
+
+// top/d/d/d/... `depth` levels, each holding a file, an empty directory and a symlink
+// to `outside`. Built with *at() calls: the paths are far longer than PATH_MAX.
+void MakeDeepTree(const std::string& top, int depth, const std::string& outside) {
+  ASSERT_EQ(::mkdir(top.c_str(), 0755), 0);
+  UniqueFd dir(::open(top.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(dir);
+  for (int i = 0; i < depth; ++i) {
+    UniqueFd file(::openat(dir.get(), "f", O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    ASSERT_TRUE(file);
+    ASSERT_EQ(::mkdirat(dir.get(), "e", 0755), 0);
+    ASSERT_EQ(::symlinkat(outside.c_str(), dir.get(), "l"), 0);
+    ASSERT_EQ(::mkdirat(dir.get(), "d", 0755), 0);
+    dir = UniqueFd(::openat(dir.get(), "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(dir);
+  }
+}
+
+TEST(FileTest, RegressionRemoveTreeOfAThousandsDeepTreeNeedsFewFds) {
+  TempDir dir;
+  fs::create_directories(dir.path() + "/outside/sub");
+  std::ofstream(dir.path() + "/outside/sub/keep") << "keep";
+  MakeDeepTree(dir.path() + "/tree", 5000, dir.path() + "/outside");
+  {
+    NofileLimit limit(64);
+    Status removed = RemoveTree(dir.path() + "/tree");
+    ASSERT_TRUE(removed.ok()) << removed.error().message;
+  }
+  EXPECT_FALSE(fs::exists(dir.path() + "/tree"));
+  EXPECT_TRUE(fs::exists(dir.path() + "/outside/sub/keep")) << "a symlink was followed";
+}
+
+TEST(FileTest, RegressionRemoveTreeContentsOfAThousandsDeepTreeNeedsFewFds) {
+  TempDir dir;
+  fs::create_directories(dir.path() + "/outside");
+  std::ofstream(dir.path() + "/outside/keep") << "keep";
+  MakeDeepTree(dir.path() + "/tree", 5000, dir.path() + "/outside");
+  UniqueFd top(::open((dir.path() + "/tree").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(top);
+  {
+    NofileLimit limit(64);
+    Status removed = RemoveTreeContents(top.get());
+    ASSERT_TRUE(removed.ok()) << removed.error().message;
+  }
+  EXPECT_TRUE(fs::is_directory(dir.path() + "/tree"));
+  EXPECT_TRUE(fs::is_empty(dir.path() + "/tree"));
+  EXPECT_TRUE(fs::exists(dir.path() + "/outside/keep"));
+}
+
+// In a child with a mount namespace of its own: a tmpfs mounted deep in the tree makes
+// the removal fail, and nothing inside the mount is removed.
+int RemoveTreeAcrossMount(const std::string& tree) {
+  if (::unshare(CLONE_NEWNS) != 0) return 10;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 11;
+  const std::string mnt = tree + "/a/b/c/mnt";
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, nullptr) != 0) return 12;
+  std::ofstream(mnt + "/keep") << "keep";
+  if (RemoveTree(tree).ok()) return 1;
+  if (!fs::exists(mnt + "/keep")) return 2;
+  ::umount2(mnt.c_str(), MNT_DETACH);
+  return 0;
+}
+
+TEST(FileTest, RemoveTreeNeverCrossesAMount) {
+  TempDir dir;
+  fs::create_directories(dir.path() + "/tree/a/b/c/mnt");
+  std::ofstream(dir.path() + "/tree/a/b/file") << "x";
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) ::_exit(RemoveTreeAcrossMount(dir.path() + "/tree"));
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: removal succeeded, 2: the mount was emptied";
+}
+
+TEST(FileTest, MakeDirsGivesEachCreatedDirectoryItsMode) {
+  TempDir dir;
+  fs::create_directories(dir.path() + "/old");
+  ::chmod((dir.path() + "/old").c_str(), 0755);
+  mode_t saved = ::umask(077);
+  Status made = MakeDirs(dir.path() + "/old/a/b", 0710);
+  ::umask(saved);
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  auto mode = [&](const std::string& rel) {
+    struct stat st {};
+    EXPECT_EQ(::stat((dir.path() + rel).c_str(), &st), 0) << rel;
+    return st.st_mode & 07777;
+  };
+  EXPECT_EQ(mode("/old"), 0755u) << "an existing directory is left as it is";
+  EXPECT_EQ(mode("/old/a"), 0710u);
+  EXPECT_EQ(mode("/old/a/b"), 0710u);
+  ASSERT_TRUE(MakeDirs(dir.path() + "/old/a/b", 0700).ok()) << "existing path is success";
+  EXPECT_EQ(mode("/old/a/b"), 0710u);
+  std::ofstream(dir.path() + "/file") << "x";
+  EXPECT_FALSE(MakeDirs(dir.path() + "/file/sub", 0700).ok());
 }
 
 }  // namespace

@@ -864,6 +864,21 @@ TEST_F(ImageTest, MaxFilesLimit) {
   EXPECT_TRUE(ListDir(rootfs_).empty());  // counted before anything of the layer is written
 }
 
+TEST_F(ImageTest, RegressionEntryDeeperThanTheLimitIsRefusedBeforeAnythingIsWritten) {
+  std::string deep = "a";
+  for (int i = 1; i < 2000; ++i) deep += "/a";
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File("ok", "x").File(deep, "x"))),
+                 Errc::kBadImage, "path a/a/a/... is 2000 levels deep; the limit is 256");
+  EXPECT_TRUE(ListDir(rootfs_).empty());
+  std::string at_limit = "b";
+  for (int i = 1; i < 8; ++i) at_limit += "/b";
+  ImportLimits limits;
+  limits.max_depth = 8;
+  ASSERT_TRUE(Import(BuildDockerArchive(OneLayer(TarBuilder().File(at_limit, "x"))), limits).ok());
+  ExpectRejected(BuildDockerArchive(OneLayer(TarBuilder().File(at_limit + "/c", "x"))),
+                 Errc::kBadImage, "is 9 levels deep; the limit is 8", limits);
+}
+
 TEST_F(ImageTest, MaxRootfsBytesLimit) {
   TarBuilder tar;
   tar.File("big", std::string(100000, 'b'));

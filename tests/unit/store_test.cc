@@ -1,4 +1,9 @@
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
@@ -106,7 +111,7 @@ TEST_F(StoreTest, StateDirLayoutAndStaleCleanup) {
   fs::create_directories(state.VersionPath("unsaved", 1) + "/usr");    // crashed before save
   ASSERT_TRUE(state.PointRootfsAt("unsaved", 1).ok());
   fs::create_directories(state.TmpDir() + "/import-x");
-  ASSERT_TRUE(state.RemoveStale({{"hello", 3}}).ok());
+  ASSERT_TRUE(state.RemoveStale({{"hello", 3}}).empty());
   EXPECT_FALSE(fs::exists(state.BundlePath("dead-1")));
   EXPECT_FALSE(fs::exists(state.FunctionDir("hello") + "/.new-1"));
   EXPECT_FALSE(fs::exists(state.VersionPath("hello", 2))) << "not the current version";
@@ -123,9 +128,89 @@ TEST_F(StoreTest, RegressionCrashAfterLinkSwapBeforeRegistrySaveKeepsTheSavedVer
   fs::create_directories(state.VersionPath("fn", 1) + "/usr");
   fs::create_directories(state.VersionPath("fn", 2) + "/usr");
   ASSERT_TRUE(state.PointRootfsAt("fn", 2).ok());  // the link moved, the registry still says 1
-  ASSERT_TRUE(state.RemoveStale({{"fn", 1}}).ok());
+  ASSERT_TRUE(state.RemoveStale({{"fn", 1}}).empty());
   EXPECT_TRUE(fs::exists(state.VersionPath("fn", 1)));
   EXPECT_FALSE(fs::exists(state.VersionPath("fn", 2)));
+}
+
+struct Access {
+  mode_t mode;
+  uid_t uid;
+  gid_t gid;
+  bool operator==(const Access&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& out, const Access& a) {
+  return out << std::oct << a.mode << std::dec << " " << a.uid << ":" << a.gid;
+}
+
+Access AccessOf(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return {st.st_mode & 07777, st.st_uid, st.st_gid};
+}
+
+TEST_F(StoreTest, StateDirIsRootsAloneWithoutAUserNamespace) {
+  StateDir state(dir_ + "/state");
+  mode_t saved = ::umask(0);
+  ASSERT_TRUE(state.Create().ok());
+  ASSERT_TRUE(state.CreateFunctionDir("fn").ok());
+  ::umask(saved);
+  for (const auto& dir : {state.root(), state.ImagesDir(), state.FunctionDir("fn"), state.TmpDir()})
+    EXPECT_EQ(AccessOf(dir), (Access{0700, 0, 0})) << dir;
+}
+
+TEST_F(StoreTest, RegressionStateDirLetsOnlyTheUserNamespacesRootReachARootfs) {
+  // As an older faasd left it: every directory open to all.
+  fs::create_directories(dir_ + "/state/images/old/v1");
+  fs::create_directories(dir_ + "/state/tmp");
+  for (const char* rel : {"/state", "/state/images", "/state/images/old", "/state/tmp"})
+    ::chmod((dir_ + rel).c_str(), 0755);
+  ::chmod((dir_ + "/state/images/old/v1").c_str(), 0755);
+  StateDir state(dir_ + "/state", 4242);
+  ASSERT_TRUE(state.Create().ok());
+  ASSERT_TRUE(state.CreateFunctionDir("new").ok());
+  EXPECT_EQ(AccessOf(state.root()), (Access{0711, 0, 0}));
+  EXPECT_EQ(AccessOf(state.TmpDir()), (Access{0700, 0, 0}));
+  for (const auto& dir : {state.ImagesDir(), state.FunctionDir("old"), state.FunctionDir("new")})
+    EXPECT_EQ(AccessOf(dir), (Access{0710, 0, 4242})) << dir;
+  EXPECT_EQ(AccessOf(state.VersionPath("old", 1)).mode, 0755u) << "a container's / keeps its mode";
+  // Started again without a user namespace: back to root alone.
+  ASSERT_TRUE(StateDir(dir_ + "/state").Create().ok());
+  EXPECT_EQ(AccessOf(state.FunctionDir("old")), (Access{0700, 0, 0}));
+}
+
+// In a child with a mount namespace of its own, so that a mount can make a stale
+// directory impossible to remove. Returns 0 when the rest was still cleaned up.
+int RemoveStaleAroundAMount(const StateDir& state) {
+  if (::unshare(CLONE_NEWNS) != 0) return 10;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 11;
+  const std::string mnt = state.FunctionDir("fn") + "/.new-1/mnt";
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, nullptr) != 0) return 12;
+  std::vector<Error> left = state.RemoveStale({{"fn", 1}});
+  ::umount2(mnt.c_str(), MNT_DETACH);
+  if (left.size() != 1) return 1;
+  if (left[0].message.find(state.FunctionDir("fn") + "/.new-1") == std::string::npos) return 2;
+  if (fs::exists(state.FunctionDir("fn") + "/.new-2")) return 3;
+  if (fs::exists(state.TmpDir() + "/import-x")) return 4;
+  return 0;
+}
+
+TEST_F(StoreTest, RegressionStaleDirThatCannotBeRemovedIsReportedAndTheRestRemoved) {
+  StateDir state(dir_ + "/state");
+  ASSERT_TRUE(state.Create().ok());
+  fs::create_directories(state.VersionPath("fn", 1));
+  fs::create_directories(state.FunctionDir("fn") + "/.new-1/mnt");
+  fs::create_directories(state.FunctionDir("fn") + "/.new-2/usr");
+  fs::create_directories(state.TmpDir() + "/import-x");
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) ::_exit(RemoveStaleAroundAMount(state));
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: not one error, 2: the error does not name the path, "
+                                       "3-4: the clean-up stopped at the first failure";
 }
 
 TEST(LimitsTest, ParsesMemorySizes) {
