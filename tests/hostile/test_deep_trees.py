@@ -90,10 +90,11 @@ def test_deep_leftover_is_removed_at_start_under_a_low_fd_limit(faas_unstarted, 
     make_deep_dir(vm, f"{images_dir}/fn/.new-1-1", 3000)  # an import a crash interrupted
     make_deep_dir(vm, f"{images_dir}/gone/v1", 3000)  # a function the registry lacks
 
-    faasd.launcher = ["prlimit", "--nofile=128:", "--"]  # soft: runc sets its own
+    # faasd raises its soft limit to the hard one: both low.
+    faasd.launcher = ["prlimit", "--nofile=128:128", "--"]
     faasd.start()
     limits = vm.run(["cat", f"/proc/{faasd.pid}/limits"]).stdout
-    assert re.search(r"Max open files +128 ", limits), limits
+    assert re.search(r"Max open files +128 +128 ", limits), limits
     assert vm.listdir(f"{images_dir}/fn") == ["rootfs", "v1"]
     assert vm.listdir(images_dir) == ["fn"]
     assert "left something behind" not in faasd.log()

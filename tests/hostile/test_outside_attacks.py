@@ -5,6 +5,7 @@ without the matching defence; afterwards faasd serves and nothing leaked."""
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ print(json.dumps(seen))
 
 
 def hold(faas, *targets, send="", until=None, max_seconds=60, name="hold"):
-    argv = ["/usr/bin/python3", HOLD, *targets, "--max-seconds", str(max_seconds)]
+    argv = ["/usr/bin/python3", faas.vm.import_file(HOLD), *targets,
+            "--max-seconds", str(max_seconds)]
     if send:
         argv += ["--send", send]
     if until:
@@ -170,6 +172,7 @@ print("client" if got else ("eof" if not msg else "data"))
 """
 
 
+@pytest.mark.vmtest
 def test_a_process_outside_the_container_gets_no_client(faas, faasd, bystander):
     """A reused container waits for its handler to come back for the next client. A
     root process outside the container connects to that control socket first: faasd
@@ -254,3 +257,12 @@ def test_a_second_faasd_with_another_pool_leaves_the_first_ones_addresses(vm, fa
         assert other.stop() == 0
     assert faasd.faas_addresses() == [bystander.ip]
     bystander.assert_unharmed()
+
+
+def test_faasd_raises_its_soft_fd_limit_to_the_hard_one(faasd_unstarted):
+    """Started with a soft open-files limit of 64 (a low default) and a hard one of
+    4096, faasd takes all 4096 before it serves."""
+    faasd_unstarted.launcher = ["prlimit", "--nofile=64:4096", "--"]
+    faasd = faasd_unstarted.start()
+    limits = faasd.vm.run(["cat", f"/proc/{faasd.pid}/limits"]).stdout
+    assert re.search(r"Max open files +4096 +4096 ", limits), limits
