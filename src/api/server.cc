@@ -34,6 +34,7 @@ constexpr auto kHeaderTimeout = std::chrono::seconds(15);
 // A TCP client that has not yet sent an authorized request gets less: a flood of
 // idle connections from anyone who can reach the port is shed quickly.
 constexpr auto kFirstTcpHeaderTimeout = std::chrono::seconds(5);
+constexpr auto kLinger = std::chrono::seconds(2);
 constexpr size_t kChunk = 256 << 10;
 constexpr size_t kReadRoom = 64 << 10;
 constexpr uint64_t kMaxSmallBody = 64 << 10;
@@ -271,7 +272,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     res->prepare_payload();
     http::async_write(socket_, *res,
                       [self = this->shared_from_this(), res, keep_alive](error_code ec, size_t) {
-                        if (ec || !keep_alive) return self->Close();
+                        if (ec) return self->Close();
+                        if (!keep_alive) return self->Linger();
                         self->ResetForNext();
                         self->ReadHeader();
                       });
@@ -284,6 +286,25 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     body_complete_ = false;
     client_gone_ = false;
     drained_ = 0;
+  }
+
+  // Closing with unread input resets the connection, which can destroy the answer
+  // before the client read it (a refused deploy whose image is still arriving): end
+  // our side, then read and drop what still comes, for at most kLinger.
+  void Linger() {
+    ClosePipe();
+    error_code ignored;
+    socket_.shutdown(Socket::shutdown_send, ignored);
+    ArmTimer(kLinger);
+    Discard();
+  }
+
+  void Discard() {
+    socket_.async_read_some(asio::buffer(chunk_),
+                            [self = this->shared_from_this()](error_code ec, size_t) {
+                              if (ec) return self->Close();
+                              self->Discard();
+                            });
   }
 
   // Nobody will read the answer of a deploy still under way: it must not commit.
