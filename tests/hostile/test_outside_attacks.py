@@ -38,6 +38,8 @@ while not os.path.exists(stop):
     while len(buf) < length:
         buf += s.recv(65536)
     body, buf = json.loads(buf[:length]), buf[length:]
+    if body["status"] not in seen:
+        print("seen", body["status"], flush=True)
     seen[body["status"]] = body
     time.sleep(0.05)
 print(json.dumps(seen))
@@ -126,6 +128,7 @@ def test_fd_exhaustion_pauses_accepting_and_everything_recovers(vm, faasd_unstar
     load = hold(faas, *[f"{ip}:80x80" for ip in ips[2:]], send="G", until=stop,
                 max_seconds=60, name="load")
     wait_for(lambda: "pausing it for" in faasd.log(), 30, what="a paused listener")
+    wait_for(lambda: "seen degraded" in watch.stdout_text(), 30, what="/healthz degraded")
     vm.write_file(stop, b"")
     assert watch.wait(timeout=30) == 0, watch.stderr_text()
     seen = json.loads(watch.stdout_text().splitlines()[-1])
