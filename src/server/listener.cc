@@ -165,7 +165,7 @@ void Listener::Pause(int error) {
 
 void Listener::Admit(UniqueFd client, const sockaddr_in& peer) {
   if (options_.first_byte_timeout.count() == 0 || Readable(client.get()))
-    return Forward(std::move(client));
+    return on_client_(std::move(client));
   const uint32_t address = ntohl(peer.sin_addr.s_addr);
   if (!all_waiting_.TryAdd(address, options_.max_waiting_per_address)) {
     ++stats_.refused_waiting;
@@ -185,7 +185,11 @@ void Listener::Admit(UniqueFd client, const sockaddr_in& peer) {
                                waiting->timer.cancel();
                                UniqueFd client(waiting->socket.release());
                                Drop(waiting, /*timed_out=*/false);
-                               Forward(std::move(client));
+                               // Waiting made it non-blocking; the handler expects a
+                               // plain socket.
+                               int flags = ::fcntl(client.get(), F_GETFL);
+                               if (flags >= 0) ::fcntl(client.get(), F_SETFL, flags & ~O_NONBLOCK);
+                               on_client_(std::move(client));
                              });
 }
 
@@ -200,13 +204,6 @@ void Listener::Drop(const std::shared_ptr<Waiting>& waiting, bool timed_out) {
   boost::system::error_code ignored;
   waiting->timer.cancel();
   waiting->socket.close(ignored);
-}
-
-void Listener::Forward(UniqueFd client) {
-  // The event loop may have made it non-blocking; the handler expects a plain socket.
-  int flags = ::fcntl(client.get(), F_GETFL);
-  if (flags >= 0 && (flags & O_NONBLOCK)) ::fcntl(client.get(), F_SETFL, flags & ~O_NONBLOCK);
-  on_client_(std::move(client));
 }
 
 }  // namespace faas::server

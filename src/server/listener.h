@@ -91,7 +91,6 @@ class Listener {
   void OnReadable();
   void Pause(int error);
   void Admit(UniqueFd client, const sockaddr_in& peer);
-  void Forward(UniqueFd client);
   void Drop(const std::shared_ptr<Waiting>& waiting, bool timed_out);
 
   boost::asio::io_context& io_;

@@ -148,7 +148,8 @@ void Container::Start() {
   spec.run_timeout_ms = function_.limits.timeout_ms;
   spec.userns_base = function_.userns_base;
   spec.reuse = function_.reuse;
-  spec.nofile_limit = std::min(spec.nofile_limit, OwnHardFdLimit());
+  static const uint64_t own_hard_limit = OwnHardFdLimit();  // fixed for faasd's life
+  spec.nofile_limit = std::min(spec.nofile_limit, own_hard_limit);
   if (auto st = runtime::WriteBundle(dir, spec); !st.ok()) return Fail(st.error().message);
   phases_.prepared = std::chrono::steady_clock::now();
 
