@@ -39,7 +39,11 @@ Child::~Child() { KillAndReap(); }
 
 void Child::KillAndReap() {
   if (pid_ <= 0) return;
-  if (pidfd_) PidfdSendSignal(pidfd_.get(), SIGKILL);
+  if (pidfd_) {
+    PidfdSendSignal(pidfd_.get(), SIGKILL);
+  } else {
+    ::kill(pid_, SIGKILL);
+  }
   int status;
   while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
@@ -75,7 +79,11 @@ Result<int> Child::Wait() {
 }
 
 Status Child::Signal(int sig) {
-  if (pid_ <= 0 || !pidfd_) return Ok();
+  if (pid_ <= 0) return Ok();
+  if (!pidfd_) {
+    if (::kill(pid_, sig) != 0 && errno != ESRCH) return SysError(errno, "kill");
+    return Ok();
+  }
   if (PidfdSendSignal(pidfd_.get(), sig) != 0 && errno != ESRCH)
     return SysError(errno, "pidfd_send_signal");
   return Ok();

@@ -22,7 +22,8 @@ class Child {
   ~Child();
 
   pid_t pid() const { return pid_; }
-  // Readable once the child has exited: wait on it with an event loop, then Reap().
+  // Readable once the child has exited: wait on it with an event loop, then TryReap().
+  // -1 after TakeExitFd().
   int pidfd() const { return pidfd_.get(); }
   bool running() const { return pid_ > 0; }
 
@@ -31,8 +32,12 @@ class Child {
   Result<int> TryReap();
   // Blocking wait.
   Result<int> Wait();
-  // Sends `sig` through the pidfd (safe against pid reuse).
+  // Sends `sig` through the pidfd, or with kill() once the pidfd was taken: both are
+  // safe against pid reuse, since the pid stays ours until this Child reaps it.
   Status Signal(int sig);
+  // Moves the pidfd out, for an event loop that then owns it (and closes it). The
+  // Child keeps the pid: TryReap, Wait, Signal and the destructor work by pid.
+  UniqueFd TakeExitFd() { return std::move(pidfd_); }
 
  private:
   void KillAndReap();

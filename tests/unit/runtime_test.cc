@@ -1,5 +1,7 @@
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -107,6 +109,37 @@ TEST(ProcessTest, DestructorKillsAndReaps) {
   }
   EXPECT_EQ(::kill(pid, 0), -1);
   EXPECT_EQ(errno, ESRCH);
+}
+
+bool ReadableWithin(int fd, int timeout_ms) {
+  pollfd pfd{fd, POLLIN, 0};
+  return ::poll(&pfd, 1, timeout_ms) == 1;
+}
+
+TEST(ProcessTest, TakeExitFdLeavesSignalAndReapByPid) {
+  auto child = Spawn({{"/bin/sleep", "60"}});
+  ASSERT_TRUE(child.ok());
+  UniqueFd exit_fd = child->TakeExitFd();
+  ASSERT_TRUE(exit_fd.valid());
+  EXPECT_EQ(child->pidfd(), -1);
+  EXPECT_FALSE(ReadableWithin(exit_fd.get(), 0));
+  EXPECT_EQ(*child->TryReap(), -1);
+  ASSERT_TRUE(child->Signal(SIGTERM).ok());
+  EXPECT_TRUE(ReadableWithin(exit_fd.get(), 10000)) << "the taken fd reports the exit";
+  EXPECT_EQ(DescribeWaitStatus(*child->TryReap()), "killed by signal 15");
+  EXPECT_FALSE(child->running());
+}
+
+TEST(ProcessTest, DestructorKillsAndReapsAfterTakeExitFd) {
+  UniqueFd exit_fd;
+  {
+    auto child = Spawn({{"/bin/sleep", "60"}});
+    ASSERT_TRUE(child.ok());
+    exit_fd = child->TakeExitFd();
+  }
+  ASSERT_TRUE(ReadableWithin(exit_fd.get(), 0)) << "killed and reaped at once";
+  EXPECT_EQ(::waitid(P_PIDFD, static_cast<id_t>(exit_fd.get()), nullptr, WEXITED | WNOHANG), -1);
+  EXPECT_EQ(errno, ECHILD) << "no zombie left";
 }
 
 TEST(ProcessTest, TryReapBeforeAndAfterExit) {
