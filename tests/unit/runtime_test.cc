@@ -1,17 +1,24 @@
+#include "runtime/runtime.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -313,6 +320,338 @@ TEST(BundleTest, WriteBundleWritesConfigOnce) {
   EXPECT_TRUE(fs::exists(dir + "/config.json"));
   EXPECT_FALSE(WriteBundle(dir, Spec()).ok()) << "never overwrites";
   fs::remove_all(dir);
+}
+
+// A fresh directory under /tmp, removed with everything in it at the end of the test.
+struct TempDir {
+  TempDir() {
+    char tmpl[] = "/tmp/faas-runtime-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string path;
+};
+
+void WriteExecutable(const std::string& path, const std::string& text, fs::perms perms) {
+  std::ofstream(path) << text;
+  fs::permissions(path, perms);
+}
+
+RuntimeConfig Config(const TempDir& dir, const std::string& program) {
+  RuntimeConfig config;
+  config.program = program;
+  config.root = dir.path + "/state";
+  config.cgroup_parent = "/faasd-test-" + std::to_string(::getpid());
+  return config;
+}
+
+// Runs `body` in a child process with a private mount namespace (so mounts made for a
+// test vanish with it) and returns the text it produced.
+std::string InMountNamespace(const std::function<std::string()>& body) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return "pipe failed";
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::string out = "cannot make a mount namespace";
+    if (::unshare(CLONE_NEWNS) == 0 &&
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0)
+      out = body();
+    (void)!::write(write_end.get(), out.data(), out.size());
+    ::_exit(0);
+  }
+  write_end.Reset();
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(read_end.get(), buf, sizeof buf)) > 0;) out.append(buf, n);
+  ::waitpid(pid, nullptr, 0);
+  return out;
+}
+
+// "ok NAME" when OpenOciRuntime accepts `program` over the cgroups mounted at
+// `cgroup_fs`, else its error message.
+std::string OpenResult(const RuntimeConfig& config) {
+  auto runtime = OpenOciRuntime(config);
+  return runtime.ok() ? "ok " + (*runtime)->name() : runtime.error().message;
+}
+
+TEST(OpenOciRuntimeTest, MissingProgramIsOneClearError) {
+  TempDir dir;
+  auto missing = OpenOciRuntime(Config(dir, "/nonexistent/runc"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, Errc::kInvalidArgument);
+  EXPECT_EQ(missing.error().message,
+            "OCI runtime /nonexistent/runc: /nonexistent/runc: No such file or directory");
+  auto not_in_path = OpenOciRuntime(Config(dir, "no-such-oci-runtime"));
+  ASSERT_FALSE(not_in_path.ok());
+  EXPECT_EQ(not_in_path.error().message,
+            "OCI runtime no-such-oci-runtime: no-such-oci-runtime: not found in PATH");
+  EXPECT_FALSE(fs::exists(dir.path + "/state")) << "nothing created for a failed open";
+}
+
+TEST(OpenOciRuntimeTest, NonExecutableProgramIsAnError) {
+  TempDir dir;
+  WriteExecutable(dir.path + "/runc", "#!/bin/sh\n", fs::perms::owner_read);
+  auto plain_file = OpenOciRuntime(Config(dir, dir.path + "/runc"));
+  ASSERT_FALSE(plain_file.ok());
+  EXPECT_NE(plain_file.error().message.find("Permission denied"), std::string::npos)
+      << plain_file.error().message;
+  auto directory = OpenOciRuntime(Config(dir, dir.path));
+  ASSERT_FALSE(directory.ok());
+  EXPECT_NE(directory.error().message.find("not a file"), std::string::npos);
+}
+
+TEST(OpenOciRuntimeTest, FindsRuncInPathAndCreatesTheStateDir) {
+  TempDir dir;
+  auto runtime = OpenOciRuntime(Config(dir, "runc"));
+  ASSERT_TRUE(runtime.ok()) << runtime.error().message;
+  EXPECT_EQ((*runtime)->name(), "runc");
+  EXPECT_EQ(fs::status(dir.path + "/state").permissions(), fs::perms::owner_all);
+  EXPECT_EQ((*runtime)->CgroupsPath("c1"), Config(dir, "runc").cgroup_parent + "/c1");
+}
+
+TEST(OpenOciRuntimeTest, OtherRuntimeIsNamedAfterItsFile) {
+  TempDir dir;
+  WriteExecutable(dir.path + "/fake-runtime", "#!/bin/sh\nexit 1\n", fs::perms::owner_all);
+  EXPECT_EQ(OpenResult(Config(dir, dir.path + "/fake-runtime")), "ok fake-runtime");
+}
+
+TEST(OpenOciRuntimeTest, RuntimeHangingAtVersionIsTakenAsRuncLike) {
+  TempDir dir;
+  WriteExecutable(dir.path + "/slow", "#!/bin/sh\nexec sleep 3600\n", fs::perms::owner_all);
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(OpenResult(Config(dir, dir.path + "/slow")), "ok slow");
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
+}
+
+// crun under another name (it is recognised by its --version output), over the
+// cgroups a test mounts at DIR/cgroup.
+RuntimeConfig CrunConfig(const TempDir& dir) {
+  RuntimeConfig config = Config(dir, dir.path + "/myruntime");
+  fs::create_symlink("/usr/bin/crun", config.program);
+  config.cgroup_fs = dir.path + "/cgroup";
+  fs::create_directory(config.cgroup_fs);
+  return config;
+}
+
+TEST(OpenOciRuntimeTest, CrunRefusesHybridCgroupsWithTheReason) {
+  TempDir dir;
+  const RuntimeConfig config = CrunConfig(dir);
+  // The hybrid layout: a tmpfs with cgroup2 at `unified`, whose root always has
+  // controllers available (hugetlb on this host, all of them on a v2 host).
+  std::string result = InMountNamespace([&] {
+    const std::string unified = config.cgroup_fs + "/unified";
+    if (::mount("tmpfs", config.cgroup_fs.c_str(), "tmpfs", 0, "mode=755") != 0 ||
+        ::mkdir(unified.c_str(), 0755) != 0 ||
+        ::mount("cgroup2", unified.c_str(), "cgroup2", 0, nullptr) != 0)
+      return std::string("mount failed: ") + std::strerror(errno);
+    return OpenResult(config);
+  });
+  EXPECT_NE(result.find("crun cannot run containers on this host"), std::string::npos) << result;
+  EXPECT_NE(result.find("hybrid"), std::string::npos) << result;
+  EXPECT_NE(result.find("--runtime runc"), std::string::npos) << result;
+}
+
+TEST(OpenOciRuntimeTest, CrunIsAcceptedOnCgroupV2) {
+  TempDir dir;
+  const RuntimeConfig config = CrunConfig(dir);
+  std::string result = InMountNamespace([&] {
+    if (::mount("cgroup2", config.cgroup_fs.c_str(), "cgroup2", 0, nullptr) != 0)
+      return std::string("mount failed: ") + std::strerror(errno);
+    return OpenResult(config);
+  });
+  EXPECT_EQ(result, "ok crun");
+}
+
+// runc and crun both keep a directory per container under root; a run killed while
+// the runtime was creating the container leaves one without a state file.
+class StateTest : public testing::TestWithParam<std::string> {};
+
+TEST_P(StateTest, HalfCreatedContainerIsListedAndDeleted) {
+  TempDir dir;
+  RuntimeConfig config = Config(dir, GetParam());
+  config.cgroup_fs = dir.path;  // no cgroups at all: crun accepts that
+  auto runtime = OpenOciRuntime(config);
+  ASSERT_TRUE(runtime.ok()) << runtime.error().message;
+  EXPECT_EQ((*runtime)->name(), GetParam());
+  auto empty = (*runtime)->List();
+  ASSERT_TRUE(empty.ok()) << empty.error().message;
+  EXPECT_TRUE(empty->empty());
+
+  fs::create_directory(config.root + "/faas-half-1");
+  EXPECT_TRUE((*runtime)->HasState("faas-half-1"));
+  EXPECT_FALSE((*runtime)->HasState("faas-other"));
+  auto listed = (*runtime)->List();
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  EXPECT_EQ(*listed, std::vector<std::string>{"faas-half-1"});
+
+  auto del = (*runtime)->Delete("faas-half-1");
+  ASSERT_TRUE(del.ok()) << del.error().message;
+  EXPECT_EQ(DescribeWaitStatus(*del->Wait()), "exit 0");
+  EXPECT_FALSE((*runtime)->HasState("faas-half-1"));
+  EXPECT_TRUE((*runtime)->List()->empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(RuncAndCrun, StateTest, testing::Values("runc", "crun"));
+
+TEST(RuntimeTest, ListFailsWhenTheRuntimeDoes) {
+  TempDir dir;
+  const std::string program = dir.path + "/fake-runtime";
+  WriteExecutable(program, "#!/bin/sh\nexit 1\n", fs::perms::owner_all);
+  auto runtime = OpenOciRuntime(Config(dir, program));
+  ASSERT_TRUE(runtime.ok()) << runtime.error().message;
+  auto listed = (*runtime)->List();
+  ASSERT_FALSE(listed.ok());
+  EXPECT_EQ(listed.error().message, program + " list: exit 1");
+}
+
+// One hierarchy to make test cgroups in: the v2 one, or v1's pids.
+std::string TestHierarchy() {
+  struct statfs st {};
+  if (::statfs("/sys/fs/cgroup", &st) == 0 && st.f_type == CGROUP2_SUPER_MAGIC)
+    return "/sys/fs/cgroup";
+  return "/sys/fs/cgroup/pids";
+}
+
+// runc made CGROUP_PARENT in every hierarchy; the test removes it.
+void RemoveParentCgroups(const RuntimeConfig& config) {
+  ::rmdir(("/sys/fs/cgroup" + config.cgroup_parent).c_str());
+  for (const auto& entry : fs::directory_iterator("/sys/fs/cgroup"))
+    ::rmdir((entry.path().string() + config.cgroup_parent).c_str());
+}
+
+// A cgroup CGROUP_PARENT/ID/sub made by hand (as a runtime would, plus a sub-cgroup
+// made inside the container) holding a sleeping child.
+struct PopulatedCgroup {
+  PopulatedCgroup(const RuntimeConfig& config, const std::string& id)
+      : parent(TestHierarchy() + config.cgroup_parent), leaf(parent + "/" + id) {
+    fs::create_directories(leaf + "/sub");
+    auto spawned = Spawn({{"/bin/sleep", "60"}});
+    EXPECT_TRUE(spawned.ok());
+    child = std::move(spawned).value();
+    std::ofstream(leaf + "/sub/cgroup.procs") << child.pid() << "\n";
+  }
+  ~PopulatedCgroup() {
+    child = Child();
+    ::rmdir((leaf + "/sub").c_str());
+    ::rmdir(leaf.c_str());
+  }
+  std::string parent, leaf;
+  Child child;
+};
+
+// runc over this host's cgroups, with a state dir of its own.
+class RuncTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    auto opened = OpenOciRuntime(config_);
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    runtime_ = std::move(opened).value();
+  }
+  void TearDown() override { RemoveParentCgroups(config_); }
+
+  TempDir dir_;
+  const RuntimeConfig config_ = Config(dir_, "runc");
+  std::unique_ptr<Runtime> runtime_;
+};
+
+TEST_F(RuncTest, RemoveCgroupsKillsWhatIsLeftAndRemovesThem) {
+  EXPECT_TRUE(runtime_->RemoveCgroups("faas-none")) << "no cgroup is the clean case";
+
+  PopulatedCgroup cgroup(config_, "faas-busy");
+  ASSERT_TRUE(runtime_->CheckMember("faas-busy", cgroup.child.pid()).ok());
+  EXPECT_FALSE(runtime_->RemoveCgroups("faas-busy")) << "busy until the child is gone";
+  ASSERT_TRUE(ReadableWithin(cgroup.child.pidfd(), 10000)) << "the child was killed";
+  EXPECT_EQ(DescribeWaitStatus(*cgroup.child.Wait()), "killed by signal 9");
+  EXPECT_TRUE(runtime_->RemoveCgroups("faas-busy"));
+  EXPECT_FALSE(fs::exists(cgroup.leaf));
+  EXPECT_TRUE(fs::exists(cgroup.parent)) << "the parent is not the container's";
+}
+
+TEST_F(RuncTest, CheckMemberTellsMembersFromStrangers) {
+  PopulatedCgroup cgroup(config_, "faas-c1");
+  EXPECT_TRUE(runtime_->CheckMember("faas-c1", cgroup.child.pid()).ok()) << "in a sub-cgroup";
+
+  auto outside = runtime_->CheckMember("faas-c1", ::getpid());
+  ASSERT_FALSE(outside.ok());
+  EXPECT_EQ(outside.error().code, Errc::kInvalidArgument);
+  EXPECT_NE(outside.error().message.find("is not in the container's cgroup"), std::string::npos);
+  // A name that only starts like the cgroup's is another cgroup.
+  EXPECT_EQ(runtime_->CheckMember("faas-c", cgroup.child.pid()).error().code,
+            Errc::kInvalidArgument);
+
+  auto exited = Spawn({{"/bin/true"}});
+  ASSERT_TRUE(exited.ok());
+  const pid_t gone = exited->pid();
+  ASSERT_TRUE(exited->Wait().ok());
+  auto vanished = runtime_->CheckMember("faas-c1", gone);
+  ASSERT_FALSE(vanished.ok());
+  EXPECT_EQ(vanished.error().code, Errc::kInvalidArgument);
+}
+
+// Reads `fd` until `text` shows up, EOF, or 20 s pass.
+std::string ReadUntil(int fd, const std::string& text) {
+  std::string out;
+  char buf[256];
+  while (out.find(text) == std::string::npos && ReadableWithin(fd, 20000)) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+// A bundle whose rootfs holds only a static busybox, running `script`.
+std::string MakeBundle(const TempDir& dir, const std::string& cgroups_path,
+                       const std::string& script) {
+  const std::string rootfs = dir.path + "/rootfs", bundle = dir.path + "/bundle";
+  fs::create_directories(rootfs + "/bin");
+  fs::create_directory(bundle);
+  fs::copy_file("/bin/busybox", rootfs + "/bin/busybox");
+  EXPECT_TRUE(PrepareRootfs(rootfs).ok());
+  ContainerSpec spec;
+  spec.rootfs = rootfs;
+  spec.args = {"/bin/busybox", "sh", "-c", script};
+  spec.control_socket = bundle + "/control.sock";
+  std::ofstream(spec.control_socket).flush();
+  spec.cgroups_path = cgroups_path;
+  EXPECT_TRUE(WriteBundle(bundle, spec).ok());
+  return bundle;
+}
+
+TEST_F(RuncTest, RunsAContainerUntilDeleteRemovesIt) {
+  Runtime& runtime = *runtime_;
+  const std::string id = "faas-run-1";
+  const std::string cgroup = TestHierarchy() + runtime.CgroupsPath(id);
+  const std::string bundle =
+      MakeBundle(dir_, runtime.CgroupsPath(id), "echo hello; exec /bin/busybox sleep 60");
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
+  auto run = runtime.Run(id, bundle, write_end.get());
+  write_end.Reset();
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  ASSERT_NE(ReadUntil(read_end.get(), "hello\n").find("hello\n"), std::string::npos);
+
+  EXPECT_TRUE(runtime.HasState(id));
+  EXPECT_EQ(*runtime.List(), std::vector<std::string>{id});
+  pid_t in_container = 0;
+  std::ifstream(cgroup + "/cgroup.procs") >> in_container;
+  ASSERT_GT(in_container, 0);
+  EXPECT_TRUE(runtime.CheckMember(id, in_container).ok());
+
+  // Killing `run` leaves the container; `delete --force` ends it and its state.
+  ASSERT_TRUE(run->Signal(SIGKILL).ok());
+  EXPECT_EQ(DescribeWaitStatus(*run->Wait()), "killed by signal 9");
+  EXPECT_TRUE(runtime.HasState(id));
+  EXPECT_EQ(::kill(in_container, 0), 0);
+  auto del = runtime.Delete(id);
+  ASSERT_TRUE(del.ok()) << del.error().message;
+  EXPECT_EQ(DescribeWaitStatus(*del->Wait()), "exit 0");
+  EXPECT_FALSE(runtime.HasState(id));
+  EXPECT_TRUE(runtime.List()->empty());
+  EXPECT_TRUE(runtime.RemoveCgroups(id));
+  EXPECT_FALSE(fs::exists(cgroup));
 }
 
 }  // namespace

@@ -1,0 +1,288 @@
+#include "runtime/runtime.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string_view>
+
+#include "common/file.h"
+
+namespace faas::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kVersionTimeout = std::chrono::seconds(5);
+constexpr size_t kMaxListOutput = 16 << 20;
+
+bool IsFs(const std::string& path, long magic) {
+  struct statfs st {};
+  return ::statfs(path.c_str(), &st) == 0 && static_cast<long>(st.f_type) == magic;
+}
+
+Status CheckExecutable(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return SysError(errno, path, Errc::kInvalidArgument);
+  if (!S_ISREG(st.st_mode)) return MakeError(Errc::kInvalidArgument, path + ": not a file");
+  if (::access(path.c_str(), X_OK) != 0) return SysError(errno, path, Errc::kInvalidArgument);
+  return Ok();
+}
+
+Result<std::string> ResolveProgram(const std::string& program) {
+  if (program.empty()) return MakeError(Errc::kInvalidArgument, "no program given");
+  if (program.find('/') != std::string::npos) {
+    FAAS_RETURN_IF_ERROR(CheckExecutable(program));
+    return program;
+  }
+  const char* env = std::getenv("PATH");
+  std::istringstream dirs(env ? env : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + program;
+    if (CheckExecutable(candidate).ok()) return candidate;
+  }
+  return MakeError(Errc::kInvalidArgument, program + ": not found in PATH");
+}
+
+// Reads `fd` until EOF, `max_bytes`, or `deadline` (nullopt: none), whichever is first.
+Result<std::string> ReadAll(int fd, size_t max_bytes, std::optional<Clock::time_point> deadline) {
+  std::string out;
+  char buf[4096];
+  while (out.size() < max_bytes) {
+    int wait_ms = -1;
+    if (deadline) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
+      if (left.count() <= 0) break;
+      wait_ms = static_cast<int>(left.count());
+    }
+    pollfd pfd{fd, POLLIN, 0};
+    int ready = ::poll(&pfd, 1, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return SysError(errno, "poll");
+    if (ready == 0) break;
+    ssize_t n = ::read(fd, buf, std::min(sizeof buf, max_bytes - out.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return SysError(errno, "read");
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+struct Captured {
+  Child child;  // not reaped yet
+  std::string out;
+};
+
+// Runs `argv` with stdout into a pipe (stderr to /dev/null when `quiet`) and reads it.
+Result<Captured> Capture(const std::vector<std::string>& argv, size_t max_bytes,
+                         std::optional<Clock::time_point> deadline, bool quiet) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
+  UniqueFd null(quiet ? ::open("/dev/null", O_WRONLY | O_CLOEXEC) : -1);
+  if (quiet && !null) return SysError(errno, "open /dev/null");
+  FAAS_ASSIGN_OR_RETURN(Child child, Spawn({argv, -1, write_end.get(), null.get()}));
+  write_end.Reset();
+  FAAS_ASSIGN_OR_RETURN(std::string out, ReadAll(read_end.get(), max_bytes, deadline));
+  return Captured{std::move(child), std::move(out)};
+}
+
+// "runc" or "crun" from the first line of `--version` ("crun version 1.8.1"); the
+// file name for anything else, including a runtime that fails or hangs there.
+std::string IdentifyRuntime(const std::string& path) {
+  std::string fallback = fs::path(path).filename().string();
+  auto version = Capture({path, "--version"}, 4096, Clock::now() + kVersionTimeout, true);
+  if (!version.ok()) return fallback;
+  std::istringstream first_line(version->out.substr(0, version->out.find('\n')));
+  std::string word, second;
+  first_line >> word >> second;
+  if (second == "version" && (word == "runc" || word == "crun")) return word;
+  return fallback;
+}
+
+// crun 1.8 refuses a hybrid layout (v1 hierarchies plus cgroup2 at `unified`) as
+// soon as any controller is enabled on the cgroup2 side.
+Status CheckCrunCgroups(const std::string& cgroup_fs) {
+  if (IsFs(cgroup_fs, CGROUP2_SUPER_MAGIC)) return Ok();
+  const std::string unified = cgroup_fs + "/unified";
+  if (!IsFs(unified, CGROUP2_SUPER_MAGIC)) return Ok();
+  auto controllers = ReadFile(unified + "/cgroup.controllers", 4096);
+  if (!controllers.ok()) return std::move(controllers).error().Wrap("crun: cgroup check");
+  std::string names = *controllers;
+  std::replace(names.begin(), names.end(), '\n', ' ');
+  while (!names.empty() && names.back() == ' ') names.pop_back();
+  if (names.empty()) return Ok();
+  return MakeError(Errc::kInvalidArgument,
+                   "crun cannot run containers on this host: its cgroups are in hybrid mode "
+                   "with controllers on cgroup v2 (" +
+                       names +
+                       "); boot with cgroup v2 only (systemd.unified_cgroup_hierarchy=1) or use "
+                       "--runtime runc");
+}
+
+// The mount point of every cgroup hierarchy: `cgroup_fs` itself on a v2 host, else
+// each v1 hierarchy below it and the cgroup2 one of a hybrid host. Symlinks such as
+// cpu -> cpu,cpuacct name a hierarchy twice and are skipped.
+std::vector<std::string> CgroupHierarchies(const std::string& cgroup_fs) {
+  if (IsFs(cgroup_fs, CGROUP2_SUPER_MAGIC)) return {cgroup_fs};
+  std::vector<std::string> hierarchies;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(cgroup_fs, ec)) {
+    const std::string path = entry.path().string();
+    if (entry.is_symlink(ec) || !entry.is_directory(ec)) continue;
+    if (IsFs(path, CGROUP_SUPER_MAGIC) || IsFs(path, CGROUP2_SUPER_MAGIC))
+      hierarchies.push_back(path);
+  }
+  return hierarchies;
+}
+
+// Depth first: a cgroup with sub-cgroups cannot be removed. Kills what is in a
+// cgroup that is still busy. True when `dir` is gone.
+bool RemoveCgroupTree(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (!entry.is_symlink(ec) && entry.is_directory(ec))
+      (void)RemoveCgroupTree(entry.path().string());
+  }
+  if (::rmdir(dir.c_str()) == 0 || errno == ENOENT || errno == ENOTDIR) return true;
+  if (auto procs = ReadFile(dir + "/cgroup.procs", 1 << 20); procs.ok()) {
+    std::istringstream pids(*procs);
+    for (pid_t pid; pids >> pid;) ::kill(pid, SIGKILL);
+  }
+  return false;
+}
+
+bool IsUnder(std::string_view path, std::string_view cgroup) {
+  return path == cgroup || (path.size() > cgroup.size() &&
+                            path.substr(0, cgroup.size()) == cgroup && path[cgroup.size()] == '/');
+}
+
+class OciRuntime final : public Runtime {
+ public:
+  OciRuntime(std::string path, std::string name, RuntimeConfig config,
+             std::vector<std::string> hierarchies)
+      : path_(std::move(path)),
+        name_(std::move(name)),
+        config_(std::move(config)),
+        hierarchies_(std::move(hierarchies)) {}
+
+  const std::string& name() const override { return name_; }
+
+  std::string CgroupsPath(const std::string& id) const override {
+    return config_.cgroup_parent + "/" + id;
+  }
+
+  Result<Child> Run(const std::string& id, const std::string& bundle_dir, int output_fd) override {
+    return Spawn({Command({"run", "--bundle", bundle_dir, id}), -1, output_fd, output_fd});
+  }
+
+  bool HasState(const std::string& id) const override {
+    struct stat st {};
+    return ::lstat((config_.root + "/" + id).c_str(), &st) == 0;
+  }
+
+  Result<Child> Delete(const std::string& id) override {
+    return Spawn({Command({"delete", "--force", id})});
+  }
+
+  Result<std::vector<std::string>> List() override;
+  bool RemoveCgroups(const std::string& id) override;
+  Status CheckMember(const std::string& id, pid_t pid) const override;
+
+ private:
+  std::vector<std::string> Command(std::initializer_list<std::string> args) const {
+    std::vector<std::string> argv = {path_, "--root", config_.root};
+    argv.insert(argv.end(), args);
+    return argv;
+  }
+
+  std::string path_;
+  std::string name_;
+  RuntimeConfig config_;
+  std::vector<std::string> hierarchies_;
+};
+
+// Both runtimes keep one directory per container under root. `list` skips one whose
+// state file is not written yet (the run was killed while creating it), which
+// `delete --force` still removes: such directories are listed too.
+Result<std::vector<std::string>> OciRuntime::List() {
+  FAAS_ASSIGN_OR_RETURN(Captured listed,
+                        Capture(Command({"list", "--quiet"}), kMaxListOutput, std::nullopt, false));
+  if (listed.out.size() >= kMaxListOutput)
+    return MakeError(Errc::kTooLarge, path_ + " list: more than " + std::to_string(kMaxListOutput) +
+                                          " bytes of output");
+  FAAS_ASSIGN_OR_RETURN(int status, listed.child.Wait());
+  if (status != 0)
+    return MakeError(Errc::kInternal, path_ + " list: " + DescribeWaitStatus(status));
+  std::set<std::string> ids;
+  std::istringstream lines(listed.out);
+  for (std::string id; std::getline(lines, id);) ids.insert(id);
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(config_.root, ec)) {
+    if (!entry.is_symlink(ec) && entry.is_directory(ec))
+      ids.insert(entry.path().filename().string());
+  }
+  if (ec) return SysError(ec.value(), "list " + config_.root);
+  std::erase_if(ids, [](const std::string& id) { return id.empty() || id[0] == '.'; });
+  return std::vector<std::string>(ids.begin(), ids.end());
+}
+
+// `delete --force` leaves the cgroups when the run was killed while the runtime was
+// still creating the container (the cgroup exists, its state file not yet), and
+// the runtime's init may still be in them, dying.
+bool OciRuntime::RemoveCgroups(const std::string& id) {
+  bool all_gone = true;
+  for (const auto& hierarchy : hierarchies_)
+    all_gone &= RemoveCgroupTree(hierarchy + CgroupsPath(id));
+  return all_gone;
+}
+
+Status OciRuntime::CheckMember(const std::string& id, pid_t pid) const {
+  const std::string who = "pid " + std::to_string(pid);
+  auto cgroups = ReadFile("/proc/" + std::to_string(pid) + "/cgroup", 64 << 10);
+  if (!cgroups.ok()) {
+    if (cgroups.error().sys_errno == ENOENT || cgroups.error().sys_errno == ESRCH)
+      return MakeError(Errc::kInvalidArgument, who + " is gone");
+    return std::move(cgroups).error();
+  }
+  const std::string mine = CgroupsPath(id);
+  std::istringstream lines(*cgroups);
+  for (std::string line; std::getline(lines, line);) {
+    // hierarchy-id:controllers:path
+    auto colon = line.find(':', line.find(':') + 1);
+    if (colon != std::string::npos && IsUnder(std::string_view(line).substr(colon + 1), mine))
+      return Ok();
+  }
+  return MakeError(Errc::kInvalidArgument, who + " is not in the container's cgroup " + mine);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Runtime>> OpenOciRuntime(RuntimeConfig config) {
+  const std::string context = "OCI runtime " + config.program;
+  if (config.root.empty()) return MakeError(Errc::kInvalidArgument, context + ": no state dir");
+  auto path = ResolveProgram(config.program);
+  if (!path.ok()) return std::move(path).error().Wrap(context);
+  std::string name = IdentifyRuntime(*path);
+  if (name == "crun") FAAS_RETURN_IF_ERROR(CheckCrunCgroups(config.cgroup_fs));
+  FAAS_RETURN_IF_ERROR_CTX(MakeDirs(config.root, 0700), context);
+  auto hierarchies = CgroupHierarchies(config.cgroup_fs);
+  return std::unique_ptr<Runtime>(std::make_unique<OciRuntime>(
+      std::move(path).value(), std::move(name), std::move(config), std::move(hierarchies)));
+}
+
+}  // namespace faas::runtime
