@@ -84,8 +84,8 @@ Result<PoolClaim> PoolClaim::Take(const IpPool& pool) {
   return PoolClaim(std::move(fd));
 }
 
-void PoolClaim::AcceptAndClose() const {
-  for (int conn; (conn = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) ::close(conn);
+void PoolClaim::AcceptAndClose(int claim_fd) {
+  for (int conn; (conn = ::accept4(claim_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) ::close(conn);
 }
 
 }  // namespace faas::net

@@ -25,11 +25,12 @@ class PoolClaim {
   // pool or an overlapping one is claimed already.
   static Result<PoolClaim> Take(const IpPool& pool);
 
-  // The listening socket. Whoever checks for a claim connects to learn the owner's
-  // pid: the owner should accept and close such connections (AcceptAndClose).
-  int fd() const { return fd_.get(); }
-  // Accepts and closes every pending connection; never blocks.
-  void AcceptAndClose() const;
+  // The listening socket: the claim holds as long as it is open. Whoever checks for
+  // a claim connects to learn the owner's pid: the owner should accept and close such
+  // connections (AcceptAndClose), e.g. from an event loop that takes the socket.
+  UniqueFd TakeFd() && { return std::move(fd_); }
+  // Accepts and closes every pending connection on the claim's socket; never blocks.
+  static void AcceptAndClose(int claim_fd);
 
   static std::string NameOf(const IpPool& pool) { return "faasd/pool/" + pool.ToString(); }
 

@@ -100,8 +100,7 @@ Listener::Listener(asio::io_context& io, std::string name, net::Ipv4 ip,
       options_(options),
       all_waiting_(waiting),
       on_client_(std::move(on_client)),
-      fd_(std::move(fd)),
-      wait_(io),
+      wait_(io, fd.Release()),
       pause_timer_(io) {}
 
 Listener::~Listener() {
@@ -110,18 +109,9 @@ Listener::~Listener() {
   *alive_ = false;
 }
 
-void Listener::Start() {
-  // The event loop watches the socket through its own descriptor (asio owns and
-  // closes it); ours stays for accept. Without it the listener cannot serve: the
-  // caller is told by the paused state and the log, and it retries after kPause.
-  int watched = ::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0);
-  if (watched < 0) return Pause(errno);
-  wait_.assign(watched);
-  Arm();
-}
+void Listener::Start() { Arm(); }
 
 void Listener::Arm() {
-  if (!wait_.is_open()) return Start();
   wait_.async_wait(asio::posix::stream_descriptor::wait_read,
                    [this, alive = alive_](boost::system::error_code ec) {
                      if (!ec && *alive) OnReadable();
@@ -132,7 +122,8 @@ void Listener::OnReadable() {
   for (int i = 0; i < kAcceptBatch; ++i) {
     sockaddr_in peer{};
     socklen_t len = sizeof peer;
-    UniqueFd client(::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC));
+    UniqueFd client(
+        ::accept4(wait_.native_handle(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC));
     if (!client) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       if (ConnectionError(errno)) continue;

@@ -99,8 +99,7 @@ class Listener {
   const ListenerOptions& options_;
   WaitingClients& all_waiting_;
   OnClient on_client_;
-  UniqueFd fd_;
-  boost::asio::posix::stream_descriptor wait_;
+  boost::asio::posix::stream_descriptor wait_;  // owns the listening socket
   boost::asio::steady_timer pause_timer_;
   bool paused_ = false;
   uint64_t errors_since_log_ = 0;
