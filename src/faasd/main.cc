@@ -184,7 +184,7 @@ int main(int argc, char** argv) {
     std::cerr << "Error: faasd must run as root (it adds addresses and starts containers)\n";
     return 1;
   }
-  options.functions.runtime.runtime = FindProgram(runtime);
+  options.runtime.program = FindProgram(runtime);
   options.defaults.connect_timeout_ms = static_cast<uint64_t>(connect_ms);
   options.defaults.timeout_ms = static_cast<uint64_t>(run_ms);
   options.drain_timeout = std::chrono::milliseconds(drain_ms);

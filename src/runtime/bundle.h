@@ -19,7 +19,7 @@ struct ContainerSpec {
   std::vector<std::string> args;  // the image's ENTRYPOINT + CMD
   std::vector<std::string> env;   // the image's Env ("K=V")
   std::string cwd;                // the image's WorkingDir; "/" when empty
-  std::string control_socket;     // host path, bind-mounted at /control.sock
+  std::string control_socket{};   // host path, bind-mounted at /control.sock
   std::string hostname = "faas";
   uint32_t uid = 0;
   uint32_t gid = 0;
@@ -32,7 +32,7 @@ struct ContainerSpec {
   // When not 0: a user namespace mapping container ids 0..kUsernsSize-1 to host
   // ids userns_base.., with the rootfs owned accordingly.
   uint32_t userns_base = 0;
-  std::string cgroups_path;  // e.g. "/faasd/<id>"; empty lets runc choose
+  std::string cgroups_path{};  // e.g. "/faasd/<id>"; empty lets the runtime choose
 };
 
 // The OCI config: pid/net/ipc/uts/mount/cgroup namespaces, no capabilities,

@@ -1,6 +1,6 @@
-// The faasd daemon: one event loop thread that owns the functions, their
-// listeners and containers and the control API, plus a small thread pool for
-// image imports and removing old rootfs trees.
+// The faasd daemon: one event loop thread that owns the functions (their
+// listeners, scalers and containers), the deploys and the control API, plus a
+// small thread pool for image imports and removing old rootfs trees.
 #pragma once
 
 #include <chrono>
@@ -9,6 +9,7 @@
 
 #include "api/server.h"
 #include "image/importer.h"
+#include "runtime/runtime.h"
 #include "server/functions.h"
 
 namespace faas::server {
@@ -27,6 +28,8 @@ struct DaemonOptions {
   store::ScalingOptions scaling;   // likewise
   bool userns = false;             // containers in a user namespace
   uint32_t userns_base = 100000;   // its first host id; 65536 are mapped
+  // The OCI runtime; its root defaults to RUN_DIR/<program's file name>.
+  runtime::RuntimeConfig runtime;
   FunctionsOptions functions;
 };
 

@@ -1,14 +1,12 @@
 #include "server/functions.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <stdio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cerrno>
 #include <chrono>
@@ -19,7 +17,6 @@
 #include "common/log.h"
 #include "common/scope_guard.h"
 #include "runtime/bundle.h"
-#include "runtime/process.h"
 
 namespace faas::server {
 
@@ -28,9 +25,11 @@ namespace asio = boost::asio;
 inline constexpr char kAddressLabel[] = "lo:faas";
 
 struct Functions::Function {
+  net::Ipv4 ip;
   std::shared_ptr<RootfsVersion> rootfs;
   std::unique_ptr<Listener> listener;
   std::unique_ptr<Scaler> scaler;
+  bool address_removed = false;  // once removed, when its last client is gone
 };
 
 namespace {
@@ -43,43 +42,39 @@ std::string RandomHex(int digits) {
   return std::string(static_cast<size_t>(digits) - s.size(), '0') + s;
 }
 
-std::string NowRfc3339() {
-  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  ::gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-// Runs a program to completion and returns its stdout (start-up only: blocks).
-Result<std::string> RunAndCapture(const std::vector<std::string>& argv) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
-  UniqueFd read_end(fds[0]), write_end(fds[1]);
-  auto child = runtime::Spawn({argv, -1, write_end.get(), -1});
-  write_end.Reset();
-  if (!child.ok()) return std::move(child).error();
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(read_end.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-    if (n > 0) out.append(buf, static_cast<size_t>(n));
-  FAAS_ASSIGN_OR_RETURN(int status, child->Wait());
-  if (status != 0)
-    return MakeError(Errc::kInternal,
-                     argv[0] + " " + argv[3] + ": " + runtime::DescribeWaitStatus(status));
-  return out;
+// The one place a function's settings become what its containers run.
+ContainerConfig ConfigFor(const std::string& name, const store::FunctionRecord& record,
+                          std::shared_ptr<RootfsVersion> rootfs) {
+  runtime::ContainerSpec spec{
+      .rootfs = rootfs->path(),
+      .args = record.cmd,
+      .env = record.env,
+      .cwd = record.working_dir,
+      .uid = record.uid,
+      .gid = record.gid,
+      .memory_bytes = record.limits.memory_bytes,
+      .cpu_quota_us = uint64_t{record.limits.cpu_millis} * 100,
+      .pids_limit = record.limits.pids,
+      .run_timeout_ms = record.limits.timeout_ms,
+      .reuse = record.scaling.reuse,
+      .userns_base = record.userns_base,
+  };
+  return {.function = name,
+          .rootfs = std::move(rootfs),
+          .spec = std::move(spec),
+          .connect_timeout = std::chrono::milliseconds(record.limits.connect_timeout_ms)};
 }
 
 }  // namespace
 
-Functions::Functions(asio::io_context& io, const store::StateDir& state, FunctionsOptions options,
-                     RootfsVersion::Remover remover)
+Functions::Functions(asio::io_context& io, const store::StateDir& state, runtime::Runtime& runtime,
+                     FunctionsOptions options, RootfsVersion::Remover remover)
     : io_(io),
       state_(state),
+      runtime_(runtime),
       options_(std::move(options)),
       remover_(std::move(remover)),
+      clock_(io),
       registry_(state.RegistryPath()),
       rejector_(io),
       id_prefix_("faas-" + RandomHex(6) + "-"),
@@ -90,12 +85,12 @@ Functions::~Functions() = default;
 
 Status Functions::Start() {
   FAAS_ASSIGN_OR_RETURN(pool_, net::IpPool::Parse(options_.pool));
-  FAAS_ASSIGN_OR_RETURN(claim_, net::PoolClaim::Take(*pool_));
+  FAAS_ASSIGN_OR_RETURN(net::PoolClaim claim, net::PoolClaim::Take(*pool_));
+  claim_watch_.assign(std::move(claim).TakeFd().Release());
   AnswerClaimQueries();
   FAAS_ASSIGN_OR_RETURN(netlink_, net::Netlink::Open());
   FAAS_ASSIGN_OR_RETURN(lo_index_, net::LoopbackIndex());
   FAAS_RETURN_IF_ERROR(net::EnablePromoteSecondaries("lo"));
-  FAAS_RETURN_IF_ERROR(MakeDirs(options_.runtime.runtime_root));
   FAAS_RETURN_IF_ERROR(registry_.Load());
   FAAS_RETURN_IF_ERROR(RemoveLeftovers());
   for (const auto& [name, record] : registry_.functions()) {
@@ -121,15 +116,10 @@ Status Functions::RemoveLeftovers() {
   // What is left only costs disk space; refusing to start would stop every function.
   for (const Error& left : state_.RemoveStale(live))
     spdlog::warn("state dir clean-up left something behind: {}", left.message);
-  const auto& rt = options_.runtime;
-  FAAS_ASSIGN_OR_RETURN(std::string ids,
-                        RunAndCapture({rt.runtime, "--root", rt.runtime_root, "list", "--quiet"}));
-  std::istringstream lines(ids);
-  for (std::string id; std::getline(lines, id);) {
-    if (id.empty()) continue;
+  FAAS_ASSIGN_OR_RETURN(std::vector<std::string> ids, runtime_.List());
+  for (const std::string& id : ids) {
     spdlog::info("removing container {} left by an earlier faasd", id);
-    auto del = runtime::Spawn({{rt.runtime, "--root", rt.runtime_root, "delete", "--force", id}});
-    if (del.ok()) (void)del->Wait();
+    if (auto del = runtime_.Delete(id); del.ok()) (void)del->Wait();
   }
   std::set<std::string> registered;
   for (const auto& [name, record] : registry_.functions()) registered.insert(record.ip);
@@ -147,15 +137,10 @@ Status Functions::RemoveLeftovers() {
 
 // Another faasd starting in this namespace connects to the claim to learn our pid.
 void Functions::AnswerClaimQueries() {
-  if (!claim_watch_.is_open()) {
-    int fd = ::fcntl(claim_->fd(), F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) return;
-    claim_watch_.assign(fd);
-  }
   claim_watch_.async_wait(asio::posix::stream_descriptor::wait_read,
                           [this](boost::system::error_code ec) {
                             if (ec) return;
-                            claim_->AcceptAndClose();
+                            net::PoolClaim::AcceptAndClose(claim_watch_.native_handle());
                             AnswerClaimQueries();
                           });
 }
@@ -170,13 +155,25 @@ Status Functions::Restore(const std::string& name, const store::FunctionRecord& 
   FAAS_RETURN_IF_ERROR(state_.PointRootfsAt(name, record.version));
   FAAS_RETURN_IF_ERROR(AddAddress(ip));
   FAAS_ASSIGN_OR_RETURN(auto listener, Listen(name, ip));
-  auto fn = std::make_unique<Function>();
-  fn->rootfs = std::make_shared<RootfsVersion>(version_dir, remover_);
-  fn->listener = std::move(listener);
-  fn->scaler = MakeScaler(name, record.scaling);
-  functions_[name] = std::move(fn);
+  functions_[name] = MakeFunction(name, ip, record, std::move(listener));
   spdlog::info("serving {} at {}:{}", name, record.ip, options_.listener.port);
   return Ok();
+}
+
+std::unique_ptr<Functions::Function> Functions::MakeFunction(const std::string& name, net::Ipv4 ip,
+                                                             const store::FunctionRecord& record,
+                                                             std::unique_ptr<Listener> listener) {
+  auto fn = std::make_unique<Function>();
+  fn->ip = ip;
+  fn->rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
+  fn->listener = std::move(listener);
+  fn->scaler = std::make_unique<Scaler>(
+      clock_, rejector_, name, record.scaling,
+      [this, name](UniqueFd client, Instance::Events events) {
+        return MakeContainer(name, std::move(client), std::move(events));
+      },
+      [this] { OnContainerGone(); });
+  return fn;
 }
 
 Result<net::Ipv4> Functions::AllocateIp() {
@@ -211,18 +208,15 @@ void Functions::RemoveAddress(net::Ipv4 ip) {
 }
 
 Result<std::unique_ptr<Listener>> Functions::Listen(const std::string& name, net::Ipv4 ip) {
-  FAAS_ASSIGN_OR_RETURN(auto listener, Listener::Open(io_, name, ip, options_.listener, waiting_,
-                                                      [this, name](UniqueFd client) {
-                                                        OnClient(name, std::move(client));
-                                                      }));
+  FAAS_ASSIGN_OR_RETURN(
+      auto listener,
+      Listener::Open(io_, name, ip, options_.listener, waiting_, [this, name](UniqueFd client) {
+        if (shutting_down_) return;
+        if (auto it = functions_.find(name); it != functions_.end())
+          it->second->scaler->OnClient(std::move(client));
+      }));
   listener->Start();
   return listener;
-}
-
-void Functions::OnClient(const std::string& name, UniqueFd client) {
-  if (shutting_down_) return;
-  if (auto it = functions_.find(name); it != functions_.end())
-    it->second->scaler->OnClient(std::move(client));
 }
 
 std::vector<std::string> Functions::PausedListeners() const {
@@ -234,33 +228,18 @@ std::vector<std::string> Functions::PausedListeners() const {
 
 std::string Functions::NextContainerId() { return id_prefix_ + std::to_string(++next_id_); }
 
-std::unique_ptr<Scaler> Functions::MakeScaler(const std::string& name,
-                                              const store::ScalingOptions& options) {
-  return std::make_unique<Scaler>(io_, rejector_, name, options, [this, name](UniqueFd client) {
-    return MakeContainer(name, std::move(client));
-  });
-}
-
-std::shared_ptr<Container> Functions::MakeContainer(const std::string& name, UniqueFd client) {
+// A container of the function's current version (the scaler of a removed function
+// starts none).
+std::shared_ptr<Instance> Functions::MakeContainer(const std::string& name, UniqueFd client,
+                                                   Instance::Events events) {
   auto it = functions_.find(name);
   const store::FunctionRecord* record = registry_.Find(name);
   if (shutting_down_ || it == functions_.end() || record == nullptr) return nullptr;
-  FunctionSnapshot snapshot{
-      name,        it->second->rootfs, record->cmd,    record->env,         record->working_dir,
-      record->uid, record->gid,        record->limits, record->userns_base, record->scaling.reuse};
-  auto container = std::make_shared<Container>(
-      io_, options_.runtime, std::move(snapshot), NextContainerId(), std::move(client),
-      [this](Container* c) { OnContainerDone(c); }, [this](Container* c) { OnContainerIdle(c); });
-  containers_[container.get()] = container;
-  return container;
-}
-
-// Whether a container of `name` holds (or held) a client: that connection lives on
-// the function's address. Containers still waiting in a pool do not count.
-bool Functions::ServingClients(const std::string& name) const {
-  return std::any_of(containers_.begin(), containers_.end(), [&name](const auto& entry) {
-    return entry.first->function_name() == name && entry.first->served();
-  });
+  std::string id = NextContainerId();
+  std::string bundle = state_.BundlePath(id);
+  return std::make_shared<Container>(io_, runtime_, ConfigFor(name, *record, it->second->rootfs),
+                                     std::move(id), std::move(bundle), std::move(client),
+                                     std::move(events));
 }
 
 Result<nlohmann::json> Functions::RuntimeStats(const std::string& name) const {
@@ -277,41 +256,31 @@ Result<nlohmann::json> Functions::RuntimeStats(const std::string& name) const {
   return stats;
 }
 
-void Functions::OnContainerIdle(Container* container) {
-  if (auto it = functions_.find(container->function_name()); it != functions_.end()) {
-    it->second->scaler->OnIdle(container);
-  } else {
-    container->Kill("function removed");
-  }
-}
-
-void Functions::OnContainerDone(Container* container) {
-  const std::string name = container->function_name();
-  // Keeps the container alive through its scaler's bookkeeping.
-  std::shared_ptr<Container> self = containers_.at(container);
-  if (auto it = functions_.find(name); it != functions_.end())
-    it->second->scaler->OnDone(container);
-  containers_.erase(container);
-  if (auto it = retiring_.find(name); it != retiring_.end()) {
-    it->second.containers.erase(container);
-    if (it->second.containers.empty()) {
-      auto waiters = std::move(it->second.waiters);
-      retiring_.erase(it);
-      for (auto& then : waiters) then();
+// Called by a scaler after one of its containers is gone. A removed function's
+// address goes when its last client does, and the function when its last
+// container does: not from inside its scaler's call, so later on the loop.
+void Functions::OnContainerGone() {
+  for (auto& fn : removed_) {
+    if (!fn->address_removed && !fn->scaler->serving_clients()) {
+      RemoveAddress(fn->ip);
+      fn->address_removed = true;
     }
   }
-  if (auto it = removed_addresses_.find(name);
-      it != removed_addresses_.end() && !ServingClients(name)) {
-    RemoveAddress(it->second);
-    removed_addresses_.erase(it);
-  }
+  if (sweep_posted_) return;
+  sweep_posted_ = true;
+  asio::post(io_, [this] { Sweep(); });
+}
+
+void Functions::Sweep() {
+  sweep_posted_ = false;
+  std::erase_if(removed_, [](const auto& fn) { return fn->scaler->size() == 0; });
   if (shutting_down_) MaybeFinishShutdown();
 }
 
 void Functions::AfterOldPoolGone(const std::string& name, std::function<void()> then) {
-  auto it = retiring_.find(name);
-  if (it == retiring_.end()) return then();
-  it->second.waiters.push_back(std::move(then));
+  auto it = functions_.find(name);
+  if (it == functions_.end()) return then();
+  it->second->scaler->AfterOldPoolGone(std::move(then));
 }
 
 Status Functions::BeginDeploy(const std::string& name) {
@@ -321,55 +290,23 @@ Status Functions::BeginDeploy(const std::string& name) {
   return Ok();
 }
 
-void Functions::AbortDeploy(const std::string& name) {
+void Functions::EndDeploy(const std::string& name) {
   deploying_.erase(name);
   if (shutting_down_) MaybeFinishShutdown();
 }
 
-Result<store::FunctionRecord> Functions::CommitDeploy(ImportedImage image) {
-  const std::string name = image.name;
-  ScopeGuard end_deploy([&] { AbortDeploy(name); });
-  bool existed = functions_.count(name) > 0;
-  ScopeGuard remove_new([&] {
-    (void)RemoveTree(image.new_rootfs);
-    if (!existed) ::rmdir(state_.FunctionDir(name).c_str());
-  });
+Result<store::FunctionRecord> Functions::Commit(const std::string& name,
+                                                store::FunctionRecord record) {
   if (shutting_down_) return MakeError(Errc::kUnavailable, "faasd is shutting down");
-
-  store::FunctionRecord record;
-  const store::FunctionRecord* old = registry_.Find(name);
-  if (old) record = *old;
-  record.rootfs = state_.RootfsPath(name);
-  record.cmd = image.config.cmd;
-  record.env = store::MergeEnv(image.config.env, image.options.env);
-  record.working_dir = image.config.working_dir;
-  record.user = image.config.user;
-  record.uid = image.user.uid;
-  record.gid = image.user.gid;
-  record.limits = image.options.limits;
-  record.scaling = image.options.scaling;
-  record.userns_base = image.userns_base;
-  record.deployed_at = NowRfc3339();
-
-  // The import becomes version directory vN, which is never renamed again. A version
-  // of a removed function of the same name may still serve its last requests: skip it.
-  record.version = old ? old->version + 1 : 1;
-  struct stat st;
-  while (::lstat(state_.VersionPath(name, record.version).c_str(), &st) == 0) ++record.version;
-  const std::string version_dir = state_.VersionPath(name, record.version);
-  if (::rename(image.new_rootfs.c_str(), version_dir.c_str()) != 0)
-    return SysError(errno, "rename rootfs of " + name);
-  image.new_rootfs = version_dir;  // what `remove_new` deletes on failure from here on
-  Result<store::FunctionRecord> result =
-      existed ? Redeploy(name, std::move(record)) : DeployNew(name, std::move(record));
-  if (result.ok()) remove_new.Dismiss();
-  return result;
+  return functions_.count(name) ? Redeploy(name, std::move(record))
+                                : DeployNew(name, std::move(record));
 }
 
 Result<store::FunctionRecord> Functions::Redeploy(const std::string& name,
                                                   store::FunctionRecord record) {
   Function& fn = *functions_.at(name);
   const store::FunctionRecord previous = *registry_.Find(name);
+  record.ip = previous.ip;
   // Requests starting from now on get the new version; running ones keep theirs.
   FAAS_RETURN_IF_ERROR(state_.PointRootfsAt(name, record.version));
   registry_.Put(name, record);
@@ -380,8 +317,7 @@ Result<store::FunctionRecord> Functions::Redeploy(const std::string& name,
   }
   fn.rootfs->Retire(fn.rootfs->path());
   fn.rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
-  for (const auto& stopped : fn.scaler->Reload(record.scaling))
-    retiring_[name].containers.insert(stopped.get());
+  fn.scaler->Reload(record.scaling);
   spdlog::info("redeployed {} (version {}) at {}", name, record.version, record.ip);
   return record;
 }
@@ -402,20 +338,14 @@ Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
   }
   unlink_rootfs.Dismiss();
   remove_address.Dismiss();
-  auto fn = std::make_unique<Function>();
-  fn->rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
-  fn->listener = std::move(listener);
-  fn->scaler = MakeScaler(name, record.scaling);
-  Scaler& scaler = *fn->scaler;
-  functions_[name] = std::move(fn);
-  scaler.Refill();
+  auto& fn = functions_[name] = MakeFunction(name, ip, record, std::move(listener));
+  fn->scaler->Refill();
   spdlog::info("deployed {} at {}:{}", name, record.ip, options_.listener.port);
   return record;
 }
 
 Status Functions::Remove(const std::string& name) {
   const store::FunctionRecord* record = registry_.Find(name);
-  auto it = functions_.find(name);
   if (record == nullptr) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
   if (deploying_.count(name))
     return MakeError(Errc::kConflict, "a deploy of '" + name + "' is under way");
@@ -426,21 +356,30 @@ Status Functions::Remove(const std::string& name) {
     return std::move(st).error();
   }
   (void)state_.UnlinkRootfs(name);
-  if (it != functions_.end()) {
-    it->second->scaler->Stop();
-    it->second->rootfs->Retire(it->second->rootfs->path());
-    functions_.erase(it);  // closes the listener; running requests keep their rootfs
-  }
-  // Running requests' connections live on the address: it goes when the last one ends.
-  if (auto ip = net::Ipv4::Parse(removed.ip); ip.ok()) {
-    if (!ServingClients(name)) {
-      RemoveAddress(*ip);
-    } else {
-      removed_addresses_[name] = *ip;
+  if (auto it = functions_.find(name); it != functions_.end()) {
+    std::unique_ptr<Function> fn = std::move(it->second);
+    functions_.erase(it);
+    fn->listener.reset();
+    fn->scaler->Stop();
+    fn->rootfs->Retire(fn->rootfs->path());
+    fn->rootfs.reset();  // running requests keep theirs
+    // Running requests' connections live on the address: it goes with the last one.
+    if (!fn->scaler->serving_clients()) {
+      RemoveAddress(fn->ip);
+      fn->address_removed = true;
     }
+    removed_.push_back(std::move(fn));
+    OnContainerGone();  // drops it at once when no container is left
   }
   spdlog::info("removed {}", name);
   return Ok();
+}
+
+size_t Functions::ContainersAlive() const {
+  size_t alive = 0;
+  for (const auto& [name, fn] : functions_) alive += fn->scaler->size();
+  for (const auto& fn : removed_) alive += fn->scaler->size();
+  return alive;
 }
 
 void Functions::Shutdown(std::chrono::milliseconds drain, std::function<void()> done) {
@@ -451,24 +390,24 @@ void Functions::Shutdown(std::chrono::milliseconds drain, std::function<void()> 
     fn->listener.reset();
     fn->scaler->Stop();
   }
-  spdlog::info("shutting down: {} request(s) running, {} import(s)", containers_.size(),
+  spdlog::info("shutting down: {} container(s) running, {} deploy(s)", ContainersAlive(),
                deploying_.size());
   drain_timer_ = std::make_unique<asio::steady_timer>(io_, drain);
   drain_timer_->async_wait([this](boost::system::error_code ec) {
     if (ec) return;
-    spdlog::warn("drain timeout: killing {} request(s)", containers_.size());
-    std::vector<std::shared_ptr<Container>> running;
-    for (auto& [ptr, c] : containers_) running.push_back(c);
-    for (auto& c : running) c->Kill("shutdown");
+    spdlog::warn("drain timeout: killing {} container(s)", ContainersAlive());
+    for (auto& [name, fn] : functions_) fn->scaler->KillAll("shutdown");
+    for (auto& fn : removed_) fn->scaler->KillAll("shutdown");
   });
   MaybeFinishShutdown();
 }
 
 void Functions::MaybeFinishShutdown() {
-  if (!containers_.empty() || !deploying_.empty() || !shutdown_done_) return;
+  if (ContainersAlive() != 0 || !deploying_.empty() || !shutdown_done_) return;
   drain_timer_.reset();
   for (net::Ipv4 ip : std::set<net::Ipv4>(added_)) RemoveAddress(ip);
   functions_.clear();
+  removed_.clear();
   auto done = std::move(shutdown_done_);
   done();
 }

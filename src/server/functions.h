@@ -1,7 +1,7 @@
-// The deployed functions: their addresses, listeners, rootfs versions and the
-// containers serving their requests. Owned by the event loop thread; every method
-// must be called on it. Imports run elsewhere (see Daemon) and only their result
-// is committed here.
+// The deployed functions: per function its record (in the registry), address,
+// listener, current rootfs version and scaler (which owns its containers). Owned
+// by the event loop thread; every method must be called on it. Deploys run
+// elsewhere (see Deployer) and only their result is committed here.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -14,16 +14,15 @@
 #include <string>
 
 #include "common/error.h"
-#include "image/importer.h"
-#include "image/user.h"
 #include "net/addresses.h"
 #include "net/ip_pool.h"
 #include "net/pool_claim.h"
+#include "runtime/runtime.h"
+#include "server/clock.h"
+#include "server/container.h"
 #include "server/listener.h"
 #include "server/reject.h"
-#include "server/request.h"
 #include "server/scaler.h"
-#include "store/limits.h"
 #include "store/registry.h"
 #include "store/state_dir.h"
 
@@ -32,23 +31,13 @@ namespace faas::server {
 struct FunctionsOptions {
   std::string pool = "10.0.0.0/24";
   ListenerOptions listener;  // port, first-byte timeout
-  RuntimeOptions runtime;
-};
-
-// An import that finished: its rootfs sits in STATE/images/NAME/.new-* waiting to be swapped in.
-struct ImportedImage {
-  std::string name;
-  std::string new_rootfs;
-  image::ImageConfig config;
-  image::UserIds user;
-  store::DeployOptions options;
-  uint32_t userns_base = 0;  // the rootfs is owned by base+id; 0: no user namespace
 };
 
 class Functions {
  public:
-  Functions(boost::asio::io_context& io, const store::StateDir& state, FunctionsOptions options,
-            RootfsVersion::Remover remover);
+  // `runtime` starts the containers; `remover` deletes a retired rootfs off the loop.
+  Functions(boost::asio::io_context& io, const store::StateDir& state, runtime::Runtime& runtime,
+            FunctionsOptions options, RootfsVersion::Remover remover);
   ~Functions();
 
   // Start-up: claims the address pool in this network namespace (kConflict when
@@ -59,14 +48,16 @@ class Functions {
 
   // Marks `name` as being deployed; kConflict if a deploy of it is under way.
   Status BeginDeploy(const std::string& name);
-  // Ends a deploy: on success swaps the new rootfs in (keeping the IP of an existing
-  // function), or allocates an address, adds it and listens; persists the registry.
-  // Any failure rolls back and leaves the previous version serving.
-  Result<store::FunctionRecord> CommitDeploy(ImportedImage image);
+  // Ends what BeginDeploy began, whatever the outcome.
+  void EndDeploy(const std::string& name);
+  // Makes `record` (its version directory in place) the serving version of `name`:
+  // swaps the rootfs in (keeping the IP of an existing function), or allocates an
+  // address, adds it and listens; persists the registry. Any failure rolls back and
+  // leaves the previous version serving; the version directory is the caller's then.
+  Result<store::FunctionRecord> Commit(const std::string& name, store::FunctionRecord record);
   // Calls `then` once no container of an older version of `name` waits in its pool
   // any more (a redeploy stops them; their cleanup takes a few ms): at once if none.
   void AfterOldPoolGone(const std::string& name, std::function<void()> then);
-  void AbortDeploy(const std::string& name);
 
   // Stops listening, removes the address, the rootfs and the registry entry.
   Status Remove(const std::string& name);
@@ -78,12 +69,9 @@ class Functions {
   // fds or memory: see Listener).
   std::vector<std::string> PausedListeners() const;
 
-  // Stops accepting and waits for running requests and imports; after `drain` the
-  // requests are killed.
-  // Removes every address it added, then calls `done`.
+  // Stops accepting and waits for running requests and deploys; after `drain` the
+  // requests are killed. Removes every address it added, then calls `done`.
   void Shutdown(std::chrono::milliseconds drain, std::function<void()> done);
-
-  size_t active_containers() const { return containers_.size(); }
 
  private:
   struct Function;
@@ -91,26 +79,30 @@ class Functions {
   Status RemoveLeftovers();
   void AnswerClaimQueries();
   Status Restore(const std::string& name, const store::FunctionRecord& record);
+  std::unique_ptr<Function> MakeFunction(const std::string& name, net::Ipv4 ip,
+                                         const store::FunctionRecord& record,
+                                         std::unique_ptr<Listener> listener);
   Result<net::Ipv4> AllocateIp();
   Status AddAddress(net::Ipv4 ip);
   void RemoveAddress(net::Ipv4 ip);
   Result<store::FunctionRecord> Redeploy(const std::string& name, store::FunctionRecord record);
   Result<store::FunctionRecord> DeployNew(const std::string& name, store::FunctionRecord record);
   Result<std::unique_ptr<Listener>> Listen(const std::string& name, net::Ipv4 ip);
-  void OnClient(const std::string& name, UniqueFd client);
-  std::unique_ptr<Scaler> MakeScaler(const std::string& name, const store::ScalingOptions& options);
-  std::shared_ptr<Container> MakeContainer(const std::string& name, UniqueFd client);
-  void OnContainerDone(Container* container);
-  void OnContainerIdle(Container* container);
-  bool ServingClients(const std::string& name) const;
+  std::shared_ptr<Instance> MakeContainer(const std::string& name, UniqueFd client,
+                                          Instance::Events events);
+  void OnContainerGone();
+  void Sweep();
   void Tick();
+  size_t ContainersAlive() const;
   void MaybeFinishShutdown();
   std::string NextContainerId();
 
   boost::asio::io_context& io_;
   const store::StateDir& state_;
+  runtime::Runtime& runtime_;
   FunctionsOptions options_;
   RootfsVersion::Remover remover_;
+  LoopClock clock_;
   store::Registry registry_;
   std::optional<net::IpPool> pool_;
   std::optional<net::Netlink> netlink_;
@@ -119,14 +111,10 @@ class Functions {
   Rejector rejector_;          // outlives the functions' scalers
   WaitingClients waiting_;     // outlives the functions' listeners
   std::map<std::string, std::unique_ptr<Function>> functions_;
+  // Removed functions whose containers still serve their last requests.
+  std::vector<std::unique_ptr<Function>> removed_;
+  bool sweep_posted_ = false;
   std::set<std::string> deploying_;
-  std::map<Container*, std::shared_ptr<Container>> containers_;
-  struct Retiring {
-    std::set<Container*> containers;
-    std::vector<std::function<void()>> waiters;
-  };
-  std::map<std::string, Retiring> retiring_;            // pooled containers a redeploy stopped
-  std::map<std::string, net::Ipv4> removed_addresses_;  // of removed functions still serving
   uint64_t next_id_ = 0;
   std::string id_prefix_;
   bool shutting_down_ = false;

@@ -7,26 +7,35 @@
 
 namespace faas::server {
 
-Scaler::Scaler(boost::asio::io_context& io, Rejector& rejector, std::string name,
-               store::ScalingOptions options, MakeContainer make)
-    : rejector_(rejector),
+Scaler::Scaler(Clock& clock, Rejector& rejector, std::string name, store::ScalingOptions options,
+               Factory make, std::function<void()> on_gone)
+    : clock_(clock),
+      rejector_(rejector),
       name_(std::move(name)),
       options_(options),
       make_(std::move(make)),
-      queue_timer_(io),
+      on_gone_(std::move(on_gone)),
+      queue_timer_(clock.MakeTimer()),
       target_(options.warm),
-      last_client_(Clock::now()),
+      last_client_(clock.Now()),
       last_adapt_(last_client_),
-      refill_timer_(io),
+      refill_timer_(clock.MakeTimer()),
       tokens_(std::max(1.0, options.rate_limit)),
       tokens_at_(last_client_) {}
 
 Scaler::~Scaler() = default;
 
+std::shared_ptr<Instance> Scaler::Create(UniqueFd client) {
+  auto container = make_(std::move(client),
+                         {[this](Instance* c) { OnDone(c); }, [this](Instance* c) { OnIdle(c); }});
+  if (container) all_.emplace(container.get(), container);
+  return container;
+}
+
 void Scaler::OnClient(UniqueFd client) {
   if (stopped_) return;
   ++counters_.requests;
-  last_client_ = Clock::now();
+  last_client_ = clock_.Now();
   if (target_ == 0 && options_.warm > 0) target_ = options_.warm;  // back from zero
   if (options_.rate_limit > 0 && !TakeToken()) {
     ++counters_.rejected_429;
@@ -51,7 +60,7 @@ void Scaler::Reject503(UniqueFd client) {
 
 // Token bucket: `rate_limit` tokens a second, holding at most max(1, rate_limit).
 bool Scaler::TakeToken() {
-  auto now = Clock::now();
+  auto now = clock_.Now();
   double elapsed = std::chrono::duration<double>(now - tokens_at_).count();
   tokens_ = std::min(std::max(1.0, options_.rate_limit), tokens_ + elapsed * options_.rate_limit);
   tokens_at_ = now;
@@ -64,8 +73,7 @@ void Scaler::Dispatch(UniqueFd client) {
   if (AttachPooled(client)) return Refill();
   ++counters_.cold_starts;
   Missed();
-  auto container = make_(std::move(client));
-  if (container) {
+  if (auto container = Create(std::move(client))) {
     serving_.insert(container.get());
     container->Start();
   }
@@ -75,9 +83,9 @@ void Scaler::Dispatch(UniqueFd client) {
 // Gives the client to a ready pooled container, else to one still starting.
 bool Scaler::AttachPooled(UniqueFd& client) {
   while (!pool_.empty()) {
-    auto it = std::find_if(pool_.begin(), pool_.end(), [](const auto& c) { return c->ready(); });
+    auto it = std::find_if(pool_.begin(), pool_.end(), [](Instance* c) { return c->ready(); });
     if (it == pool_.end()) it = pool_.begin();
-    std::shared_ptr<Container> container = *it;
+    std::shared_ptr<Instance> container = all_.at(*it);
     pool_.erase(it);
     const bool was_ready = container->ready();
     if (!container->Attach(client)) {
@@ -104,32 +112,47 @@ void Scaler::Missed() {
   if (target_ < options_.warm_max) ++target_;
 }
 
-void Scaler::OnIdle(Container* container) {
-  if (!serving_.erase(container)) return container->Kill("not this function's");
+void Scaler::OnIdle(Instance* container) {
+  if (!serving_.erase(container)) return container->Kill("not serving");
   if (stopped_ || retiring_.erase(container)) {
     container->Kill(stopped_ ? "stopped" : "redeployed");
   } else {
-    pool_.push_front(container->shared_from_this());  // warm caches: preferred
+    pool_.push_front(container);  // warm caches: preferred
   }
   DrainQueue();
   Refill();
 }
 
-void Scaler::OnDone(Container* container) {
+void Scaler::OnDone(Instance* container) {
+  auto found = all_.find(container);
+  if (found == all_.end()) return;
+  // Keeps the container alive until its bookkeeping here is done.
+  std::shared_ptr<Instance> self = std::move(found->second);
+  all_.erase(found);
   retiring_.erase(container);
+  if (old_pool_.erase(container) && old_pool_.empty()) {
+    auto waiters = std::move(old_pool_waiters_);
+    old_pool_waiters_.clear();
+    for (auto& then : waiters) then();
+  }
   if (serving_.erase(container)) {
     DrainQueue();
-    return Refill();
+    Refill();
+  } else if (auto it = std::find(pool_.begin(), pool_.end(), container); it != pool_.end()) {
+    pool_.erase(it);
+    OnPooledFailed();
   }
-  auto it = std::find_if(pool_.begin(), pool_.end(),
-                         [container](const auto& c) { return c.get() == container; });
-  if (it == pool_.end()) return;  // stopped by us, or not ours
-  pool_.erase(it);
+  if (on_gone_) on_gone_();
+}
+
+// A pooled container ended before getting a client: the next start waits, longer
+// each time in a row, so a broken handler never makes faasd spin.
+void Scaler::OnPooledFailed() {
   ++counters_.pool_failures;
   ++failures_in_row_;
-  auto backoff = std::min<Clock::duration>(kMaxBackoff,
-                                           kMinBackoff * (1 << std::min(failures_in_row_ - 1, 16)));
-  refill_not_before_ = Clock::now() + backoff;
+  auto backoff = std::min<Clock::TimePoint::duration>(
+      kMaxBackoff, kMinBackoff * (1 << std::min(failures_in_row_ - 1, 16)));
+  refill_not_before_ = clock_.Now() + backoff;
   spdlog::warn(
       "{}: a pooled container ended before getting a client ({} in a row); next start "
       "in {} ms",
@@ -151,11 +174,11 @@ void Scaler::Refill() {
   if (stopped_) return;
   // Reused containers still serving come back: they count as pooled.
   const size_t returning =
-      static_cast<size_t>(std::count_if(serving_.begin(), serving_.end(), [this](Container* c) {
+      static_cast<size_t>(std::count_if(serving_.begin(), serving_.end(), [this](Instance* c) {
         return c->may_serve_again() && !retiring_.count(c);
       }));
   if (pool_.size() > target_) ShrinkTo(target_, "pool shrinking");
-  if (Clock::now() < refill_not_before_) return ArmRefillTimer();
+  if (clock_.Now() < refill_not_before_) return ArmRefillTimer();
   // Containers beyond what may serve at once only compete for the CPU with those
   // serving: with every slot busy the pool keeps no more than `warm`.
   const size_t cap = options_.max_concurrency + options_.warm;
@@ -163,27 +186,27 @@ void Scaler::Refill() {
   for (size_t started = 0; pool_.size() + returning < target_ &&
                            pool_.size() + serving_.size() < cap && started < target_;
        ++started) {
-    auto container = make_(UniqueFd());
+    auto container = Create(UniqueFd());
     if (!container) return;
-    pool_.push_back(container);
+    pool_.push_back(container.get());
     container->Start();
-    if (Clock::now() < refill_not_before_) return;
+    if (clock_.Now() < refill_not_before_) return;
   }
 }
 
-void Scaler::ShrinkTo(size_t size, const char* why,
-                      std::vector<std::shared_ptr<Container>>* stopped) {
+void Scaler::ShrinkTo(size_t size, const char* why, bool redeployed) {
   while (pool_.size() > size) {
-    std::shared_ptr<Container> container = pool_.back();  // the newest: likely still starting
+    // The newest: likely still starting.
+    std::shared_ptr<Instance> container = all_.at(pool_.back());
     pool_.pop_back();
-    if (stopped != nullptr) stopped->push_back(container);
+    if (redeployed) old_pool_.insert(container.get());
     container->Kill(why);
   }
 }
 
 void Scaler::Tick() {
   if (stopped_ || target_ == 0) return;
-  auto now = Clock::now();
+  auto now = clock_.Now();
   if (now - last_client_ >= std::chrono::milliseconds(options_.idle_timeout_ms)) {
     spdlog::info("{}: no request for {} ms, stopping its {} pooled container(s)", name_,
                  options_.idle_timeout_ms, pool_.size());
@@ -198,21 +221,24 @@ void Scaler::Tick() {
   Refill();
 }
 
-std::vector<std::shared_ptr<Container>> Scaler::Reload(store::ScalingOptions options) {
+void Scaler::Reload(store::ScalingOptions options) {
   options_ = options;
-  std::vector<std::shared_ptr<Container>> stopped;
-  ShrinkTo(0, "redeployed", &stopped);
+  ShrinkTo(0, "redeployed", /*redeployed=*/true);
   retiring_ = serving_;
   target_ = options_.warm == 0
                 ? 0
                 : std::clamp(std::max(target_, options_.warm), options_.warm, options_.warm_max);
-  last_client_ = Clock::now();
+  last_client_ = clock_.Now();
   failures_in_row_ = 0;
   refill_not_before_ = {};
-  refill_timer_.cancel();
+  refill_timer_->Cancel();
   DrainQueue();
   Refill();
-  return stopped;
+}
+
+void Scaler::AfterOldPoolGone(std::function<void()> then) {
+  if (old_pool_.empty()) return then();
+  old_pool_waiters_.push_back(std::move(then));
 }
 
 void Scaler::Stop() {
@@ -220,23 +246,28 @@ void Scaler::Stop() {
   ShrinkTo(0, "stopped");
   for (auto& queued : queue_) Reject503(std::move(queued.client));
   queue_.clear();
-  queue_timer_.cancel();
-  refill_timer_.cancel();
+  queue_timer_->Cancel();
+  refill_timer_->Cancel();
+}
+
+void Scaler::KillAll(const char* why) {
+  std::vector<std::shared_ptr<Instance>> all;
+  for (auto& [ptr, container] : all_) all.push_back(container);
+  for (auto& container : all) container->Kill(why);
+}
+
+bool Scaler::serving_clients() const {
+  return std::any_of(all_.begin(), all_.end(),
+                     [](const auto& entry) { return entry.first->served(); });
 }
 
 void Scaler::ArmQueueTimer() {
-  if (queue_.empty()) {
-    queue_timer_.cancel();
-    return;
-  }
-  queue_timer_.expires_at(queue_.front().deadline);
-  queue_timer_.async_wait([this](boost::system::error_code ec) {
-    if (!ec) OnQueueTimer();
-  });
+  if (queue_.empty()) return queue_timer_->Cancel();
+  queue_timer_->At(queue_.front().deadline, [this] { OnQueueTimer(); });
 }
 
 void Scaler::OnQueueTimer() {
-  auto now = Clock::now();
+  auto now = clock_.Now();
   while (!queue_.empty() && queue_.front().deadline <= now) {
     Reject503(std::move(queue_.front().client));
     queue_.pop_front();
@@ -245,15 +276,12 @@ void Scaler::OnQueueTimer() {
 }
 
 void Scaler::ArmRefillTimer() {
-  refill_timer_.expires_at(refill_not_before_);
-  refill_timer_.async_wait([this](boost::system::error_code ec) {
-    if (!ec) Refill();
-  });
+  refill_timer_->At(refill_not_before_, [this] { Refill(); });
 }
 
 size_t Scaler::CountReady() const {
   return static_cast<size_t>(
-      std::count_if(pool_.begin(), pool_.end(), [](const auto& c) { return c->ready(); }));
+      std::count_if(pool_.begin(), pool_.end(), [](Instance* c) { return c->ready(); }));
 }
 
 nlohmann::json Scaler::Stats() const {

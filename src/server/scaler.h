@@ -18,14 +18,15 @@
 // wait in a FIFO of at most `queue` for at most queue_timeout, else get 503 with
 // Retry-After. With a rate limit, clients beyond the token bucket get 429.
 //
-// Lives on the event loop thread; not thread-safe.
+// The scaler owns its function's containers: the pool, those serving, those of an
+// older version finishing their requests, and the pooled ones a redeploy stopped
+// (see AfterOldPoolGone). Lives on the event loop thread; not thread-safe.
 #pragma once
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -33,43 +34,53 @@
 #include <vector>
 
 #include "common/fd.h"
+#include "server/clock.h"
+#include "server/instance.h"
 #include "server/reject.h"
-#include "server/request.h"
 #include "store/limits.h"
 
 namespace faas::server {
 
 class Scaler {
  public:
-  using Clock = std::chrono::steady_clock;
-  // Creates (does not start) a container of the function's current version and
-  // registers it with its owner; `client` may be empty (a pooled container).
-  using MakeContainer = std::function<std::shared_ptr<Container>(UniqueFd client)>;
+  // Creates (does not start) a container of the function's current version that
+  // reports to `events`; `client` may be empty (a pooled container). nullptr when no
+  // container may start (the function is going away).
+  using Factory =
+      std::function<std::shared_ptr<Instance>(UniqueFd client, Instance::Events events)>;
 
-  Scaler(boost::asio::io_context& io, Rejector& rejector, std::string name,
-         store::ScalingOptions options, MakeContainer make);
+  // `on_gone` runs after each container of this scaler is gone, as the last thing the
+  // scaler does then (its owner may decide to drop the scaler, though not from inside
+  // the call).
+  Scaler(Clock& clock, Rejector& rejector, std::string name, store::ScalingOptions options,
+         Factory make, std::function<void()> on_gone);
   ~Scaler();
 
   // A client connected to the function's address.
   void OnClient(UniqueFd client);
-  // Every container of this function reports here when it is done, and a reused
-  // one when it is ready for its next client; containers the scaler does not know
-  // (of an older function of the same name) are ignored.
-  void OnDone(Container* container);
-  void OnIdle(Container* container);
   // Starts containers until the pool has its target size (or a back-off holds it).
   void Refill();
   // Periodic (about once a second): idle timeout, adaptation, refills.
   void Tick();
 
   // New settings and a new version (redeploy): pooled containers of the old version
-  // are stopped (returned, so the caller can wait for them to be gone) and the pool
-  // refills from the new one.
-  std::vector<std::shared_ptr<Container>> Reload(store::ScalingOptions options);
+  // are stopped, those serving finish without reuse, and the pool refills from the
+  // new one.
+  void Reload(store::ScalingOptions options);
+  // Calls `then` once no pooled container a redeploy stopped is left (their cleanup
+  // takes a few ms): at once if none.
+  void AfterOldPoolGone(std::function<void()> then);
   // No more containers (function removed, shutdown): stops the pool and answers
-  // queued clients 503.
+  // queued clients 503. Containers serving finish.
   void Stop();
+  // Kills every container now (drain timeout).
+  void KillAll(const char* why);
 
+  // Containers alive (any state).
+  size_t size() const { return all_.size(); }
+  // Whether a container holds (or held) a client: its connection lives on the
+  // function's address. Pooled ones do not count.
+  bool serving_clients() const;
   nlohmann::json Stats() const;
 
   static constexpr auto kAdaptPeriod = std::chrono::seconds(10);
@@ -79,45 +90,53 @@ class Scaler {
  private:
   struct Queued {
     UniqueFd client;
-    Clock::time_point deadline;
+    Clock::TimePoint deadline;
   };
 
+  std::shared_ptr<Instance> Create(UniqueFd client);
+  void OnDone(Instance* container);
+  void OnIdle(Instance* container);
+  void OnPooledFailed();
   bool TakeToken();
   void Reject503(UniqueFd client);  // full queue, queue timeout, stopped
   void Dispatch(UniqueFd client);
   bool AttachPooled(UniqueFd& client);
   void Missed();
   void DrainQueue();
-  void ShrinkTo(size_t size, const char* why,
-                std::vector<std::shared_ptr<Container>>* stopped = nullptr);
+  void ShrinkTo(size_t size, const char* why, bool redeployed = false);
   void ArmQueueTimer();
   void OnQueueTimer();
   void ArmRefillTimer();
   size_t CountReady() const;
 
+  Clock& clock_;
   Rejector& rejector_;
   std::string name_;
   store::ScalingOptions options_;
-  MakeContainer make_;
+  Factory make_;
+  std::function<void()> on_gone_;
   bool stopped_ = false;
 
-  std::deque<std::shared_ptr<Container>> pool_;  // no client yet, oldest first
-  std::set<Container*> serving_;                 // have a client
-  std::set<Container*> retiring_;                // serving, but of an old version: no reuse
+  std::map<Instance*, std::shared_ptr<Instance>> all_;  // owns every container
+  std::deque<Instance*> pool_;                          // no client yet, oldest first
+  std::set<Instance*> serving_;                         // have a client
+  std::set<Instance*> retiring_;                        // serving, but of an old version: no reuse
+  std::set<Instance*> old_pool_;  // pooled ones a redeploy stopped, not gone yet
+  std::vector<std::function<void()>> old_pool_waiters_;
   std::deque<Queued> queue_;
-  boost::asio::steady_timer queue_timer_;
+  std::unique_ptr<Clock::Timer> queue_timer_;
 
   uint32_t target_ = 0;
-  Clock::time_point last_client_;
-  Clock::time_point last_adapt_;
+  Clock::TimePoint last_client_;
+  Clock::TimePoint last_adapt_;
   bool missed_ = false;  // a client found no ready container since last_adapt_
 
   int failures_in_row_ = 0;
-  Clock::time_point refill_not_before_;
-  boost::asio::steady_timer refill_timer_;
+  Clock::TimePoint refill_not_before_;
+  std::unique_ptr<Clock::Timer> refill_timer_;
 
   double tokens_ = 0;
-  Clock::time_point tokens_at_;
+  Clock::TimePoint tokens_at_;
 
   struct Counters {
     uint64_t requests = 0, warm_starts = 0, cold_starts = 0, rejected_503 = 0, rejected_429 = 0,

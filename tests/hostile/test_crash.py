@@ -129,7 +129,7 @@ def disk_state(faas, faasd, name):
 
 # (label, how, the version faasd must come back with, what the dead faasd must have
 # left on disk: proof that the kill hit that point; {old}/{new} are version numbers).
-# CommitDeploy makes three renames on the loop thread, in this order: the import to
+# A deploy's commit makes three renames on the loop thread, in this order: the import to
 # vN, the new `rootfs` link over the old, the new registry over the old; then
 # fsyncs the state dir (its second fsync: the first is the registry's temp file).
 KILL_POINTS = [

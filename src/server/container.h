@@ -9,8 +9,10 @@
 // Either way a container serves exactly one client.
 //
 // A Container owns everything it created (client fd, bundle dir, control socket,
-// runc process) and releases all of it in every path; the destructor is the last
-// line of defence. Lives on the event loop thread; not thread-safe.
+// runtime process) and releases all of it in every path; the destructor is the
+// last line of defence. Every fd the event loop waits on is owned by its Asio
+// descriptor alone. The OCI runtime is reached only through runtime::Runtime.
+// Lives on the event loop thread; not thread-safe.
 #pragma once
 
 #include <array>
@@ -22,20 +24,14 @@
 #include <memory>
 #include <string>
 
+#include "common/error.h"
 #include "common/fd.h"
 #include "runtime/bundle.h"
 #include "runtime/process.h"
-#include "store/limits.h"
+#include "runtime/runtime.h"
+#include "server/instance.h"
 
 namespace faas::server {
-
-struct RuntimeOptions {
-  std::string runtime = "/usr/sbin/runc";  // an OCI runtime with runc's CLI (runc, crun)
-  std::string runtime_root;                // --root for the runtime: its container state
-  std::string bundles_dir;                 // STATE/bundles
-  std::string cgroup_parent = "/faasd";
-  std::chrono::milliseconds kill_grace{3000};
-};
 
 // A read-only rootfs directory shared by all requests of one function version.
 // When a redeploy replaces it, it is retired: the directory is removed once the
@@ -58,20 +54,17 @@ class RootfsVersion {
   Remover remover_;
 };
 
-struct FunctionSnapshot {
-  std::string name;
-  std::shared_ptr<RootfsVersion> rootfs;
-  std::vector<std::string> cmd;
-  std::vector<std::string> env;
-  std::string working_dir;
-  uint32_t uid = 0;
-  uint32_t gid = 0;
-  store::FunctionLimits limits;
-  uint32_t userns_base = 0;
-  uint32_t reuse = 1;  // clients one container serves in turn
+// What one container runs: its function's settings as a container spec (see
+// functions.cc for the one place that builds it from the function's record).
+struct ContainerConfig {
+  std::string function;                   // its name, for logs
+  std::shared_ptr<RootfsVersion> rootfs;  // held for the container's life
+  // All but control_socket and cgroups_path, which the container fills in.
+  runtime::ContainerSpec spec;
+  std::chrono::milliseconds connect_timeout{5000};
 };
 
-class Container : public std::enable_shared_from_this<Container> {
+class Container final : public Instance, public std::enable_shared_from_this<Container> {
  public:
   enum class State {
     kNew,
@@ -83,37 +76,36 @@ class Container : public std::enable_shared_from_this<Container> {
     kCleaning,
     kCleaned
   };
-  using Callback = std::function<void(Container*)>;
 
   // `client` may be empty: the container is started ahead and gets one by Attach().
-  // `on_done` runs once everything is cleaned up; `on_idle` when a container that
-  // may serve several clients (FunctionSnapshot::reuse) is ready for its next one.
-  Container(boost::asio::io_context& io, const RuntimeOptions& options, FunctionSnapshot function,
-            std::string id, UniqueFd client, Callback on_done, Callback on_idle = nullptr);
-  ~Container();
+  // Its bundle is `bundle_dir` (created by Start, removed at the end); `runtime`
+  // must outlive it.
+  Container(boost::asio::io_context& io, runtime::Runtime& runtime, ContainerConfig config,
+            std::string id, std::string bundle_dir, UniqueFd client, Events events);
+  ~Container() override;
 
   // Writes the bundle and starts the runtime. Failures end in cleanup, then on_done.
-  void Start();
+  void Start() override;
   // Gives a container without a client (started ahead, or back for another under
   // reuse) its client: handed over now when the handler is ready, else as soon as
   // it connects. False (and the client is left with the caller) when the container
   // cannot take one.
-  bool Attach(UniqueFd& client);
+  bool Attach(UniqueFd& client) override;
   // Kills the container now (shutdown, drain timeout, pool shrinking). Cleanup
   // follows as usual.
-  void Kill(const char* why);
+  void Kill(const char* why) override;
 
   const std::string& id() const { return id_; }
-  const std::string& function_name() const { return function_.name; }
+  const std::string& function_name() const { return config_.function; }
   State state() const { return state_; }
-  bool ready() const { return state_ == State::kReady; }
-  // Whether it has been given a client.
-  bool served() const { return uses_ > 0; }
-  // Whether it may come back for another client after the current one.
-  bool may_serve_again() const { return !killed_ && uses_ < function_.reuse; }
+  bool ready() const override { return state_ == State::kReady; }
+  bool served() const override { return uses_ > 0; }
+  bool may_serve_again() const override { return !killed_ && uses_ < config_.spec.reuse; }
 
  private:
-  void Fail(const std::string& why);
+  Status Prepare();
+  Status Spawn();
+  void Fail(const Error& error);
   void WaitForConnect();
   void OnControlReadable();
   bool HandOver();
@@ -126,20 +118,18 @@ class Container : public std::enable_shared_from_this<Container> {
   void ReadOutput();
   void LogOutput(bool flush);
   void Cleanup();
-  bool RemoveCgroups();
   void DeleteRuntimeState();
   void Finish();
   void RemoveBundle();
   static bool OutOfResources(const Error& error);
   void RetryLater(std::function<void()> step);
-  std::string BundleDir() const { return options_.bundles_dir + "/" + id_; }
 
-  const RuntimeOptions& options_;
-  FunctionSnapshot function_;
+  runtime::Runtime& runtime_;
+  ContainerConfig config_;
   std::string id_;
+  std::string bundle_dir_;
   UniqueFd client_;
-  Callback on_done_;
-  Callback on_idle_;
+  Events events_;
   State state_ = State::kNew;
   bool bundle_created_ = false;
   bool killed_ = false;
@@ -153,12 +143,11 @@ class Container : public std::enable_shared_from_this<Container> {
   } phases_;
   void LogPhases() const;
 
-  UniqueFd control_listener_;
+  boost::asio::posix::stream_descriptor control_listener_;  // the bundle's control.sock
   UniqueFd control_conn_;  // the handler's connection, held while Ready
-  boost::asio::posix::stream_descriptor control_wait_;
-  runtime::Child runc_;
+  runtime::Child run_;     // the runtime's `run`; exit_wait_ owns its pidfd
   boost::asio::posix::stream_descriptor exit_wait_;
-  runtime::Child helper_;  // runc kill / runc delete
+  runtime::Child helper_;  // the runtime's `delete`; helper_wait_ owns its pidfd
   boost::asio::posix::stream_descriptor helper_wait_;
   boost::asio::steady_timer timer_;
   boost::asio::steady_timer cgroup_retry_;  // also paces RetryLater

@@ -1,4 +1,4 @@
-#include "server/request.h"
+#include "server/container.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -46,8 +46,6 @@ const char* StateName(Container::State state) {
   return "?";
 }
 
-int DupCloexec(int fd) { return ::fcntl(fd, F_DUPFD_CLOEXEC, 0); }
-
 long MillisSince(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t)
       .count();
@@ -89,18 +87,18 @@ void AnswerClient(int fd, int status, const char* reason) {
 
 }  // namespace
 
-Container::Container(asio::io_context& io, const RuntimeOptions& options, FunctionSnapshot function,
-                     std::string id, UniqueFd client, Callback on_done, Callback on_idle)
-    : options_(options),
-      function_(std::move(function)),
+Container::Container(asio::io_context& io, runtime::Runtime& runtime, ContainerConfig config,
+                     std::string id, std::string bundle_dir, UniqueFd client, Events events)
+    : runtime_(runtime),
+      config_(std::move(config)),
       id_(std::move(id)),
+      bundle_dir_(std::move(bundle_dir)),
       client_(std::move(client)),
-      on_done_(std::move(on_done)),
-      on_idle_(std::move(on_idle)),
+      events_(std::move(events)),
       uses_(client_ ? 1 : 0),
       started_(std::chrono::steady_clock::now()),
       attached_at_(started_),
-      control_wait_(io),
+      control_listener_(io),
       exit_wait_(io),
       helper_wait_(io),
       timer_(io),
@@ -111,114 +109,95 @@ Container::~Container() {
   if (state_ == State::kCleaned || state_ == State::kNew) return;
   // Abandoned mid-flight (the loop is going away): clean up synchronously.
   spdlog::warn("container {}: destroyed in state {}, cleaning up", id_, StateName(state_));
-  runc_ = runtime::Child();
-  auto del = runtime::Spawn(
-      {{options_.runtime, "--root", options_.runtime_root, "delete", "--force", id_}});
-  if (del.ok()) (void)del->Wait();
-  if (bundle_created_) (void)RemoveTree(BundleDir());
+  run_ = runtime::Child();
+  if (auto del = runtime_.Delete(id_); del.ok()) (void)del->Wait();
+  if (bundle_created_) (void)RemoveTree(bundle_dir_);
 }
 
 void Container::Start() {
   state_ = State::kSpawning;
-  spdlog::debug("container {}: spawning for {}", id_, function_.name);
-  std::string dir = BundleDir();
-  if (::mkdir(dir.c_str(), 0700) != 0) return Fail("mkdir " + dir + ": " + std::strerror(errno));
-  bundle_created_ = true;
-  // In a user namespace the container's root is an unprivileged host user that must
-  // reach the control socket in here; no other user may.
-  if (function_.userns_base != 0 &&
-      ::chown(dir.c_str(), function_.userns_base, function_.userns_base) != 0)
-    return Fail("chown " + dir + ": " + std::strerror(errno));
-  auto listener = ListenUnix(dir + "/control.sock");
-  if (!listener.ok()) return Fail(listener.error().message);
-  control_listener_ = std::move(listener).value();
-
-  runtime::ContainerSpec spec;
-  spec.rootfs = function_.rootfs->path();
-  spec.args = function_.cmd;
-  spec.env = function_.env;
-  spec.cwd = function_.working_dir;
-  spec.control_socket = dir + "/control.sock";
-  spec.cgroups_path = options_.cgroup_parent + "/" + id_;
-  spec.uid = function_.uid;
-  spec.gid = function_.gid;
-  spec.memory_bytes = function_.limits.memory_bytes;
-  spec.cpu_quota_us = function_.limits.cpu_millis * 100;
-  spec.pids_limit = function_.limits.pids;
-  spec.run_timeout_ms = function_.limits.timeout_ms;
-  spec.userns_base = function_.userns_base;
-  spec.reuse = function_.reuse;
-  static const uint64_t own_hard_limit = OwnHardFdLimit();  // fixed for faasd's life
-  spec.nofile_limit = std::min(spec.nofile_limit, own_hard_limit);
-  if (auto st = runtime::WriteBundle(dir, spec); !st.ok()) return Fail(st.error().message);
+  spdlog::debug("container {}: spawning for {}", id_, config_.function);
+  if (auto st = Prepare(); !st.ok()) return Fail(st.error());
   phases_.prepared = std::chrono::steady_clock::now();
-
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC | O_NONBLOCK) != 0)
-    return Fail(std::string("pipe: ") + std::strerror(errno));
-  UniqueFd out_write(out[1]);
-  output_.assign(out[0]);
-  auto child = runtime::Spawn(
-      {{options_.runtime, "--root", options_.runtime_root, "run", "--bundle", dir, id_},
-       -1,
-       out_write.get(),
-       out_write.get()});
-  out_write.Reset();
-  if (!child.ok()) return Fail(child.error().message);
+  if (auto st = Spawn(); !st.ok()) return Fail(st.error());
   phases_.spawned = std::chrono::steady_clock::now();
-  ReadOutput();
-  runc_ = std::move(child).value();
-  UniqueFd exit_fd(DupCloexec(runc_.pidfd()));
-  UniqueFd control_fd(DupCloexec(control_listener_.get()));
-  if (!exit_fd || !control_fd) return Fail(std::string("dup: ") + std::strerror(errno));
-  exit_wait_.assign(exit_fd.Release());
-  control_wait_.assign(control_fd.Release());
   state_ = State::kWaitingForConnect;
-  spdlog::debug("container {}: waiting for connect (runc pid {})", id_, runc_.pid());
+  spdlog::debug("container {}: waiting for connect (runtime pid {})", id_, run_.pid());
   WaitForExit();
   WaitForConnect();
-  StartTimer(std::chrono::milliseconds(function_.limits.connect_timeout_ms), "connect");
+  StartTimer(config_.connect_timeout, "connect");
 }
 
-void Container::Fail(const std::string& why) {
-  spdlog::error("container {} ({}): {}", id_, function_.name, why);
-  outcome_ = "failed: " + why;
+// The bundle: its directory, the control socket the handler connects to, config.json.
+Status Container::Prepare() {
+  if (::mkdir(bundle_dir_.c_str(), 0700) != 0) return SysError(errno, "mkdir " + bundle_dir_);
+  bundle_created_ = true;
+  const uint32_t userns_base = config_.spec.userns_base;
+  // In a user namespace the container's root is an unprivileged host user that must
+  // reach the control socket in here; no other user may.
+  if (userns_base != 0 && ::chown(bundle_dir_.c_str(), userns_base, userns_base) != 0)
+    return SysError(errno, "chown " + bundle_dir_);
+  runtime::ContainerSpec spec = config_.spec;
+  spec.control_socket = bundle_dir_ + "/control.sock";
+  spec.cgroups_path = runtime_.CgroupsPath(id_);
+  static const uint64_t own_hard_limit = OwnHardFdLimit();  // fixed for faasd's life
+  spec.nofile_limit = std::min(spec.nofile_limit, own_hard_limit);
+  FAAS_ASSIGN_OR_RETURN(UniqueFd listener, ListenUnix(spec.control_socket));
+  control_listener_.assign(listener.Release());
+  return runtime::WriteBundle(bundle_dir_, spec);
+}
+
+// Starts the runtime with its output (and the handler's) on a pipe the loop reads.
+Status Container::Spawn() {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC | O_NONBLOCK) != 0) return SysError(errno, "pipe");
+  UniqueFd out_write(out[1]);
+  output_.assign(out[0]);
+  ReadOutput();
+  FAAS_ASSIGN_OR_RETURN(run_, runtime_.Run(id_, bundle_dir_, out_write.get()));
+  exit_wait_.assign(run_.TakeExitFd().Release());
+  return Ok();
+}
+
+void Container::Fail(const Error& error) {
+  spdlog::error("container {} ({}): {}", id_, config_.function, error.message);
+  outcome_ = "failed: " + error.message;
   if (client_) AnswerClient(client_.get(), 500, "Internal Server Error");
   Cleanup();
 }
 
 void Container::WaitForConnect() {
-  control_wait_.async_wait(asio::posix::stream_descriptor::wait_read,
-                           [self = shared_from_this()](boost::system::error_code ec) {
-                             if (!ec) self->OnControlReadable();
-                           });
+  control_listener_.async_wait(asio::posix::stream_descriptor::wait_read,
+                               [self = shared_from_this()](boost::system::error_code ec) {
+                                 if (!ec) self->OnControlReadable();
+                               });
 }
 
 void Container::OnControlReadable() {
   const bool next = state_ == State::kHanded;  // a reused handler asking for its next client
   if (state_ != State::kWaitingForConnect && !next) return;
-  UniqueFd conn(::accept4(control_listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  UniqueFd conn(::accept4(control_listener_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC));
   if (!conn) {
     if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return WaitForConnect();
     return Kill("accept on control socket failed");
   }
   if (auto from = CheckPeer(conn.get()); !from.ok()) {
     if (from.error().code != Errc::kInvalidArgument) return Kill("cannot check the control peer");
-    spdlog::warn("container {} ({}): refused a control connection: {}", id_, function_.name,
+    spdlog::warn("container {} ({}): refused a control connection: {}", id_, config_.function,
                  from.error().message);
     return WaitForConnect();
   }
   control_conn_ = std::move(conn);
   timer_.cancel();
   if (next) {
-    spdlog::info("request {} {}: served ({} of {}) in {} ms", function_.name, id_, uses_,
-                 function_.reuse, MillisSince(attached_at_));
+    spdlog::info("request {} {}: served ({} of {}) in {} ms", config_.function, id_, uses_,
+                 config_.spec.reuse, MillisSince(attached_at_));
     state_ = State::kReady;
-    if (on_idle_) on_idle_(this);
+    if (events_.idle) events_.idle(this);
     return;
   }
   phases_.connected = std::chrono::steady_clock::now();
-  if (function_.reuse <= 1) CloseControlListener();  // a second connect is refused
+  if (config_.spec.reuse <= 1) CloseControlListener();  // a second connect is refused
   if (client_) {
     if (!HandOver()) {
       AnswerClient(client_.get(), 502, "Bad Gateway");
@@ -240,34 +219,15 @@ Status Container::CheckPeer(int conn) const {
   socklen_t len = sizeof peer;
   if (::getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0)
     return SysError(errno, "SO_PEERCRED");
-  const std::string who = "pid " + std::to_string(peer.pid) + " uid " + std::to_string(peer.uid);
-  if (function_.userns_base != 0 && (peer.uid < function_.userns_base ||
-                                     peer.uid - function_.userns_base >= runtime::kUsernsSize))
-    return MakeError(Errc::kInvalidArgument, who + " is outside the container's user namespace");
-  auto cgroups = ReadFile("/proc/" + std::to_string(peer.pid) + "/cgroup", 64 << 10);
-  if (!cgroups.ok()) {
-    if (cgroups.error().sys_errno == ENOENT)
-      return MakeError(Errc::kInvalidArgument, who + " is gone");
-    return std::move(cgroups).error();
-  }
-  const std::string mine = options_.cgroup_parent + "/" + id_;
-  std::istringstream lines(*cgroups);
-  for (std::string line; std::getline(lines, line);) {
-    // hierarchy-id:controllers:path
-    auto colon = line.find(':', line.find(':') + 1);
-    if (colon == std::string::npos) continue;
-    std::string_view path = std::string_view(line).substr(colon + 1);
-    if (path == mine || (path.size() > mine.size() && path.substr(0, mine.size()) == mine &&
-                         path[mine.size()] == '/'))
-      return Ok();
-  }
-  return MakeError(Errc::kInvalidArgument, who + " is not in the container's cgroup " + mine);
+  const uint32_t base = config_.spec.userns_base;
+  if (base != 0 && (peer.uid < base || peer.uid - base >= runtime::kUsernsSize))
+    return MakeError(Errc::kInvalidArgument, "pid " + std::to_string(peer.pid) + " uid " +
+                                                 std::to_string(peer.uid) +
+                                                 " is outside the container's user namespace");
+  return runtime_.CheckMember(id_, peer.pid);
 }
 
-void Container::CloseControlListener() {
-  control_wait_.close();
-  control_listener_.Reset();
-}
+void Container::CloseControlListener() { control_listener_.close(); }
 
 bool Container::Attach(UniqueFd& client) {
   const bool waiting = state_ == State::kWaitingForConnect && !client_ && uses_ == 0;
@@ -294,17 +254,18 @@ bool Container::HandOver() {
   client_.Reset();
   control_conn_.Reset();
   state_ = State::kHanded;
-  if (function_.reuse > 1) {
-    spdlog::debug("container {}: handed the client over ({} of {})", id_, uses_, function_.reuse);
+  if (config_.spec.reuse > 1) {
+    spdlog::debug("container {}: handed the client over ({} of {})", id_, uses_,
+                  config_.spec.reuse);
   } else {
     spdlog::debug("container {}: handed the client over", id_);
   }
-  if (uses_ < function_.reuse) {
+  if (uses_ < config_.spec.reuse) {
     WaitForConnect();  // the handler may come back for another
   } else {
     CloseControlListener();
   }
-  StartTimer(std::chrono::milliseconds(function_.limits.timeout_ms), "run");
+  StartTimer(std::chrono::milliseconds(config_.spec.run_timeout_ms), "run");
   return true;
 }
 
@@ -316,14 +277,14 @@ void Container::WaitForExit() {
 }
 
 void Container::OnExited() {
-  auto status = runc_.TryReap();
-  if (!status.ok()) return Fail(status.error().message);
+  auto status = run_.TryReap();
+  if (!status.ok()) return Fail(status.error());
   if (*status < 0) return WaitForExit();
   exit_wait_.close();
   phases_.exited = std::chrono::steady_clock::now();
   if (outcome_.empty()) outcome_ = runtime::DescribeWaitStatus(*status);
   if ((state_ == State::kWaitingForConnect || state_ == State::kReady) && !killed_) {
-    spdlog::warn("container {} ({}): runtime {} before the handler {}", id_, function_.name,
+    spdlog::warn("container {} ({}): runtime {} before the handler {}", id_, config_.function,
                  outcome_, state_ == State::kReady ? "got a client" : "connected");
     if (client_) AnswerClient(client_.get(), 502, "Bad Gateway");
   }
@@ -340,13 +301,13 @@ void Container::StartTimer(std::chrono::milliseconds after, const char* what) {
 
 void Container::OnTimeout(const char* what) {
   if (state_ == State::kWaitingForConnect) {
-    spdlog::warn("container {} ({}): handler did not connect within {} ms", id_, function_.name,
-                 function_.limits.connect_timeout_ms);
+    spdlog::warn("container {} ({}): handler did not connect within {} ms", id_, config_.function,
+                 config_.connect_timeout.count());
     outcome_ = "connect timeout";
     if (client_) AnswerClient(client_.get(), 504, "Gateway Timeout");
   } else {
-    spdlog::warn("container {} ({}): handler still running after {} ms", id_, function_.name,
-                 function_.limits.timeout_ms);
+    spdlog::warn("container {} ({}): handler still running after {} ms", id_, config_.function,
+                 config_.spec.run_timeout_ms);
     outcome_ = std::string(what) + " timeout";
   }
   Kill(what);
@@ -357,10 +318,10 @@ void Container::Kill(const char* why) {
   killed_ = true;
   if (outcome_.empty()) outcome_ = std::string("killed: ") + why;
   spdlog::debug("container {}: killing ({})", id_, why);
-  // Killing `runc run` leaves the container's processes; `runc delete --force`
+  // Killing the runtime's `run` leaves the container's processes; its `delete`
   // in the cleanup that follows the exit kills them and removes the cgroup.
-  if (runc_.running()) {
-    (void)runc_.Signal(SIGKILL);
+  if (run_.running()) {
+    (void)run_.Signal(SIGKILL);
   } else {
     Cleanup();
   }
@@ -382,18 +343,18 @@ void Container::ReadOutput() {
 void Container::LogOutput(bool flush) {
   size_t start = 0;
   for (size_t nl; (nl = output_line_.find('\n', start)) != std::string::npos; start = nl + 1) {
-    spdlog::info("{} {} | {}", function_.name, id_, output_line_.substr(start, nl - start));
+    spdlog::info("{} {} | {}", config_.function, id_, output_line_.substr(start, nl - start));
     output_logged_ += nl - start + 1;
   }
   output_line_.erase(0, start);
   if (output_line_.size() > 1024 || (flush && !output_line_.empty())) {
-    spdlog::info("{} {} | {}", function_.name, id_, output_line_);
+    spdlog::info("{} {} | {}", config_.function, id_, output_line_);
     output_logged_ += output_line_.size();
     output_line_.clear();
   }
   if (output_logged_ >= kMaxOutputLogged && !output_truncated_) {
     output_truncated_ = true;
-    spdlog::warn("{} {}: output beyond {} bytes is not logged", function_.name, id_,
+    spdlog::warn("{} {}: output beyond {} bytes is not logged", config_.function, id_,
                  kMaxOutputLogged);
   }
 }
@@ -405,35 +366,26 @@ void Container::Cleanup() {
   CloseControlListener();
   control_conn_.Reset();
   client_.Reset();
-  if (runc_.running()) {
+  if (run_.running()) {
     // Reached only from Fail() after the spawn: stop the runtime first.
     killed_ = true;
-    (void)runc_.Signal(SIGKILL);
-    (void)runc_.Wait();
+    (void)run_.Signal(SIGKILL);
+    (void)run_.Wait();
     exit_wait_.close();
   }
   DeleteRuntimeState();
 }
 
 void Container::DeleteRuntimeState() {
-  struct stat st;
-  std::string state_dir = options_.runtime_root + "/" + id_;
-  if (::stat(state_dir.c_str(), &st) != 0) return Finish();
-  auto del = runtime::Spawn(
-      {{options_.runtime, "--root", options_.runtime_root, "delete", "--force", id_}});
+  if (!runtime_.HasState(id_)) return Finish();
+  auto del = runtime_.Delete(id_);
   if (!del.ok()) {
     if (OutOfResources(del.error())) return RetryLater([this] { DeleteRuntimeState(); });
     spdlog::error("container {}: {}", id_, del.error().message);
     return Finish();
   }
   helper_ = std::move(del).value();
-  UniqueFd wait_fd(DupCloexec(helper_.pidfd()));
-  if (!wait_fd) {
-    // Out of fds: wait for it here (it takes milliseconds) rather than leak it.
-    (void)helper_.Wait();
-    return Finish();
-  }
-  helper_wait_.assign(wait_fd.Release());
+  helper_wait_.assign(helper_.TakeExitFd().Release());
   helper_wait_.async_wait(asio::posix::stream_descriptor::wait_read,
                           [self = shared_from_this()](boost::system::error_code ec) {
                             if (ec) return;
@@ -468,31 +420,6 @@ void Container::RetryLater(std::function<void()> step) {
       });
 }
 
-// `runc delete` leaves the cgroup when runc was killed while it was still creating
-// the container (the cgroup exists, its state file not yet), and `runc init` may
-// still be in it, dying: kill what is left, then remove the cgroup, for cgroup v2
-// and for every v1 hierarchy. False while one is still busy. ENOENT is the usual,
-// clean case.
-bool Container::RemoveCgroups() {
-  const std::string leaf = options_.cgroup_parent + "/" + id_;
-  std::vector<std::string> dirs = {"/sys/fs/cgroup" + leaf};
-  std::error_code ec;
-  for (const auto& hierarchy : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
-    if (hierarchy.is_directory(ec) && !hierarchy.is_symlink(ec))
-      dirs.push_back(hierarchy.path().string() + leaf);
-  }
-  bool all_gone = true;
-  for (const auto& dir : dirs) {
-    if (::rmdir(dir.c_str()) == 0 || errno == ENOENT || errno == ENOTDIR) continue;
-    all_gone = false;
-    if (auto procs = ReadFile(dir + "/cgroup.procs", 1 << 20); procs.ok()) {
-      std::istringstream pids(*procs);
-      for (pid_t pid; pids >> pid;) ::kill(pid, SIGKILL);
-    }
-  }
-  return all_gone;
-}
-
 // Microseconds from the start to each step (-1: not reached); cleanup ends now.
 void Container::LogPhases() const {
   if (!spdlog::should_log(spdlog::level::debug)) return;
@@ -510,7 +437,9 @@ void Container::LogPhases() const {
 
 void Container::Finish() {
   constexpr int kCgroupAttempts = 50;  // 20 ms apart
-  if (killed_ && !RemoveCgroups()) {
+  // A runtime killed while it was still creating the container leaves its cgroup
+  // (with `init` maybe still in it, dying) to its `delete`, which may miss it.
+  if (killed_ && !runtime_.RemoveCgroups(id_)) {
     if (++cgroup_attempts_ < kCgroupAttempts) {
       cgroup_retry_.expires_after(std::chrono::milliseconds(20));
       cgroup_retry_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
@@ -518,8 +447,8 @@ void Container::Finish() {
       });
       return;
     }
-    spdlog::error("container {}: its cgroup {}/{} stays busy; left behind", id_,
-                  options_.cgroup_parent, id_);
+    spdlog::error("container {}: its cgroup {} stays busy; left behind", id_,
+                  runtime_.CgroupsPath(id_));
   }
   // Everything that wrote to the pipe is gone by now: log what is left in it.
   for (ssize_t n;
@@ -535,7 +464,7 @@ void Container::Finish() {
 
 void Container::RemoveBundle() {
   if (bundle_created_) {
-    if (auto st = RemoveTree(BundleDir()); !st.ok()) {
+    if (auto st = RemoveTree(bundle_dir_); !st.ok()) {
       if (OutOfResources(st.error())) return RetryLater([this] { RemoveBundle(); });
       spdlog::error("container {}: {}", id_, st.error().message);
     }
@@ -545,12 +474,12 @@ void Container::RemoveBundle() {
   const long ms = MillisSince(attached_at_);
   LogPhases();
   if (uses_ > 0) {
-    spdlog::info("request {} {}: {} in {} ms", function_.name, id_, outcome_, ms);
+    spdlog::info("request {} {}: {} in {} ms", config_.function, id_, outcome_, ms);
   } else {
-    spdlog::debug("container {} ({}): stopped unused after {} ms: {}", id_, function_.name, ms,
+    spdlog::debug("container {} ({}): stopped unused after {} ms: {}", id_, config_.function, ms,
                   outcome_);
   }
-  auto done = std::move(on_done_);
+  auto done = std::move(events_.done);
   if (done) done(this);
 }
 

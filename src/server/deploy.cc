@@ -1,0 +1,204 @@
+#include "server/deploy.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <chrono>
+#include <random>
+
+#include "common/file.h"
+#include "common/log.h"
+#include "runtime/bundle.h"
+#include "store/names.h"
+
+namespace faas::server {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr int kDeployPipeBytes = 1 << 20;
+
+std::string UniqueSuffix() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::to_string(::getpid()) + "-" + std::to_string(rng() % 1000000000);
+}
+
+std::string NowRfc3339() {
+  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  ::gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+Error CancelledError() {
+  return MakeError(Errc::kUnavailable, "called off: the client went away before the answer");
+}
+
+long MillisSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start)
+      .count();
+}
+
+}  // namespace
+
+struct Deployer::Job {
+  std::string name;
+  store::DeployOptions options;
+  std::shared_ptr<const api::DeployCancel> cancel;
+  api::Backend::DeployDone done;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::string work_dir;  // the spooled archive
+  std::string rootfs;    // .new-*, then the version directory
+  // Filled by the import:
+  image::ImageConfig config;
+  std::vector<std::string> env;  // the image's merged with the deploy's
+  image::UserIds user;
+  image::ImportStats stats;
+};
+
+Deployer::Deployer(asio::io_context& io, asio::thread_pool& workers, const store::StateDir& state,
+                   Functions& functions, DeployerOptions options)
+    : io_(io), workers_(workers), state_(state), functions_(functions), options_(options) {}
+
+Result<UniqueFd> Deployer::Start(const std::string& name, const std::string& options_header,
+                                 std::shared_ptr<const api::DeployCancel> cancel,
+                                 api::Backend::DeployDone done) {
+  FAAS_RETURN_IF_ERROR(store::ValidateName(name));
+  auto job = std::make_shared<Job>();
+  job->name = name;
+  FAAS_ASSIGN_OR_RETURN(
+      job->options, store::ParseDeployOptions(options_header, options_.defaults, options_.scaling));
+  job->cancel = std::move(cancel);
+  job->done = std::move(done);
+  FAAS_RETURN_IF_ERROR(functions_.BeginDeploy(name));
+  auto input = Begin(job);
+  if (!input.ok()) {
+    Discard(*job);
+    functions_.EndDeploy(name);
+    return std::move(input).error();
+  }
+  spdlog::info("deploy of {} started", name);
+  return input;
+}
+
+// Makes the deploy's directories and the upload pipe, and queues the import.
+Result<UniqueFd> Deployer::Begin(const std::shared_ptr<Job>& job) {
+  FAAS_RETURN_IF_ERROR(state_.CreateFunctionDir(job->name));
+  job->rootfs = state_.FunctionDir(job->name) + "/.new-" + UniqueSuffix();
+  FAAS_RETURN_IF_ERROR(MakeDirs(job->rootfs, 0700));
+  job->work_dir = state_.TmpDir() + "/import-" + job->name + "-" + UniqueSuffix();
+  FAAS_RETURN_IF_ERROR(MakeDirs(job->work_dir, 0700));
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
+  if (::fcntl(write_end.get(), F_SETFL, O_NONBLOCK) != 0) return SysError(errno, "fcntl");
+  // Fewer hand-offs between the API and the importer than the default 64 KiB
+  // (best effort: fs.pipe-max-size may be lower).
+  ::fcntl(write_end.get(), F_SETPIPE_SZ, kDeployPipeBytes);
+  asio::post(workers_, [this, job, input = std::make_shared<UniqueFd>(std::move(read_end))] {
+    Import(job, std::move(*input));
+  });
+  return write_end;
+}
+
+// On a worker.
+void Deployer::Import(std::shared_ptr<Job> job, UniqueFd input) {
+  // A deploy called off while it waited for a worker is not imported at all.
+  Status status =
+      job->cancel->cancelled() ? Status(CancelledError()) : ImportAndPrepare(*job, input.get());
+  input.Reset();
+  if (status.ok() && job->cancel->cancelled()) status = CancelledError();
+  if (!status.ok()) return Abort(std::move(job), std::move(status).error());
+  spdlog::info("imported {}: {} layer(s), {} files, {} bytes in {} ms", job->name,
+               job->stats.layers, job->stats.files, job->stats.rootfs_bytes,
+               MillisSince(job->started));
+  const std::string work_dir = job->work_dir;
+  job->work_dir.clear();
+  asio::post(io_, [this, job = std::move(job)]() mutable { Commit(std::move(job)); });
+  // The spooled archive (as large as the image) goes while the deploy is answered.
+  (void)RemoveTree(work_dir);
+}
+
+Status Deployer::ImportAndPrepare(Job& job, int input) {
+  FAAS_ASSIGN_OR_RETURN(
+      job.config, image::ImportImage(input, job.work_dir, job.rootfs, options_.limits, &job.stats));
+  job.env = store::MergeEnv(job.config.env, job.options.env);
+  FAAS_RETURN_IF_ERROR(runtime::PrepareRootfs(job.rootfs));
+  FAAS_ASSIGN_OR_RETURN(job.user,
+                        image::PrepareImage(job.rootfs, job.config, job.env, options_.ids));
+  return Ok();
+}
+
+// On the loop.
+void Deployer::Commit(std::shared_ptr<Job> job) {
+  // Checked again here, where the API sets it: a deploy whose client went away
+  // before its commit commits nothing.
+  if (job->cancel->cancelled()) return Abort(std::move(job), CancelledError());
+  auto record = CommitVersion(*job);
+  if (!record.ok()) return Abort(std::move(job), std::move(record).error());
+  functions_.EndDeploy(job->name);
+  // The answer says the new version serves: no pooled container of the old one is left.
+  nlohmann::json reply = {{"name", job->name}, {"ip", record->ip}, {"cmd", record->cmd}};
+  functions_.AfterOldPoolGone(
+      job->name, [job, reply = std::move(reply)]() mutable { job->done(std::move(reply)); });
+}
+
+// The import becomes version directory vN, which is never renamed again, and vN
+// the function's serving version.
+Result<store::FunctionRecord> Deployer::CommitVersion(Job& job) {
+  const store::FunctionRecord* old = functions_.registry().Find(job.name);
+  // A version of a removed function of the same name may still serve its last
+  // requests: skip it.
+  uint64_t version = old ? old->version + 1 : 1;
+  struct stat st;
+  while (::lstat(state_.VersionPath(job.name, version).c_str(), &st) == 0) ++version;
+  const std::string version_dir = state_.VersionPath(job.name, version);
+  if (::rename(job.rootfs.c_str(), version_dir.c_str()) != 0)
+    return SysError(errno, "rename rootfs of " + job.name);
+  job.rootfs = version_dir;
+  return functions_.Commit(job.name, store::FunctionRecord{
+                                         .ip = {},  // Functions keeps or allocates it
+                                         .rootfs = state_.RootfsPath(job.name),
+                                         .cmd = job.config.cmd,
+                                         .env = job.env,
+                                         .working_dir = job.config.working_dir,
+                                         .user = job.config.user,
+                                         .uid = job.user.uid,
+                                         .gid = job.user.gid,
+                                         .limits = job.options.limits,
+                                         .scaling = job.options.scaling,
+                                         .userns_base = options_.ids.base,
+                                         .version = version,
+                                         .deployed_at = NowRfc3339(),
+                                     });
+}
+
+// The one way a deploy ends without a new version; from the loop or a worker. A
+// refused image leaves no trace by the time it is answered.
+void Deployer::Abort(std::shared_ptr<Job> job, Error error) {
+  spdlog::warn("deploy of {} failed after {} ms: {}", job->name, MillisSince(job->started),
+               error.message);
+  auto answer = [this, job, error = std::move(error)]() mutable {
+    Discard(*job);
+    asio::post(io_, [this, job, error = std::move(error)]() mutable {
+      functions_.EndDeploy(job->name);
+      job->done(std::move(error));
+    });
+  };
+  if (io_.get_executor().running_in_this_thread()) return asio::post(workers_, std::move(answer));
+  answer();
+}
+
+void Deployer::Discard(const Job& job) const {
+  if (!job.work_dir.empty()) (void)RemoveTree(job.work_dir);
+  if (!job.rootfs.empty()) (void)RemoveTree(job.rootfs);
+  ::rmdir(state_.FunctionDir(job.name).c_str());  // only if this deploy created it
+}
+
+}  // namespace faas::server

@@ -1,0 +1,71 @@
+// A deploy, from the API's upload to the new version serving, in one place:
+//
+//   Start   (loop)    the name and options are checked, the deploy is marked in
+//                     Functions (one at a time per name), and the import is queued
+//                     on a worker; the API streams the upload into the pipe returned.
+//   Import  (worker)  the archive is unpacked into STATE/images/NAME/.new-*, checked
+//                     and prepared (image::PrepareImage, runtime::PrepareRootfs).
+//   Commit  (loop)    the tree becomes version directory vN, its record is built
+//                     from the image and the deploy's options, and Functions swaps it
+//                     in. The answer waits until no pooled container of the old
+//                     version is left.
+//
+// Every failure, at any step, takes one path (Abort): what the deploy made is
+// removed (on a worker: trees can be large), the deploy ends, and the client gets
+// the error; the previous version keeps serving. A deploy whose client went away
+// (api::DeployCancel) ends the same way and commits nothing.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <memory>
+#include <string>
+
+#include "api/server.h"
+#include "common/error.h"
+#include "common/fd.h"
+#include "image/importer.h"
+#include "image/prepare.h"
+#include "server/functions.h"
+#include "store/limits.h"
+#include "store/state_dir.h"
+
+namespace faas::server {
+
+struct DeployerOptions {
+  image::ImportLimits limits;
+  store::FunctionLimits defaults;  // for deploys that do not set their own
+  store::ScalingOptions scaling;   // likewise
+  image::IdMapping ids;            // the containers' user namespace, if any
+};
+
+class Deployer {
+ public:
+  Deployer(boost::asio::io_context& io, boost::asio::thread_pool& workers,
+           const store::StateDir& state, Functions& functions, DeployerOptions options);
+
+  // Begins a deploy of `name` with the options of the X-Faas-Options header: the
+  // write end of a pipe for the image archive (non-blocking), or why not. `done`
+  // runs on the loop with the answer once the deploy has ended.
+  Result<UniqueFd> Start(const std::string& name, const std::string& options_header,
+                         std::shared_ptr<const api::DeployCancel> cancel,
+                         api::Backend::DeployDone done);
+
+ private:
+  struct Job;
+  Result<UniqueFd> Begin(const std::shared_ptr<Job>& job);
+  void Import(std::shared_ptr<Job> job, UniqueFd input);
+  Status ImportAndPrepare(Job& job, int input);
+  void Commit(std::shared_ptr<Job> job);
+  Result<store::FunctionRecord> CommitVersion(Job& job);
+  void Abort(std::shared_ptr<Job> job, Error error);
+  void Discard(const Job& job) const;
+
+  boost::asio::io_context& io_;
+  boost::asio::thread_pool& workers_;
+  const store::StateDir& state_;
+  Functions& functions_;
+  DeployerOptions options_;
+};
+
+}  // namespace faas::server

@@ -1,0 +1,37 @@
+// What a function's scaler sees of one of its containers (Container implements it;
+// unit tests use fakes). Lives on the event loop thread.
+#pragma once
+
+#include <functional>
+
+#include "common/fd.h"
+
+namespace faas::server {
+
+class Instance {
+ public:
+  using Callback = std::function<void(Instance*)>;
+  // `done` runs once the container is gone and cleaned up; `idle` when a container
+  // that may serve several clients is ready for its next one.
+  struct Events {
+    Callback done;
+    Callback idle;
+  };
+
+  virtual ~Instance() = default;
+  // Starts the container. Failures end in cleanup, then `done` (possibly at once).
+  virtual void Start() = 0;
+  // Gives a container without a client its client. False (and the client is left
+  // with the caller) when it cannot take one.
+  virtual bool Attach(UniqueFd& client) = 0;
+  // Kills it now; cleanup and `done` follow.
+  virtual void Kill(const char* why) = 0;
+  // Its handler waits for a client.
+  virtual bool ready() const = 0;
+  // It has been given a client.
+  virtual bool served() const = 0;
+  // It may come back (`idle`) for another client after the current one.
+  virtual bool may_serve_again() const = 0;
+};
+
+}  // namespace faas::server

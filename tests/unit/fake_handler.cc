@@ -1,0 +1,49 @@
+// A stand-in for a container's handler, started by the fake runtime of
+// container_test: `fake_handler MODE CONTROL_SOCKET`.
+//   serve        connect, take the client, answer it, exit 0
+//   exit1        exit 1 at once, never connecting
+//   never        never connect; wait to be killed
+//   die-after    connect, take the client, then die by SIGKILL without answering
+//   hold         connect, take the client, keep it until killed
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+#include "common/fd.h"
+#include "runtime/fd_passing.h"
+
+namespace {
+
+faas::UniqueFd TakeClient(const char* path) {
+  faas::UniqueFd control(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
+  if (::connect(control.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) _exit(3);
+  std::string payload;
+  auto client = faas::runtime::RecvFd(control.get(), &payload);
+  if (!client.ok() || payload != "SOCKET") _exit(4);
+  return std::move(client).value();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) return 2;
+  const std::string mode = argv[1];
+  if (mode == "exit1") return 1;
+  if (mode == "never") {
+    for (;;) ::pause();
+  }
+  faas::UniqueFd client = TakeClient(argv[2]);
+  if (mode == "die-after") ::raise(SIGKILL);
+  if (mode == "hold") {
+    for (;;) ::pause();
+  }
+  const char answer[] = "HTTP/1.0 200 OK\r\n\r\nhello\n";
+  return ::write(client.get(), answer, sizeof answer - 1) == sizeof answer - 1 ? 0 : 5;
+}

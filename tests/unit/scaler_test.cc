@@ -1,0 +1,300 @@
+// The scaler's rules over fake containers and a fake clock: no root, no runtime.
+#include "server/scaler.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <boost/asio/io_context.hpp>
+#include <string>
+#include <vector>
+
+#include "fake_clock.h"
+
+namespace faas::server {
+namespace {
+
+using std::chrono::milliseconds;
+
+// A container whose life the test drives: Connect() makes it ready, Finish() ends it.
+class FakeContainer final : public Instance {
+ public:
+  explicit FakeContainer(UniqueFd client, Events events)
+      : client_(std::move(client)), events_(std::move(events)), uses_(client_ ? 1 : 0) {}
+  void Start() override { started = true; }
+  bool Attach(UniqueFd& client) override {
+    if (killed || ended) return false;
+    client_ = std::move(client);
+    ++uses_;
+    return true;
+  }
+  void Kill(const char* /*why*/) override { killed = true; }
+  bool ready() const override { return connected && !client_ && !killed; }
+  bool served() const override { return uses_ > 0; }
+  bool may_serve_again() const override { return false; }
+
+  void Connect() { connected = true; }
+  // Cleanup done: the scaler hears of it (and may drop its last reference).
+  void Finish() {
+    ended = true;
+    auto done = events_.done;
+    done(this);
+  }
+  bool has_client() const { return static_cast<bool>(client_); }
+
+  bool started = false, connected = false, killed = false, ended = false;
+
+ private:
+  UniqueFd client_;
+  Events events_;
+  int uses_;
+};
+
+class ScalerTest : public ::testing::Test {
+ protected:
+  void Make(store::ScalingOptions options) {
+    scaler_ = std::make_unique<Scaler>(
+        clock_, rejector_, "fn", options,
+        [this](UniqueFd client, Instance::Events events) {
+          auto c = std::make_shared<FakeContainer>(std::move(client), std::move(events));
+          made_.push_back(c);
+          return c;
+        },
+        [this] { ++gone_; });
+  }
+
+  static store::ScalingOptions Options() {
+    store::ScalingOptions options;
+    options.warm = 0;
+    options.warm_max = 0;
+    options.max_concurrency = 4;
+    return options;
+  }
+
+  // A client connection: the scaler gets one end, the test keeps the other.
+  UniqueFd Client() {
+    int fds[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    peers_.emplace_back(fds[1]);
+    return UniqueFd(fds[0]);
+  }
+  // What faasd answered the i-th client itself ("" if nothing yet).
+  std::string Answer(size_t i) {
+    char buf[512];
+    ssize_t n = ::recv(peers_.at(i).get(), buf, sizeof buf, MSG_DONTWAIT);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+  }
+  FakeContainer& Made(size_t i) {
+    auto c = made_.at(i).lock();
+    EXPECT_TRUE(c) << "container " << i << " is gone";
+    return *c;
+  }
+  size_t Alive() const {
+    return static_cast<size_t>(
+        std::count_if(made_.begin(), made_.end(), [](const auto& w) { return !w.expired(); }));
+  }
+
+  boost::asio::io_context io_;
+  FakeClock clock_;
+  Rejector rejector_{io_};
+  std::unique_ptr<Scaler> scaler_;
+  std::vector<std::weak_ptr<FakeContainer>> made_;
+  std::vector<UniqueFd> peers_;
+  int gone_ = 0;
+};
+
+TEST_F(ScalerTest, AClientWithoutAPoolGetsAContainerStartedForIt) {
+  Make(Options());
+  scaler_->OnClient(Client());
+  ASSERT_EQ(made_.size(), 1u);
+  EXPECT_TRUE(Made(0).started);
+  EXPECT_TRUE(Made(0).has_client());
+  EXPECT_EQ(scaler_->size(), 1u);
+  EXPECT_TRUE(scaler_->serving_clients());
+  Made(0).Finish();
+  EXPECT_EQ(scaler_->size(), 0u);
+  EXPECT_EQ(Alive(), 0u) << "the scaler owned the container; it is gone with it";
+  EXPECT_EQ(gone_, 1);
+}
+
+TEST_F(ScalerTest, TokenBucketAllowsTheRateAndAnswers429Beyond) {
+  auto options = Options();
+  options.rate_limit = 2;  // a bucket of 2, refilled at 2 a second
+  Make(options);
+  scaler_->OnClient(Client());
+  scaler_->OnClient(Client());
+  scaler_->OnClient(Client());
+  EXPECT_EQ(made_.size(), 2u);
+  EXPECT_EQ(Answer(2).rfind("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n", 0), 0u);
+  clock_.Advance(milliseconds(499));
+  scaler_->OnClient(Client());
+  EXPECT_EQ(made_.size(), 2u) << "not a whole token yet";
+  clock_.Advance(milliseconds(1));
+  scaler_->OnClient(Client());
+  EXPECT_EQ(made_.size(), 3u);
+  EXPECT_EQ(scaler_->Stats()["rejected_429"], 2);
+}
+
+TEST_F(ScalerTest, QueuedClientGets503AtItsDeadlineAndAFullQueue503AtOnce) {
+  auto options = Options();
+  options.max_concurrency = 1;
+  options.queue = 1;
+  options.queue_timeout_ms = 10000;
+  Make(options);
+  scaler_->OnClient(Client());  // served
+  scaler_->OnClient(Client());  // queued
+  scaler_->OnClient(Client());  // queue full
+  EXPECT_EQ(made_.size(), 1u);
+  EXPECT_EQ(Answer(2).rfind("HTTP/1.1 503", 0), 0u);
+  EXPECT_EQ(scaler_->Stats()["queued"], 1);
+  clock_.Advance(milliseconds(9999));
+  EXPECT_EQ(Answer(1), "");
+  clock_.Advance(milliseconds(1));
+  EXPECT_EQ(Answer(1).rfind("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n", 0), 0u);
+  EXPECT_EQ(scaler_->Stats()["queued"], 0);
+  EXPECT_EQ(scaler_->Stats()["rejected_503"], 2);
+}
+
+TEST_F(ScalerTest, QueuedClientGetsTheNextFreeSlot) {
+  auto options = Options();
+  options.max_concurrency = 1;
+  Make(options);
+  scaler_->OnClient(Client());
+  scaler_->OnClient(Client());
+  ASSERT_EQ(made_.size(), 1u);
+  Made(0).Finish();
+  ASSERT_EQ(made_.size(), 2u);
+  EXPECT_TRUE(Made(1).has_client());
+  EXPECT_EQ(Answer(1), "");
+}
+
+TEST_F(ScalerTest, PoolRefillsAndAReadyContainerTakesTheClient) {
+  auto options = Options();
+  options.warm = 1;
+  options.warm_max = 1;
+  Make(options);
+  scaler_->Refill();
+  ASSERT_EQ(made_.size(), 1u);
+  EXPECT_FALSE(Made(0).has_client());
+  Made(0).Connect();
+  scaler_->OnClient(Client());
+  EXPECT_TRUE(Made(0).has_client());
+  EXPECT_EQ(made_.size(), 2u) << "the pool refills at once";
+  EXPECT_EQ(scaler_->Stats()["warm_starts"], 1);
+  EXPECT_EQ(scaler_->Stats()["cold_starts"], 0);
+}
+
+TEST_F(ScalerTest, PooledContainersThatDieBackOffDoublingTheDelay) {
+  auto options = Options();
+  options.warm = 1;
+  options.warm_max = 1;
+  Make(options);
+  scaler_->Refill();
+  Made(0).Finish();  // died before getting a client
+  EXPECT_EQ(made_.size(), 1u);
+  clock_.Advance(Scaler::kMinBackoff - milliseconds(1));
+  EXPECT_EQ(made_.size(), 1u);
+  clock_.Advance(milliseconds(1));
+  ASSERT_EQ(made_.size(), 2u);
+  Made(1).Finish();
+  clock_.Advance(2 * Scaler::kMinBackoff - milliseconds(1));
+  EXPECT_EQ(made_.size(), 2u);
+  clock_.Advance(milliseconds(1));
+  ASSERT_EQ(made_.size(), 3u);
+  EXPECT_EQ(scaler_->Stats()["pool_failures"], 2);
+  // A warm start resets the back-off.
+  Made(2).Connect();
+  scaler_->OnClient(Client());
+  Made(3).Finish();
+  clock_.Advance(Scaler::kMinBackoff);
+  EXPECT_EQ(made_.size(), 5u);
+}
+
+TEST_F(ScalerTest, PoolGrowsOnMissesAndShrinksBackAfterQuietPeriods) {
+  auto options = Options();
+  options.warm = 1;
+  options.warm_max = 3;
+  Make(options);
+  scaler_->Refill();
+  scaler_->OnClient(Client());  // the pooled one is still starting: a miss
+  EXPECT_EQ(scaler_->Stats()["pool_target"], 2);
+  scaler_->OnClient(Client());
+  EXPECT_EQ(scaler_->Stats()["pool_target"], 3);
+  scaler_->OnClient(Client());
+  EXPECT_EQ(scaler_->Stats()["pool_target"], 3) << "never past warm_max";
+  clock_.Advance(Scaler::kAdaptPeriod);
+  scaler_->Tick();  // the period had misses: no change
+  EXPECT_EQ(scaler_->Stats()["pool_target"], 3);
+  clock_.Advance(Scaler::kAdaptPeriod);
+  scaler_->Tick();
+  EXPECT_EQ(scaler_->Stats()["pool_target"], 2);
+  clock_.Advance(Scaler::kAdaptPeriod);
+  scaler_->Tick();
+  clock_.Advance(Scaler::kAdaptPeriod);
+  scaler_->Tick();
+  EXPECT_EQ(scaler_->Stats()["pool_target"], 1) << "never below warm";
+}
+
+TEST_F(ScalerTest, IdlePoolStopsAfterTheIdleTimeoutAndComesBackWithAClient) {
+  auto options = Options();
+  options.warm = 2;
+  options.warm_max = 2;
+  options.idle_timeout_ms = 60000;
+  Make(options);
+  scaler_->Refill();
+  ASSERT_EQ(made_.size(), 2u);
+  clock_.Advance(milliseconds(59999));
+  scaler_->Tick();
+  EXPECT_FALSE(Made(0).killed);
+  clock_.Advance(milliseconds(1));
+  scaler_->Tick();
+  EXPECT_TRUE(Made(0).killed);
+  EXPECT_TRUE(Made(1).killed);
+  EXPECT_EQ(scaler_->Stats()["pool_target"], 0);
+  Made(0).Finish();
+  Made(1).Finish();
+  EXPECT_EQ(made_.size(), 2u) << "stopped ones are not replaced, nor counted as failures";
+  EXPECT_EQ(scaler_->Stats()["pool_failures"], 0);
+  scaler_->OnClient(Client());
+  EXPECT_EQ(scaler_->Stats()["pool_target"], 2);
+  EXPECT_EQ(made_.size(), 5u) << "one for the client, two for the pool";
+}
+
+TEST_F(ScalerTest, RedeployStopsTheOldPoolAndTellsWhenItIsGone) {
+  auto options = Options();
+  options.warm = 1;
+  options.warm_max = 1;
+  Make(options);
+  scaler_->Refill();
+  Made(0).Connect();
+  scaler_->OnClient(Client());  // Made(0) serves, Made(1) pooled
+  ASSERT_EQ(made_.size(), 2u);
+  scaler_->Reload(options);
+  EXPECT_TRUE(Made(1).killed);
+  EXPECT_FALSE(Made(0).killed) << "a request in flight finishes on its version";
+  ASSERT_EQ(made_.size(), 3u) << "the pool refills from the new version";
+  bool gone = false;
+  scaler_->AfterOldPoolGone([&] { gone = true; });
+  EXPECT_FALSE(gone);
+  Made(1).Finish();
+  EXPECT_TRUE(gone);
+  bool at_once = false;
+  scaler_->AfterOldPoolGone([&] { at_once = true; });
+  EXPECT_TRUE(at_once);
+}
+
+TEST_F(ScalerTest, StopAnswersQueuedClients503AndStartsNothingMore) {
+  auto options = Options();
+  options.max_concurrency = 1;
+  Make(options);
+  scaler_->OnClient(Client());
+  scaler_->OnClient(Client());
+  scaler_->Stop();
+  EXPECT_EQ(Answer(1).rfind("HTTP/1.1 503", 0), 0u);
+  EXPECT_TRUE(scaler_->serving_clients());
+  Made(0).Finish();
+  EXPECT_EQ(made_.size(), 1u);
+  EXPECT_EQ(scaler_->size(), 0u);
+}
+
+}  // namespace
+}  // namespace faas::server
