@@ -19,6 +19,7 @@
 #include "common/fd.h"
 #include "common/file.h"
 #include "common/io.h"
+#include "store/names.h"
 
 namespace faas::cli {
 namespace {
@@ -165,7 +166,7 @@ int RunInit(const InitArgs& given) {
   }
   if (args.name.empty()) {
     args.name = NameFromDir(args.dir);
-    if (!ValidateName(args.name).ok()) {
+    if (!store::ValidateName(args.name).ok()) {
       return Fail(MakeError(Errc::kInvalidArgument, "cannot make a function name out of " +
                                                         args.dir + ": give one with --name"),
                   kExitUsage);
