@@ -951,6 +951,15 @@ TEST_F(UserTest, UnknownNamesAreBadImages) {
   EXPECT_FALSE(ResolveUser(root_, "root:wheel").ok());
 }
 
+TEST_F(UserTest, AnOversizedPasswdIsABadImageNotATooLargeUpload) {
+  Write("etc/passwd", std::string(5 << 20, '#'));
+  auto r = ResolveUser(root_, "app");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::kBadImage);
+  EXPECT_NE(r.error().message.find("/etc/passwd: larger than"), std::string::npos)
+      << r.error().message;
+}
+
 TEST_F(UserTest, CommandMustExistAsRuncWouldFindIt) {
   std::filesystem::create_directories(root_ + "/usr/bin");
   Write("usr/bin/python3.11", "#!");
