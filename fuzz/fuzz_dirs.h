@@ -12,9 +12,11 @@
 
 #include <cstdio>
 #include <string>
+#include <string_view>
 
 #include "common/fd.h"
 #include "common/file.h"
+#include "common/io.h"
 
 namespace faas::fuzz {
 
@@ -58,12 +60,7 @@ class ScratchDirs {
 // The input as a file descriptor (memfd), positioned at its start.
 inline UniqueFd MemFd(const uint8_t* data, size_t size) {
   UniqueFd fd(::memfd_create("fuzz-input", MFD_CLOEXEC));
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::write(fd.get(), data + done, size - done);
-    if (n <= 0) break;
-    done += static_cast<size_t>(n);
-  }
+  (void)WriteAll(fd.get(), std::string_view(reinterpret_cast<const char*>(data), size));
   ::lseek(fd.get(), 0, SEEK_SET);
   return fd;
 }

@@ -8,7 +8,7 @@ src="$(cd "$(dirname "$0")/.." && pwd)/tests/handlers/hello"
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 cp "$src/Dockerfile" "$ctx/"
-gcc -static -O2 -o "$ctx/hello" "$src/hello.c"
+gcc -static -O2 -I "$src/../common" -o "$ctx/hello" "$src/hello.c"
 podman build -q --isolation chroot -t localhost/faas-hello:latest "$ctx" >/dev/null
 rm -f "$out"
 podman save -q --format "$format" -o "$out" localhost/faas-hello:latest

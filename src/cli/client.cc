@@ -294,9 +294,6 @@ std::string ErrorMessage(const Response& response, const nlohmann::ordered_json&
   return text.empty() ? status : status + ": " + text;
 }
 
-bool IsNameStart(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
-bool IsNameChar(char c) { return IsNameStart(c) || c == '_' || c == '.' || c == '-'; }
-
 }  // namespace
 
 Client::Client(Endpoint endpoint) : endpoint_(std::move(endpoint)) {}
@@ -333,19 +330,6 @@ Result<std::string> StringField(const nlohmann::ordered_json& reply, const char*
   }
   return MakeError(Errc::kIo, std::string("unexpected reply from faasd: no \"") + key + "\" in " +
                                   Excerpt(reply.dump()));
-}
-
-Status ValidateName(std::string_view name) {
-  if (name.size() >= 1 && name.size() <= 63 && IsNameStart(name[0]) &&
-      std::all_of(name.begin() + 1, name.end(), IsNameChar)) {
-    return Ok();
-  }
-  const std::string quoted = nlohmann::json(std::string(name))
-                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  return MakeError(Errc::kInvalidArgument,
-                   "invalid function name " + quoted +
-                       ": use 1 to 63 characters from a-z 0-9 _ . - starting with a letter or "
-                       "digit");
 }
 
 }  // namespace faas::cli

@@ -5,7 +5,6 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -62,9 +61,5 @@ Result<nlohmann::ordered_json> ParseReply(const Response& response);
 
 // A string member of a reply object; missing or not a string is an unexpected reply.
 Result<std::string> StringField(const nlohmann::ordered_json& reply, const char* key);
-
-// Function names as faasd accepts them: [a-z0-9][a-z0-9_.-]{0,62}. A valid name needs no
-// escaping in a URL path or a header. Fails with kInvalidArgument and a message saying so.
-Status ValidateName(std::string_view name);
 
 }  // namespace faas::cli

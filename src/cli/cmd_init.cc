@@ -18,6 +18,8 @@
 #include "cli/init_templates.h"
 #include "common/fd.h"
 #include "common/file.h"
+#include "common/io.h"
+#include "store/names.h"
 
 namespace faas::cli {
 namespace {
@@ -107,13 +109,8 @@ Status WriteNewFile(const std::string& path, const std::string& content, bool ex
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                      executable ? 0755 : 0644));
   if (!fd) return SysError(errno, "cannot create " + path);
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return SysError(errno, "cannot write " + path);
-    done += static_cast<size_t>(n);
-  }
+  if (Status written = WriteAll(fd.get(), content); !written.ok())
+    return SysError(written.error().sys_errno, "cannot write " + path);
   if (::close(fd.Release()) != 0) return SysError(errno, "cannot write " + path);
   return Ok();
 }
@@ -169,7 +166,7 @@ int RunInit(const InitArgs& given) {
   }
   if (args.name.empty()) {
     args.name = NameFromDir(args.dir);
-    if (!ValidateName(args.name).ok()) {
+    if (!store::ValidateName(args.name).ok()) {
       return Fail(MakeError(Errc::kInvalidArgument, "cannot make a function name out of " +
                                                         args.dir + ": give one with --name"),
                   kExitUsage);

@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "common/error.h"
 #include "common/text.h"
+#include "store/names.h"
 
 #ifndef FAAS_VERSION
 #define FAAS_VERSION "0.1.0"
@@ -108,7 +109,7 @@ int Fail(const Error& error, int exit_code) {
 }
 
 int CheckName(const std::string& name) {
-  Status valid = ValidateName(name);
+  Status valid = store::ValidateName(name);
   return valid.ok() ? kExitOk : Fail(valid.error(), kExitUsage);
 }
 

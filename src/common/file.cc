@@ -12,22 +12,10 @@
 #include <vector>
 
 #include "common/fd.h"
+#include "common/io.h"
 
 namespace faas {
 namespace {
-
-Status WriteAll(FileOps& ops, int fd, const char* data, size_t size) {
-  while (size > 0) {
-    ssize_t n = ops.Write(fd, data, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return SysError(errno, "write");
-    }
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return Ok();
-}
 
 Status FsyncDir(FileOps& ops, const std::string& dir) {
   UniqueFd fd(ops.Open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
@@ -162,7 +150,8 @@ Status AtomicWriteFile(const std::string& path, const std::string& data, int mod
       path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
   UniqueFd fd(ops.Open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
   if (!fd) return SysError(errno, "create " + tmp).Wrap("write " + path);
-  Status status = WriteAll(ops, fd.get(), data.data(), data.size());
+  Status status = WriteAllWith(
+      [&ops](int out, const void* p, size_t n) { return ops.Write(out, p, n); }, fd.get(), data);
   if (status.ok() && ops.Fsync(fd.get()) != 0) status = SysError(errno, "fsync " + tmp);
   fd.Reset();
   if (status.ok() && ops.Rename(tmp.c_str(), path.c_str()) != 0)
@@ -177,21 +166,9 @@ Status AtomicWriteFile(const std::string& path, const std::string& data, int mod
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return SysError(errno, "open " + path);
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return SysError(errno, "read " + path);
-    }
-    if (n == 0) break;
-    if (out.size() + static_cast<size_t>(n) > max_bytes)
-      return MakeError(Errc::kTooLarge,
-                       path + " is larger than " + std::to_string(max_bytes) + " bytes");
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
+  auto text = ReadAll(fd.get(), max_bytes);
+  if (!text.ok()) return std::move(text).error().Wrap(path);
+  return text;
 }
 
 Status MakeDirs(const std::string& path, int mode) {

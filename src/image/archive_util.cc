@@ -3,11 +3,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 
 #include "common/fd.h"
+#include "common/io.h"
 
 namespace faas::image {
 namespace {
@@ -174,44 +174,12 @@ std::string JoinPath(const std::vector<std::string>& components, size_t count) {
   return out;
 }
 
-Status WriteAll(int fd, const void* data, size_t size) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    ssize_t n = ::write(fd, p, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return SysError(errno, "write");
-    }
-    p += n;
-    size -= static_cast<size_t>(n);
-  }
-  return Ok();
-}
-
 Result<std::string> ReadFileAt(int dirfd, const std::string& name, size_t max_bytes) {
   UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return SysError(errno, "open " + name);
-  constexpr size_t kChunk = 64 * 1024;
-  std::string out;
-  for (;;) {
-    size_t used = out.size();
-    // One byte past the cap tells "exactly max_bytes" from "more".
-    size_t want = std::min(kChunk, max_bytes + 1 - used);
-    out.resize(used + want);
-    ssize_t n = ::read(fd.get(), out.data() + used, want);
-    if (n < 0) {
-      if (errno == EINTR) {
-        out.resize(used);
-        continue;
-      }
-      return SysError(errno, "read " + name);
-    }
-    out.resize(used + static_cast<size_t>(n));
-    if (n == 0) return out;
-    if (out.size() > max_bytes) {
-      return MakeError(Errc::kTooLarge, "larger than " + std::to_string(max_bytes) + " bytes");
-    }
-  }
+  auto text = ReadAll(fd.get(), max_bytes);
+  if (!text.ok()) return std::move(text).error().Wrap(name);
+  return text;
 }
 
 Result<nlohmann::json> ParseJson(std::string_view text, const std::string& what) {

@@ -88,9 +88,6 @@ inline std::string JoinPath(const std::vector<std::string>& components) {
   return JoinPath(components, components.size());
 }
 
-// Writes all of `data` to `fd`, retrying on EINTR and short writes. kIo on failure.
-Status WriteAll(int fd, const void* data, size_t size);
-
 // Reads the whole file `name` relative to `dirfd` (never following a final symlink).
 // kTooLarge when it is bigger than `max_bytes`, kIo on I/O errors.
 Result<std::string> ReadFileAt(int dirfd, const std::string& name, size_t max_bytes);

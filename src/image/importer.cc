@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/fd.h"
+#include "common/io.h"
 #include "image/archive_util.h"
 #include "image/layer.h"
 #include "image/manifest.h"
@@ -232,8 +233,9 @@ Status SpooledArchive::SpoolFile(archive* outer, const Input& in, Member* member
                                             std::to_string(max_bytes_) + " bytes");
     }
     hash.Update(buffer_.get(), static_cast<size_t>(n));
-    FAAS_RETURN_IF_ERROR_CTX(WriteAll(fd.get(), buffer_.get(), static_cast<size_t>(n)),
-                             "spool " + name);
+    FAAS_RETURN_IF_ERROR_CTX(
+        WriteAll(fd.get(), std::string_view(buffer_.get(), static_cast<size_t>(n))),
+        "spool " + name);
     member->size += static_cast<uint64_t>(n);
   }
   member->sha256 = hash.FinalHex();

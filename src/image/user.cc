@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/fd.h"
+#include "common/io.h"
 
 namespace faas::image {
 namespace {
@@ -36,17 +37,11 @@ Result<std::string> ReadDb(int rootfd, const char* path) {
     if (errno == ENOENT) return std::string();
     return SysError(errno, std::string("open /") + path, Errc::kBadImage);
   }
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return SysError(errno, std::string("read /") + path, Errc::kBadImage);
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > kMaxDbBytes)
-      return MakeError(Errc::kBadImage, std::string("/") + path + " is too large");
-  }
+  auto text = ReadAll(fd.get(), kMaxDbBytes);
+  if (text.ok()) return text;
+  Error error = std::move(text).error();
+  error.code = Errc::kBadImage;  // the file came with the image: a failure is the image's
+  return std::move(error).Wrap(std::string("/") + path);
 }
 
 // Finds the line whose first field is `key` and returns its fields.

@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "common/fd.h"
+#include "common/io.h"
 
 namespace faas::net {
 
@@ -244,18 +245,6 @@ bool IsPlainIfname(const std::string& name) {
                       [](char c) { return c == '/' || c == ':' || c <= ' ' || c == 0x7f; });
 }
 
-Status WriteAll(int fd, std::string_view data, const std::string& what) {
-  while (!data.empty()) {
-    ssize_t written = write(fd, data.data(), data.size());
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      return SysError(errno, what);
-    }
-    data.remove_prefix(static_cast<size_t>(written));
-  }
-  return Ok();
-}
-
 }  // namespace
 
 void Netlink::SocketCloser::operator()(mnl_socket* socket) const { mnl_socket_close(socket); }
@@ -376,7 +365,8 @@ Status EnablePromoteSecondaries(const std::string& ifname) {
     int err = errno;
     return SysError(err, "open " + path, err == ENOENT ? Errc::kNotFound : Errc::kIo);
   }
-  return WriteAll(fd.get(), "1\n", "write " + path);
+  FAAS_RETURN_IF_ERROR_CTX(WriteAll(fd.get(), "1\n"), path);
+  return Ok();
 }
 
 }  // namespace faas::net

@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "common/fd.h"
+#include "common/io.h"
 #include "runtime/seccomp.h"
 
 namespace faas::runtime {
@@ -118,15 +119,7 @@ Status WriteBundle(const std::string& dir, const ContainerSpec& spec) {
   std::string text = MakeOciConfig(spec).dump();
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd) return SysError(errno, "create " + path);
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return SysError(errno, "write " + path);
-    }
-    done += static_cast<size_t>(n);
-  }
+  if (auto st = WriteAll(fd.get(), text); !st.ok()) return std::move(st).error().Wrap(path);
   return Ok();
 }
 

@@ -57,8 +57,10 @@ Result<std::string> ResolveProgram(const std::string& program) {
   return MakeError(Errc::kInvalidArgument, program + ": not found in PATH");
 }
 
-// Reads `fd` until EOF, `max_bytes`, or `deadline` (nullopt: none), whichever is first.
-Result<std::string> ReadAll(int fd, size_t max_bytes, std::optional<Clock::time_point> deadline) {
+// Reads `fd` until EOF, `max_bytes`, or `deadline` (nullopt: none), whichever is
+// first. Unlike faas::ReadAll it stops quietly at the cap and at the deadline: a
+// runtime that hangs or babbles at `--version` must not hang or fail faasd's start.
+Result<std::string> ReadUntil(int fd, size_t max_bytes, std::optional<Clock::time_point> deadline) {
   std::string out;
   char buf[4096];
   while (out.size() < max_bytes) {
@@ -97,7 +99,7 @@ Result<Captured> Capture(const std::vector<std::string>& argv, size_t max_bytes,
   if (quiet && !null) return SysError(errno, "open /dev/null");
   FAAS_ASSIGN_OR_RETURN(Child child, Spawn({argv, -1, write_end.get(), null.get()}));
   write_end.Reset();
-  FAAS_ASSIGN_OR_RETURN(std::string out, ReadAll(read_end.get(), max_bytes, deadline));
+  FAAS_ASSIGN_OR_RETURN(std::string out, ReadUntil(read_end.get(), max_bytes, deadline));
   return Captured{std::move(child), std::move(out)};
 }
 

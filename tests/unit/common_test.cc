@@ -1,18 +1,25 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/file.h"
+#include "common/io.h"
 #include "common/scope_guard.h"
 #include "common/text.h"
 
@@ -120,6 +127,182 @@ TEST(FileTest, ReadFileEnforcesLimit) {
   auto r = ReadFile(path, 10);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, Errc::kTooLarge);
+}
+
+struct Pipe {
+  UniqueFd read_end, write_end;
+};
+
+Pipe MakePipe(int flags = 0) {
+  int fds[2];
+  EXPECT_EQ(::pipe2(fds, O_CLOEXEC | flags), 0);
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+// Text no two offsets of which look alike, so a lost or repeated piece shows.
+std::string Numbered(size_t size) {
+  std::string text;
+  for (size_t i = 0; text.size() < size; ++i) text += std::to_string(i) + ",";
+  text.resize(size);
+  return text;
+}
+
+// Sends SIGUSR1, handled without SA_RESTART, to one thread every millisecond while it
+// lives, so that thread's blocking read or write returns EINTR or comes up short.
+class Interrupter {
+ public:
+  explicit Interrupter(pthread_t target) {
+    handled_ = 0;
+    struct sigaction action {};
+    action.sa_handler = [](int) { ++handled_; };
+    ::sigemptyset(&action.sa_mask);
+    ::sigaction(SIGUSR1, &action, &previous_);
+    sender_ = std::thread([this, target] {
+      while (!stop_) {
+        ::pthread_kill(target, SIGUSR1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    });
+  }
+  ~Interrupter() {
+    Stop();
+    ::sigaction(SIGUSR1, &previous_, nullptr);
+  }
+  void Stop() {
+    stop_ = true;
+    if (sender_.joinable()) sender_.join();
+  }
+  // Waits until `count` signals were handled; false after 10 s (a target that is gone
+  // takes no more).
+  static bool WaitForSignals(int count) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (handled_ < count) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::yield();
+    }
+    return true;
+  }
+
+ private:
+  static inline std::atomic<int> handled_{0};
+  struct sigaction previous_ {};
+  std::atomic<bool> stop_{false};
+  std::thread sender_;
+};
+
+TEST(IoTest, WriteAllAndReadAllMoveMoreThanAPipeHolds) {
+  Pipe pipe = MakePipe();
+  const std::string data = Numbered(1 << 20);
+  std::thread writer([&] {
+    EXPECT_TRUE(WriteAll(pipe.write_end.get(), data).ok());
+    pipe.write_end.Reset();
+  });
+  auto read = ReadAll(pipe.read_end.get(), data.size());
+  writer.join();
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_TRUE(*read == data);
+}
+
+TEST(IoTest, WriteAllSurvivesSignalsWhileThePipeIsFull) {
+  Pipe pipe = MakePipe();
+  const std::string data = Numbered(4 << 20);
+  Status written;
+  std::thread writer([&] {
+    written = WriteAll(pipe.write_end.get(), data);
+    pipe.write_end.Reset();
+  });
+  Interrupter interrupter(writer.native_handle());
+  // Nobody reads yet: the writer sits in write() on a full pipe while the signals land.
+  const bool interrupted = Interrupter::WaitForSignals(20);
+  auto read = ReadAll(pipe.read_end.get(), data.size());
+  interrupter.Stop();
+  writer.join();
+  EXPECT_TRUE(interrupted);
+  ASSERT_TRUE(written.ok()) << written.error().message;
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_TRUE(*read == data);
+}
+
+TEST(IoTest, ReadAllSurvivesSignalsWhileThePipeIsEmpty) {
+  Pipe pipe = MakePipe();
+  Result<std::string> read = std::string("unset");
+  std::thread reader([&] { read = ReadAll(pipe.read_end.get(), 100); });
+  Interrupter interrupter(reader.native_handle());
+  const bool interrupted = Interrupter::WaitForSignals(20);
+  EXPECT_TRUE(WriteAll(pipe.write_end.get(), "late").ok());
+  pipe.write_end.Reset();
+  interrupter.Stop();
+  reader.join();
+  EXPECT_TRUE(interrupted);
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_EQ(*read, "late");
+}
+
+TEST(IoTest, WriteAllWithCarriesOnAfterShortWritesAndEintr) {
+  Pipe pipe = MakePipe();
+  int calls = 0;
+  // Every other call is interrupted; the rest pass at most three bytes on.
+  auto stingy = [&calls](int fd, const void* p, size_t n) -> ssize_t {
+    if (++calls % 2 == 1) {
+      errno = EINTR;
+      return -1;
+    }
+    return ::write(fd, p, std::min<size_t>(n, 3));
+  };
+  ASSERT_TRUE(WriteAllWith(stingy, pipe.write_end.get(), "0123456789").ok());
+  pipe.write_end.Reset();
+  EXPECT_EQ(calls, 8);  // four writes of 3, 3, 3 and 1 bytes, each after an EINTR
+  auto read = ReadAll(pipe.read_end.get(), 100);
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_EQ(*read, "0123456789");
+}
+
+TEST(IoTest, WriteAllReportsTheErrno) {
+  Pipe pipe = MakePipe();
+  Status written = WriteAll(pipe.read_end.get(), "x");  // the read end takes no writes
+  ASSERT_FALSE(written.ok());
+  EXPECT_EQ(written.error().code, Errc::kIo);
+  EXPECT_EQ(written.error().sys_errno, EBADF);
+  EXPECT_EQ(written.error().message.rfind("write: ", 0), 0u) << written.error().message;
+}
+
+TEST(IoTest, ReadAllTakesExactlyTheCapAndRefusesOneByteMore) {
+  for (size_t cap : {size_t{0}, size_t{10}, size_t{64 * 1024}, size_t{64 * 1024 + 1}}) {
+    for (size_t size : {cap, cap + 1}) {
+      Pipe pipe = MakePipe();
+      std::thread writer([&] {
+        EXPECT_TRUE(WriteAll(pipe.write_end.get(), Numbered(size)).ok());
+        pipe.write_end.Reset();
+      });
+      auto read = ReadAll(pipe.read_end.get(), cap);
+      writer.join();
+      if (size == cap) {
+        ASSERT_TRUE(read.ok()) << cap << ": " << read.error().message;
+        EXPECT_TRUE(*read == Numbered(size)) << cap;
+      } else {
+        ASSERT_FALSE(read.ok()) << cap;
+        EXPECT_EQ(read.error().code, Errc::kTooLarge);
+        EXPECT_EQ(read.error().message, "larger than " + std::to_string(cap) + " bytes");
+      }
+    }
+  }
+}
+
+TEST(IoTest, ReadAllWithoutACapReadsToEof) {
+  Pipe pipe = MakePipe();
+  ASSERT_TRUE(WriteAll(pipe.write_end.get(), "all of it").ok());
+  pipe.write_end.Reset();
+  auto read = ReadAll(pipe.read_end.get(), SIZE_MAX);
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_EQ(*read, "all of it");
+}
+
+TEST(IoTest, ReadAllOfAnEmptyNonBlockingPipeFailsWithEagain) {
+  Pipe pipe = MakePipe(O_NONBLOCK);
+  auto read = ReadAll(pipe.read_end.get(), 100);
+  ASSERT_FALSE(read.ok());
+  EXPECT_EQ(read.error().code, Errc::kIo);
+  EXPECT_EQ(read.error().sys_errno, EAGAIN);
 }
 
 TEST(FileTest, RemoveTreeDoesNotFollowSymlinks) {

@@ -16,6 +16,7 @@
 #include "archive_builder.h"
 #include "common/fd.h"
 #include "common/file.h"
+#include "common/io.h"
 #include "image/config.h"
 #include "image/idshift.h"
 #include "image/importer.h"
@@ -79,12 +80,7 @@ class ImageTest : public ::testing::Test {
     EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
     UniqueFd read_end(fds[0]);
     std::thread writer([fd = fds[1], &archive] {
-      size_t done = 0;
-      while (done < archive.size()) {
-        ssize_t n = ::write(fd, archive.data() + done, archive.size() - done);
-        if (n <= 0) break;  // EPIPE once the importer gave up
-        done += static_cast<size_t>(n);
-      }
+      (void)WriteAll(fd, archive);  // fails with EPIPE once the importer gave up
       ::close(fd);
     });
     auto result = ImportImage(read_end.get(), work_, rootfs_, limits, &stats_);
@@ -263,12 +259,7 @@ TEST_F(ImageTest, NonBlockingPipe) {
       BuildDockerArchive(OneLayer(TarBuilder().File("f", std::string(1 << 20, 'f'))));
   std::thread writer([fd = fds[1], &archive] {
     ::fcntl(fd, F_SETFL, 0);  // the writer blocks; only the reader's end is non-blocking
-    size_t done = 0;
-    while (done < archive.size()) {
-      ssize_t n = ::write(fd, archive.data() + done, archive.size() - done);
-      if (n <= 0) break;
-      done += static_cast<size_t>(n);
-    }
+    (void)WriteAll(fd, archive);
     ::close(fd);
   });
   auto result = ImportImage(read_end.get(), work_, rootfs_, {}, &stats_);
@@ -958,6 +949,15 @@ TEST_F(UserTest, UnknownNamesAreBadImages) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, Errc::kBadImage);
   EXPECT_FALSE(ResolveUser(root_, "root:wheel").ok());
+}
+
+TEST_F(UserTest, AnOversizedPasswdIsABadImageNotATooLargeUpload) {
+  Write("etc/passwd", std::string(5 << 20, '#'));
+  auto r = ResolveUser(root_, "app");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::kBadImage);
+  EXPECT_NE(r.error().message.find("/etc/passwd: larger than"), std::string::npos)
+      << r.error().message;
 }
 
 TEST_F(UserTest, CommandMustExistAsRuncWouldFindIt) {

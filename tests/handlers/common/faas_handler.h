@@ -1,6 +1,6 @@
 /* Shared by the test handlers (static C, no libc beyond the basics): take the
  * client socket from faasd over /control.sock (SCM_RIGHTS, payload "SOCKET"),
- * read an HTTP request, write a response. Mirrors tests/handlers/hello/hello.c. */
+ * read an HTTP request, write a response. */
 #ifndef FAAS_TEST_HANDLER_H
 #define FAAS_TEST_HANDLER_H
 

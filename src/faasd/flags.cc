@@ -1,0 +1,153 @@
+#include "faasd/flags.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdlib>
+
+#include "store/limits.h"
+
+namespace faas::faasd {
+namespace {
+
+constexpr char kAbout[] =
+    "faasd: a single-node Function-as-a-Service daemon. It imports container images, gives\n"
+    "every function its own address on lo (label lo:faas) and answers every TCP connection\n"
+    "to it with a fresh container started by runc. Control it with `faas`.";
+
+// The three Add*Flags run in this order because --help lists the flags as added.
+void AddServingFlags(CLI::App& app, Flags& flags) {
+  server::DaemonOptions& options = flags.options;
+  app.add_option("--state-dir", options.state_dir, "State directory")->capture_default_str();
+  app.add_option("--run-dir", options.run_dir, "Runtime directory (socket, runc state)")
+      ->capture_default_str();
+  app.add_option("--socket", options.socket,
+                 "Control API unix socket (default RUN_DIR/faasd.sock)");
+  app.add_option("--listen-tcp", options.listen_tcp, "Also serve the control API on HOST:PORT");
+  app.add_option("--token-file", options.token_file, "Bearer token required by the TCP API");
+  app.add_option("--pool", options.functions.pool, "Address pool for functions")
+      ->capture_default_str();
+  app.add_option("--port", options.functions.listener.port, "Port functions listen on")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--runtime", flags.runtime, "OCI runtime with runc's command line (runc, crun)")
+      ->capture_default_str();
+  app.add_option("--connect-timeout", flags.connect_ms,
+                 "Default ms a handler has to connect to /control.sock")
+      ->capture_default_str();
+  app.add_option("--run-timeout", flags.run_ms,
+                 "Default ms a handler may run after it got its client")
+      ->capture_default_str();
+  app.add_option("--first-byte-timeout", flags.first_byte_timeout,
+                 "Close a client that sends nothing for this long before it gets a container "
+                 "(0: hand it over at once, for protocols where the server speaks first)")
+      ->capture_default_str();
+  app.add_option("--api-timeout", flags.api_timeout,
+                 "Control API: longest silence of a client uploading an image, e.g. 60s")
+      ->capture_default_str();
+}
+
+void AddScalingFlags(CLI::App& app, Flags& flags) {
+  store::ScalingOptions& scaling = flags.options.scaling;
+  app.add_option("--warm", scaling.warm, "Containers kept started ahead per function (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
+  app.add_option("--warm-max", scaling.warm_max,
+                 "Most containers the adaptive pool keeps per function (at least --warm)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
+  app.add_option("--idle-timeout", flags.idle_timeout,
+                 "Stop a function's pool after this long without requests, e.g. 5m")
+      ->capture_default_str();
+  app.add_option("--max-concurrency", scaling.max_concurrency,
+                 "Requests served at once per function; more wait in the queue")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--queue", scaling.queue,
+                 "Requests waiting per function; beyond it faasd answers 503")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65536));
+  app.add_option("--queue-timeout", flags.queue_timeout,
+                 "Longest wait in the queue before a 503, e.g. 10s")
+      ->capture_default_str();
+  app.add_option("--rate-limit", flags.rate_limit,
+                 "Requests per second per function, beyond it 429 (0: off)")
+      ->capture_default_str();
+  app.add_option("--reuse", scaling.reuse,
+                 "Requests one container serves in turn (1: a fresh container for each)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--drain-timeout", flags.drain_ms, "ms to let running requests finish on SIGTERM")
+      ->capture_default_str();
+}
+
+void AddLimitFlags(CLI::App& app, Flags& flags) {
+  server::DaemonOptions& options = flags.options;
+  app.add_option("--max-image-size", options.limits.max_image_bytes,
+                 "Largest accepted image archive, bytes")
+      ->capture_default_str();
+  app.add_option("--max-rootfs-size", options.limits.max_rootfs_bytes,
+                 "Largest unpacked rootfs, bytes")
+      ->capture_default_str();
+  app.add_option("--max-files", options.limits.max_files, "Most entries in an unpacked rootfs")
+      ->capture_default_str();
+  app.add_option("--max-depth", options.limits.max_depth,
+                 "Most path components of an entry of an unpacked rootfs")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_flag("--userns", options.userns,
+               "Run containers in a user namespace: their root is host uid --userns-base");
+  app.add_option("--userns-base", options.userns_base, "First host uid/gid of the 65536 mapped")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 0xfffeffffu));
+  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+}
+
+}  // namespace
+
+Flags ParseFlags(int argc, char** argv) {
+  Flags flags;
+  CLI::App app{kAbout};
+  app.set_version_flag("--version", "faasd 0.1.0");
+  AddServingFlags(app, flags);
+  AddScalingFlags(app, flags);
+  AddLimitFlags(app, flags);
+  CLI::App* unpack = app.add_subcommand(
+      "unpack", "Import an image archive into DIR and print its config (no daemon)");
+  unpack->add_option("IMAGE", flags.unpack_image, "Image archive, or - for stdin")->required();
+  unpack->add_option("DIR", flags.unpack_dir, "Directory to unpack the rootfs into")->required();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    flags.exit_code = app.exit(e);
+  }
+  flags.unpack = unpack->parsed();
+  return flags;
+}
+
+Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags) {
+  FAAS_ASSIGN_OR_RETURN(uint64_t idle, store::ParseDuration(flags.idle_timeout, "--idle-timeout"));
+  FAAS_ASSIGN_OR_RETURN(uint64_t queue_wait,
+                        store::ParseDuration(flags.queue_timeout, "--queue-timeout"));
+  FAAS_ASSIGN_OR_RETURN(double rate, store::ParseRate(flags.rate_limit));
+  FAAS_ASSIGN_OR_RETURN(uint64_t api_wait,
+                        store::ParseDuration(flags.api_timeout, "--api-timeout"));
+  FAAS_ASSIGN_OR_RETURN(uint64_t first_byte,
+                        store::ParseDuration(flags.first_byte_timeout, "--first-byte-timeout"));
+  server::DaemonOptions options = flags.options;
+  options.runtime.program = flags.runtime;  // looked up in PATH when it is a name
+  options.defaults.connect_timeout_ms = static_cast<uint64_t>(flags.connect_ms);
+  options.defaults.timeout_ms = static_cast<uint64_t>(flags.run_ms);
+  options.drain_timeout = std::chrono::milliseconds(flags.drain_ms);
+  options.scaling.idle_timeout_ms = idle;
+  options.scaling.queue_timeout_ms = queue_wait;
+  options.scaling.rate_limit = rate;
+  options.scaling.warm_max = std::max(options.scaling.warm, options.scaling.warm_max);
+  options.api_timeout = std::chrono::milliseconds(api_wait);
+  options.functions.listener.first_byte_timeout = std::chrono::milliseconds(first_byte);
+  return options;
+}
+
+}  // namespace faas::faasd

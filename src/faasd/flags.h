@@ -1,0 +1,47 @@
+// faasd's command line: the flag table (CLI11) and the conversion of what it read
+// into the daemon's options.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "common/error.h"
+#include "server/daemon.h"
+
+namespace faas::faasd {
+
+// The command line as given. Flags that map onto an option directly are already in
+// `options`; the rest stay as typed until DaemonOptionsFrom converts them.
+struct Flags {
+  server::DaemonOptions options;
+  std::string log_level = "info";
+  std::string runtime = "runc";  // a program name or path
+  long connect_ms = 5000;
+  long run_ms = 30000;
+  long drain_ms = 10000;
+  std::string idle_timeout = "5m";
+  std::string queue_timeout = "10s";
+  std::string rate_limit = "0";
+  std::string first_byte_timeout = "5s";
+  std::string api_timeout = "60s";
+  // `faasd unpack IMAGE DIR`: import IMAGE into DIR instead of serving.
+  bool unpack = false;
+  std::string unpack_image;  // a path, or "-" for stdin
+  std::string unpack_dir;
+  // Set when parsing alone ends the run (--help, --version, a bad or missing
+  // argument); CLI11 has then printed what it prints, and this is the exit code.
+  std::optional<int> exit_code;
+};
+
+// Parses argv (CLI11: ranges are checked here). Prints help, the version or the
+// parse error itself; see Flags::exit_code.
+Flags ParseFlags(int argc, char** argv);
+
+// The daemon's options: `flags.options` with the durations and the rate limit
+// parsed, the runtime looked up in PATH like a shell would (kept as given when not
+// found) and --warm-max raised to at least --warm. Fails with kInvalidArgument naming
+// the first of --idle-timeout, --queue-timeout, --rate-limit, --api-timeout and
+// --first-byte-timeout (in that order) that does not parse.
+Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags);
+
+}  // namespace faas::faasd
