@@ -143,6 +143,6 @@ def test_container_cgroup_limits(faas, faasd):
                            log_name="client")
     [cid] = faas.wait_for_cleanup(lambda: faasd.runc_containers(), what="the container to run")
     assert cgroup_limits(faas, cid) == (str(512 << 20), "64", "100000 100000")
-    faasd.vm.run(["runc", "--root", faasd.runc_root, "kill", cid, "KILL"])
+    faasd.vm.run([faasd.runtime, "--root", faasd.runc_root, "kill", cid, "KILL"])
     assert client.wait(timeout=20) == 0
     faas.wait_for_cleanup()

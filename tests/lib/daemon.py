@@ -7,6 +7,12 @@ started with `--warm 0` when its arguments have no `--warm` of their own, so
 "idle" means no bundle, runc container or handler process. Pool tests pass
 `--warm N` (to faasd or to `faas new`) and account for the pooled containers; a
 test of faasd's own default sets `faasd_unstarted.default_warm = None` first.
+
+Every faasd runs its containers with the OCI runtime named by the session's
+`--runtime` option (runc by default, or crun): `--runtime NAME` is added to each
+start unless the arguments name a runtime of their own, and the container checks
+(`runc_containers()`, `leftovers()`) ask that runtime. faasd keeps the runtime's
+state under RUN_DIR/runc whichever runtime it is.
 """
 
 from __future__ import annotations
@@ -27,8 +33,11 @@ LABEL = "lo:faas"
 
 
 class Faasd:
-    def __init__(self, vm: VM, bin_dir: Path):
+    def __init__(self, vm: VM, bin_dir: Path, runtime: str = "runc"):
         self.vm = vm
+        # The OCI runtime (a name in the VM's PATH) faasd is started with, and the one
+        # asked for the containers that exist.
+        self.runtime = runtime
         self.faasd_bin = str(vm.import_file(str(Path(bin_dir) / "faasd")))
         self.faas_bin = str(vm.import_file(str(Path(bin_dir) / "faas")))
         self.vmtools = vm.import_file(str(LIB_DIR / "vmtools.py"))
@@ -49,14 +58,15 @@ class Faasd:
     # --- lifecycle ----------------------------------------------------------------
     def command(self, *extra: str) -> list:
         """faasd's argv: the VM's dirs, debug logging, `--warm DEFAULT_WARM` unless
-        `extra` sets --warm (see the module docstring), then `extra`."""
+        `extra` sets --warm and `--runtime RUNTIME` unless `extra` sets --runtime (see
+        the module docstring), then `extra`."""
         extra = [str(a) for a in extra]
         warm = []
-        if (self.default_warm is not None
-                and not any(a == "--warm" or a.startswith("--warm=") for a in extra)):
+        if self.default_warm is not None and not _has_option(extra, "--warm"):
             warm = ["--warm", self.default_warm]
+        runtime = [] if _has_option(extra, "--runtime") else ["--runtime", self.runtime]
         return [self.faasd_bin, "--state-dir", self.state_dir, "--run-dir", self.run_dir,
-                "--log-level", "debug", *warm, *extra]
+                "--log-level", "debug", *warm, *runtime, *extra]
 
     def start(self, *extra: str, ready_timeout: float = 20) -> "Faasd":
         assert self.proc is None or self.proc.poll() is not None, "faasd is already running"
@@ -177,12 +187,13 @@ class Faasd:
         return self.vm.listdir(f"{self.state_dir}/bundles")
 
     def runc_containers(self) -> list:
+        """The ids of the containers faasd's runtime (runc or crun) knows of."""
         if not self.vm.exists(self.runc_root):
             return []
         # `runc list` fails when a container it is listing is deleted under it (pooled
         # containers come and go while faasd is idle): list again.
         for _ in range(5):
-            r = self.vm.run(["runc", "--root", self.runc_root, "list", "-q"], check=False)
+            r = self.vm.run([self.runtime, "--root", self.runc_root, "list", "-q"], check=False)
             if r.returncode == 0 or "no such file or directory" not in r.stderr:
                 break
         if r.returncode != 0:
@@ -284,6 +295,10 @@ class Faasd:
         except AssertionError:
             raise AssertionError(f"faasd still has request leftovers after {timeout} s: "
                                  f"{self.idle_leftovers()}\n--- log ---\n{self.log()[-4000:]}") from None
+
+
+def _has_option(args: list, name: str) -> bool:
+    return any(a == name or a.startswith(name + "=") for a in args)
 
 
 def _sh_quote(s: str) -> str:
