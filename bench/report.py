@@ -155,6 +155,7 @@ class Results:
                         for p in runs]
         # runc and crun in the vmtest guest (bench/run.sh --vm); None when not measured.
         self.vm_facts = load(results, "vm-facts")
+        self.vm_machine = load(results, "vm-machine") or {}
         self.vm_bare = {rt: merged(results, f"vm-floor-{rt}", "to_response_us") for rt in RUNTIMES}
         self.vm_bare_exit = {rt: merged(results, f"vm-floor-{rt}", "to_exit_us") for rt in RUNTIMES}
         self.vm_cold = {rt: merged(results, f"vm-cold-{rt}", "latency_us") for rt in RUNTIMES}
@@ -328,11 +329,14 @@ def runtimes_section(r: Results) -> list:
             ""]
     v = r.vm_facts
     cold = {rt: percentile(r.vm_cold[rt], 50) for rt in RUNTIMES}
+    cgroup = "cgroup v2" if v["cgroup"] == "cgroup2fs" else v["cgroup"]
+    accel = {"tcg": "TCG (no KVM)", "kvm": "KVM"}.get(r.vm_machine.get("accel"),
+                                                      "unknown acceleration")
     return head + [
         "crun refuses this host's hybrid cgroups, so this comparison runs in the vmtest guest",
-        f"(`{VM_COMMAND}`; docs/VMTEST_GUIDE.md): qemu without KVM (TCG), {v['nproc']} vCPUs,",
-        f"kernel {v['kernel']}, {v['cgroup']}; {v['runc']}, {v['crun']}. Under TCG every",
-        "exec and page fault is many times slower than on the host, so only the ratios",
+        f"(`{VM_COMMAND}`; docs/VMTEST_GUIDE.md): qemu with {accel}, {v['nproc']} vCPUs,",
+        f"kernel {v['kernel']}, {cgroup}; {v['runc']}, {v['crun']}. In a guest (under TCG",
+        "every exec and page fault is many times slower than on the host) only the ratios",
         "mean anything; crun's own figures put it at about half of runc's time per container.",
         "",
         "| path | p50 | p90 | p99 | requests | floor |",

@@ -9,6 +9,7 @@ vm-*.json land in RESULTS. The guest is stopped on every exit path.
 """
 
 import base64
+import json
 import os
 import shutil
 import sys
@@ -50,6 +51,8 @@ def main(argv: list) -> int:
         out.mkdir(parents=True, exist_ok=True)
         for f in sorted((machine.xfer / "runtimes").glob("vm-*")):
             shutil.copyfile(f, out / f.name)
+        (out / "vm-machine.json").write_text(json.dumps(
+            {"accel": machine.accel, "memory_mb": machine.memory_mb}) + "\n")
         if reply.get("timed_out") or reply["rc"] != 0:
             print(f"vm_runtimes: runtimes.sh failed (rc {reply['rc']}, timed out: "
                   f"{bool(reply.get('timed_out'))})", file=sys.stderr)

@@ -55,7 +55,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     runtime = config.getoption("--runtime")
     if not shutil.which(runtime):
-        raise pytest.UsageError(f"--runtime {runtime}: not found in PATH (apt-get install {runtime})")
+        raise pytest.UsageError(f"--runtime {runtime}: not found in PATH "
+                                f"(apt-get install {runtime})")
     if config.getoption("--vm") == "qemu":
         from lib.qemu_vm import check_host
         problems = check_host()
