@@ -61,7 +61,8 @@ def test_crun_on_hybrid_cgroups_stops_faasd_at_start_and_touches_nothing(faas_un
     assert faasd.faas_addresses() == []
     assert not vm.exists(socket)
     assert faasd.bundles() == []
-    assert vm.run(["crun", "--root", faasd.runc_root, "list", "-q"], check=False).stdout == ""
+    for root in (f"{vm.run_dir}/crun", f"{vm.run_dir}/runc"):
+        assert vm.run(["crun", "--root", root, "list", "-q"], check=False).stdout == ""
 
 
 @pytest.mark.vmtest

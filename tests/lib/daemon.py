@@ -11,13 +11,14 @@ test of faasd's own default sets `faasd_unstarted.default_warm = None` first.
 Every faasd runs its containers with the OCI runtime named by the session's
 `--runtime` option (runc by default, or crun): `--runtime NAME` is added to each
 start unless the arguments name a runtime of their own, and the container checks
-(`runc_containers()`, `leftovers()`) ask that runtime. faasd keeps the runtime's
-state under RUN_DIR/runc whichever runtime it is.
+(`runc_containers()`, `leftovers()`) ask that runtime, in its state dir under
+RUN_DIR (`runc_root`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -44,7 +45,6 @@ class Faasd:
         self.state_dir = vm.state_dir
         self.run_dir = vm.run_dir
         self.socket = f"{self.run_dir}/faasd.sock"
-        self.runc_root = f"{self.run_dir}/runc"
         self.proc: Optional[Spawned] = None
         # --warm given to every start without one of its own; None: faasd's own default.
         self.default_warm: Optional[str] = "0"
@@ -54,6 +54,17 @@ class Faasd:
         self.args: list = []
         self.past_logs: list = []
         self.exit_codes: list = []
+
+    @property
+    def runc_root(self) -> str:
+        """The runtime's state dir (its --root): RUN_DIR/NAME, NAME the runtime's file
+        name (runc, crun). A faasd that keeps any runtime's state in RUN_DIR/runc is
+        followed there when RUN_DIR/NAME does not exist."""
+        own = f"{self.run_dir}/{os.path.basename(self.runtime)}"
+        shared = f"{self.run_dir}/runc"
+        if own != shared and not self.vm.exists(own) and self.vm.exists(shared):
+            return shared
+        return own
 
     # --- lifecycle ----------------------------------------------------------------
     def command(self, *extra: str) -> list:
