@@ -28,52 +28,11 @@ readonly kReuseLoadMax=200000  # a container serving clients in turn answers far
 readonly kPoolWaitTenths=100   # how long a pool may take to be ready: 10 s
 readonly kDeployRuns=5 kFunctions=100
 
-faasd_pid=""
-faasd_dir=""
-
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# start_faasd DIR: a fresh faasd with state and run dirs under DIR.
-start_faasd() {
-  faasd_dir=$1
-  mkdir -p "$faasd_dir/state" "$faasd_dir/run"
-  export FAAS_SOCKET=$faasd_dir/run/faasd.sock
-  faasd --state-dir "$faasd_dir/state" --run-dir "$faasd_dir/run" >"$faasd_dir/faasd.log" 2>&1 &
-  faasd_pid=$!
-  for _ in $(seq 100); do
-    faas list >/dev/null 2>&1 && return 0
-    kill -0 "$faasd_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "faasd did not start; its log:" >&2
-  tail -20 "$faasd_dir/faasd.log" >&2
-  return 1
-}
-
-# SIGTERM, up to 20 s to drain, then SIGKILL; and the runc containers a kill left.
-stop_faasd() {
-  [ -n "$faasd_pid" ] || return 0
-  kill -TERM "$faasd_pid" 2>/dev/null || true
-  for _ in $(seq 200); do
-    kill -0 "$faasd_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$faasd_pid" 2>/dev/null; then
-    echo "faasd did not stop on SIGTERM within 20 s: killing it" >&2
-    kill -KILL "$faasd_pid" 2>/dev/null || true
-  fi
-  wait "$faasd_pid" 2>/dev/null || true
-  delete_containers "$faasd_dir/run/runc"
-  faasd_pid=""
-}
-
-delete_containers() {
-  local root=$1 id
-  [ -d "$root" ] || return 0
-  for id in $(runc --root "$root" list -q 2>/dev/null); do
-    runc --root "$root" delete --force "$id" >/dev/null 2>&1 || true
-  done
-}
+# start_faasd, stop_faasd, delete_containers
+# shellcheck source=bench/faasd.sh
+. "$here/faasd.sh"
 
 # The floor's cgroups are per run and removed by runc; remove what a failure left.
 remove_floor_cgroups() {

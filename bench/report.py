@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
 
 COMMAND = "sudo bench/run.sh"
+VM_COMMAND = "sudo bench/run.sh --vm"
+RUNTIMES = ("runc", "crun")
 KB_PER_MIB = 1024  # /proc/PID/status counts in kB (KiB)
 CLIENTS = (1, 10, 50)
 POOLS = (1, 0)  # --warm 1 (the default) and --warm 0
@@ -53,6 +55,11 @@ def import_times(results: Path) -> list:
         if found:
             times.append(int(found.group(1)) / 1000)
     return times
+
+
+def _failures(run: dict) -> int:
+    """Failed runs of a floor result, or failed requests of a loadgen result."""
+    return run.get("failed", 0) + sum(run.get("errors", {}).values())
 
 
 def percentile(samples: list, p: float) -> float:
@@ -146,6 +153,14 @@ class Results:
         self.import_s = import_times(results)
         self.hwm_mib = [load(results, p.stem.replace("faas", "mem"))["vmhwm_kb"] / KB_PER_MIB
                         for p in runs]
+        # runc and crun in the vmtest guest (bench/run.sh --vm); None when not measured.
+        self.vm_facts = load(results, "vm-facts")
+        self.vm_machine = load(results, "vm-machine") or {}
+        self.vm_bare = {rt: merged(results, f"vm-floor-{rt}", "to_response_us") for rt in RUNTIMES}
+        self.vm_bare_exit = {rt: merged(results, f"vm-floor-{rt}", "to_exit_us") for rt in RUNTIMES}
+        self.vm_cold = {rt: merged(results, f"vm-cold-{rt}", "latency_us") for rt in RUNTIMES}
+        self.vm_failed = sum(_failures(json.loads(p.read_text()))
+                             for p in results.glob("vm-*-*.json"))
 
     def floor_for(self, clients: int) -> dict:
         return self.floors[1 if clients == 1 else 10]
@@ -295,6 +310,53 @@ def pool_memory_rows(r: Results) -> list:
     ]
 
 
+def runtime_rows(label: str, by_runtime: dict) -> list:
+    """Two rows (runc, crun) and the ratio row crun/runc of one path."""
+    runc, crun = (Series(f"{label}, {rt}", by_runtime[rt]) for rt in RUNTIMES)
+    rows = [runc.row(), crun.row()]
+    cells = [ratio(crun.p(q), runc.p(q)) for q in (50, 90, 99)]
+    rows.append(f"| **{label}, crun / runc** | {' | '.join(f'**{c}**' for c in cells)} | | |")
+    return rows
+
+
+def runtimes_section(r: Results) -> list:
+    head = ["## runc and crun", ""]
+    if r.vm_facts is None:
+        return head + [
+            f"Not measured in this run: `{VM_COMMAND}` boots the vmtest guest (qemu, cgroup v2)",
+            "and measures faasd with `--runtime runc` and `--runtime crun` there. crun refuses",
+            "a host whose cgroups are in hybrid mode, as this one's are.",
+            ""]
+    v = r.vm_facts
+    cold = {rt: percentile(r.vm_cold[rt], 50) for rt in RUNTIMES}
+    cgroup = "cgroup v2" if v["cgroup"] == "cgroup2fs" else v["cgroup"]
+    accel = {"tcg": "TCG (no KVM)", "kvm": "KVM"}.get(r.vm_machine.get("accel"),
+                                                      "unknown acceleration")
+    return head + [
+        "crun refuses this host's hybrid cgroups, so this comparison runs in the vmtest guest",
+        f"(`{VM_COMMAND}`; docs/VMTEST_GUIDE.md): qemu with {accel}, {v['nproc']} vCPUs,",
+        f"kernel {v['kernel']}, {cgroup}; {v['runc']}, {v['crun']}. In a guest (under TCG",
+        "every exec and page fault is many times slower than on the host) only the ratios",
+        "mean anything; crun's own figures put it at about half of runc's time per container.",
+        "",
+        "| path | p50 | p90 | p99 | requests | floor |",
+        "|---|---|---|---|---|---|",
+        *runtime_rows("bare run, to the response's EOF", r.vm_bare),
+        *runtime_rows("bare run, to the runtime's exit", r.vm_bare_exit),
+        *runtime_rows("faasd cold path (`--warm 0`)", r.vm_cold),
+        "",
+        f"faasd's cold path with crun takes {ratio(cold['crun'], cold['runc'])} the time it "
+        "takes with runc (p50)"
+        + (f"; {plural(r.vm_failed, 'run')} failed." if r.vm_failed else "."),
+        "The bare runs are bench/floor's request cycle (see Method) with the same `config.json`",
+        "and rootfs for both runtimes; the cold path is the hello handler deployed with",
+        "`--warm 0` into one faasd per runtime, each started only for its own block. Bare runc,",
+        "faasd with runc, bare crun and faasd with crun take turns in blocks, so a drift in",
+        "the machine's speed reaches them alike.",
+        "",
+    ]
+
+
 def method(r: Results) -> list:
     return [
         "Everything that starts faasd or sends a request runs in a network and mount namespace",
@@ -414,6 +476,7 @@ def page(r: Results) -> str:
         "",
         "![deploy and memory](img/deploy.png)",
         "",
+        *runtimes_section(r),
         "## Method",
         "",
         *method(r),

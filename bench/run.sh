@@ -3,7 +3,11 @@
 # warm request paths, throughput, deploy time and memory, all in one run. Writes
 # docs/PERFORMANCE.md and docs/img/*.png; the raw results go to bench/results/.
 #
-#   sudo bench/run.sh
+#   sudo bench/run.sh [--vm]
+#
+# --vm also boots the vmtest guest (qemu, cgroup v2) and measures runc and crun
+# side by side there (bench/vm_runtimes.py, a few minutes more): crun refuses this
+# host's hybrid cgroups, so the comparison cannot run on the host itself.
 #
 # Everything that starts faasd or sends a request runs in a network namespace
 # of its own (see measure.sh). FAASD_BIN_DIR=DIR measures the faasd and faas in
@@ -13,6 +17,12 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 [ "$(id -u)" = 0 ] || { echo "run as root (faasd adds addresses and starts containers)" >&2; exit 1; }
 py=/usr/bin/python3
+vm=0
+case "${1:-}" in
+  "") ;;
+  --vm) vm=1 ;;
+  *) echo "usage: bench/run.sh [--vm]" >&2; exit 2 ;;
+esac
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -106,6 +116,11 @@ log "measuring (in a new network and mount namespace)"
 status=0
 unshare --net --mount --propagation private \
   bench/measure.sh "$work" "$bin" "$bench_bin" || status=$?
+
+if [ "$status" = 0 ] && [ "$vm" = 1 ]; then
+  log "runc and crun side by side, in the vmtest guest (qemu)"
+  "$py" bench/vm_runtimes.py "$images" "$bin" "$bench_bin" "$work/results" || status=$?
+fi
 
 rm -rf bench/results
 cp -r "$work/results" bench/results

@@ -8,6 +8,10 @@
     faas             FaaSTestHelper over `faasd` (deploy, request, inspect, assert)
     faas_unstarted   FaaSTestHelper over `faasd_unstarted`
 
+`--runtime NAME` (default runc) makes every faasd the harness starts run its
+containers with that OCI runtime (e.g. crun). Tests marked `cgroup_hybrid` or
+`cgroup_v2` need the VM's cgroups in that layout and are deselected elsewhere.
+
 At teardown every faasd still running is stopped with SIGTERM and must exit 0 and
 leave nothing behind: no lo:faas address, bundle, runc container or process.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,9 +47,16 @@ def pytest_addoption(parser):
     group.addoption("--image-cache", default=os.environ.get("FAASD_TEST_IMAGE_CACHE",
                                                             "/tmp/faasd-test-images"),
                     help="where built handler images are cached")
+    group.addoption("--runtime", default="runc",
+                    help="the OCI runtime every faasd runs its containers with (default runc; "
+                         "crun needs cgroup v2, e.g. --vm=qemu)")
 
 
 def pytest_configure(config):
+    runtime = config.getoption("--runtime")
+    if not shutil.which(runtime):
+        raise pytest.UsageError(f"--runtime {runtime}: not found in PATH "
+                                f"(apt-get install {runtime})")
     if config.getoption("--vm") == "qemu":
         from lib.qemu_vm import check_host
         problems = check_host()
@@ -66,10 +78,36 @@ def pytest_collection_modifyitems(config, items):
         if qemu_only:
             config.hook.pytest_deselected(items=qemu_only)
             items[:] = [i for i in items if i not in qemu_only]
+    _deselect_other_cgroup_layouts(config, items)
     untiered = [i.nodeid for i in items if not any(i.get_closest_marker(t) for t in TIERS)]
     if untiered:
         raise pytest.UsageError("tests without a tier marker (unit, integration or stress): "
                                 + ", ".join(untiered))
+
+
+def cgroup_layout(backend: str) -> str:
+    """The cgroup layout faasd sees in a VM of `backend`: "v2" (one cgroup2 tree),
+    "hybrid" (v1 hierarchies plus a cgroup2 mount) or "v1". The qemu guest mounts
+    cgroup v2 only; the sandbox shares the host's cgroups."""
+    if backend == "qemu":
+        return "v2"
+    mounts = Path("/proc/self/mounts").read_text().split("\n")
+    types = {f.split()[2] for f in mounts if len(f.split()) > 2}
+    if "cgroup" not in types:
+        return "v2"
+    return "hybrid" if "cgroup2" in types else "v1"
+
+
+def _deselect_other_cgroup_layouts(config, items):
+    # A test of what a runtime does with one cgroup layout means nothing with another:
+    # deselected (not skipped), like the qemu backend's self-tests without qemu.
+    layout = cgroup_layout(config.getoption("--vm"))
+    other = [i for i in items
+             if any(i.get_closest_marker(m) for m in ("cgroup_hybrid", "cgroup_v2"))
+             and not i.get_closest_marker(f"cgroup_{layout}")]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [i for i in items if i not in other]
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -135,7 +173,7 @@ def _attach_log(request, daemon: Faasd) -> None:
 
 @pytest.fixture
 def faasd_unstarted(request, vm, build_dir):
-    daemon = Faasd(vm, build_dir)
+    daemon = Faasd(vm, build_dir, request.config.getoption("--runtime"))
     yield daemon
     _attach_log(request, daemon)
     if daemon.proc is None:

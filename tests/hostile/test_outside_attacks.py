@@ -221,11 +221,10 @@ def test_local_users_cannot_reach_a_control_socket_with_userns(faas_unstarted, f
 # --- a second faasd in the same network namespace ----------------------------------------
 
 def second_faasd(vm, faasd) -> Faasd:
-    other = Faasd(vm, Path(faasd.faasd_bin).parent)
+    other = Faasd(vm, Path(faasd.faasd_bin).parent, faasd.runtime)
     other.state_dir = f"{vm.run_dir}/second-state"
     other.run_dir = f"{vm.run_dir}/second-run"
     other.socket = f"{other.run_dir}/faasd.sock"
-    other.runc_root = f"{other.run_dir}/runc"
     return other
 
 

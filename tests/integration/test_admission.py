@@ -139,6 +139,7 @@ def test_queued_clients_get_503_at_sigterm_and_the_running_one_drains(faas, faas
     assert faasd.leftovers() == {}
 
 
+@pytest.mark.vmtest
 def test_concurrency_limit_serves_one_at_a_time(faas, faasd):
     d = deploy_slow(faas, 500, "--max-concurrency", "1", "--queue", "8")
     results = faas.make_requests(d.ip, count=4, concurrency=4, timeout=30)

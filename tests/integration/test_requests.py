@@ -49,6 +49,7 @@ def test_run_timeout_kills_handler_and_cleans_up(faas, faasd):
     assert faas.get_process_count() == 0
 
 
+@pytest.mark.vmtest
 def test_handler_closing_early_is_cleaned_up(faas, faasd):
     d = faas.deploy_handler("rude", "closes-early")
     r = faas.make_request(d.ip, timeout=10)
@@ -58,6 +59,7 @@ def test_handler_closing_early_is_cleaned_up(faas, faasd):
     assert request_outcomes(faasd, "rude") == ["exit 0"]
 
 
+@pytest.mark.vmtest
 def test_handler_exiting_nonzero_before_connecting_gets_502(faas, faasd):
     d = faas.deploy_handler("crash", "exit-nonzero")
     r = faas.make_request(d.ip, timeout=10)
@@ -112,6 +114,7 @@ def cgroup_limits(faas, container_id):
     return read2("memory.max"), read2("pids.max"), read2("cpu.max")
 
 
+@pytest.mark.vmtest
 def test_handler_runs_in_the_documented_sandbox(faas):
     """The container contract of src/runtime/bundle.h: own pid/net/uts namespaces,
     no capabilities, no_new_privs, read-only root, writable /tmp, nofile 1024."""
@@ -143,6 +146,6 @@ def test_container_cgroup_limits(faas, faasd):
                            log_name="client")
     [cid] = faas.wait_for_cleanup(lambda: faasd.runc_containers(), what="the container to run")
     assert cgroup_limits(faas, cid) == (str(512 << 20), "64", "100000 100000")
-    faasd.vm.run(["runc", "--root", faasd.runc_root, "kill", cid, "KILL"])
+    faasd.vm.run([faasd.runtime, "--root", faasd.runc_root, "kill", cid, "KILL"])
     assert client.wait(timeout=20) == 0
     faas.wait_for_cleanup()

@@ -17,6 +17,7 @@ def parse(result) -> dict:
     return dict(line.split("=", 1) for line in result["body"].splitlines() if "=" in line)
 
 
+@pytest.mark.vmtest
 def test_a_container_serves_reuse_clients_in_turn_then_a_fresh_one_takes_over(faas, faasd):
     d = faas.deploy_handler("fn", "reuser",
                             options=("--reuse", "3", "--warm", "1", "--warm-max", "1"))
@@ -69,6 +70,7 @@ def test_redeploy_never_hands_a_client_to_a_container_of_the_old_version(faas, f
     assert first["id"] not in {a["id"] for a in answers}
 
 
+@pytest.mark.vmtest
 def test_rm_with_reused_containers_leaves_nothing(faas, faasd):
     d = faas.deploy_handler("fn", "reuser", options=("--reuse", "10", "--warm", "2"))
     faas.wait_pool_ready("fn", 2)

@@ -7,11 +7,18 @@ started with `--warm 0` when its arguments have no `--warm` of their own, so
 "idle" means no bundle, runc container or handler process. Pool tests pass
 `--warm N` (to faasd or to `faas new`) and account for the pooled containers; a
 test of faasd's own default sets `faasd_unstarted.default_warm = None` first.
+
+Every faasd runs its containers with the OCI runtime named by the session's
+`--runtime` option (runc by default, or crun): `--runtime NAME` is added to each
+start unless the arguments name a runtime of their own, and the container checks
+(`runc_containers()`, `leftovers()`) ask that runtime, in its state dir under
+RUN_DIR (`runc_root`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -27,15 +34,17 @@ LABEL = "lo:faas"
 
 
 class Faasd:
-    def __init__(self, vm: VM, bin_dir: Path):
+    def __init__(self, vm: VM, bin_dir: Path, runtime: str = "runc"):
         self.vm = vm
+        # The OCI runtime (a name in the VM's PATH) faasd is started with, and the one
+        # asked for the containers that exist.
+        self.runtime = runtime
         self.faasd_bin = str(vm.import_file(str(Path(bin_dir) / "faasd")))
         self.faas_bin = str(vm.import_file(str(Path(bin_dir) / "faas")))
         self.vmtools = vm.import_file(str(LIB_DIR / "vmtools.py"))
         self.state_dir = vm.state_dir
         self.run_dir = vm.run_dir
         self.socket = f"{self.run_dir}/faasd.sock"
-        self.runc_root = f"{self.run_dir}/runc"
         self.proc: Optional[Spawned] = None
         # --warm given to every start without one of its own; None: faasd's own default.
         self.default_warm: Optional[str] = "0"
@@ -46,17 +55,29 @@ class Faasd:
         self.past_logs: list = []
         self.exit_codes: list = []
 
+    @property
+    def runc_root(self) -> str:
+        """The runtime's state dir (its --root): RUN_DIR/NAME, NAME the runtime's file
+        name (runc, crun). A faasd that keeps any runtime's state in RUN_DIR/runc is
+        followed there when RUN_DIR/NAME does not exist."""
+        own = f"{self.run_dir}/{os.path.basename(self.runtime)}"
+        shared = f"{self.run_dir}/runc"
+        if own != shared and not self.vm.exists(own) and self.vm.exists(shared):
+            return shared
+        return own
+
     # --- lifecycle ----------------------------------------------------------------
     def command(self, *extra: str) -> list:
         """faasd's argv: the VM's dirs, debug logging, `--warm DEFAULT_WARM` unless
-        `extra` sets --warm (see the module docstring), then `extra`."""
+        `extra` sets --warm and `--runtime RUNTIME` unless `extra` sets --runtime (see
+        the module docstring), then `extra`."""
         extra = [str(a) for a in extra]
         warm = []
-        if (self.default_warm is not None
-                and not any(a == "--warm" or a.startswith("--warm=") for a in extra)):
+        if self.default_warm is not None and not _has_option(extra, "--warm"):
             warm = ["--warm", self.default_warm]
+        runtime = [] if _has_option(extra, "--runtime") else ["--runtime", self.runtime]
         return [self.faasd_bin, "--state-dir", self.state_dir, "--run-dir", self.run_dir,
-                "--log-level", "debug", *warm, *extra]
+                "--log-level", "debug", *warm, *runtime, *extra]
 
     def start(self, *extra: str, ready_timeout: float = 20) -> "Faasd":
         assert self.proc is None or self.proc.poll() is not None, "faasd is already running"
@@ -177,12 +198,13 @@ class Faasd:
         return self.vm.listdir(f"{self.state_dir}/bundles")
 
     def runc_containers(self) -> list:
+        """The ids of the containers faasd's runtime (runc or crun) knows of."""
         if not self.vm.exists(self.runc_root):
             return []
         # `runc list` fails when a container it is listing is deleted under it (pooled
         # containers come and go while faasd is idle): list again.
         for _ in range(5):
-            r = self.vm.run(["runc", "--root", self.runc_root, "list", "-q"], check=False)
+            r = self.vm.run([self.runtime, "--root", self.runc_root, "list", "-q"], check=False)
             if r.returncode == 0 or "no such file or directory" not in r.stderr:
                 break
         if r.returncode != 0:
@@ -284,6 +306,10 @@ class Faasd:
         except AssertionError:
             raise AssertionError(f"faasd still has request leftovers after {timeout} s: "
                                  f"{self.idle_leftovers()}\n--- log ---\n{self.log()[-4000:]}") from None
+
+
+def _has_option(args: list, name: str) -> bool:
+    return any(a == name or a.startswith(name + "=") for a in args)
 
 
 def _sh_quote(s: str) -> str:

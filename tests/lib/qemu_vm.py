@@ -812,7 +812,7 @@ def _is_faasd_related(proc: dict, state_dir: str, run_dir: str) -> bool:
     cmd = proc.get("cmdline", "")
     words = cmd.split()
     prog = os.path.basename(words[0]) if words else proc.get("comm", "")
-    return (prog in ("faasd", "runc") or "faasd" in proc.get("comm", "")
+    return (prog in ("faasd", "runc", "crun") or "faasd" in proc.get("comm", "")
             or state_dir in cmd or run_dir in cmd or "/faasd/" in proc.get("cgroup", ""))
 
 
