@@ -1,10 +1,7 @@
 #include "faasd/flags.h"
 
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cstdlib>
 
 #include "store/limits.h"
 

@@ -9,6 +9,13 @@
 
 namespace faas::server {
 
+// Whole milliseconds of the steady clock since `start` (for logs).
+inline long MillisSince(std::chrono::steady_clock::time_point start) {
+  return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now() - start)
+                               .count());
+}
+
 class Clock {
  public:
   using TimePoint = std::chrono::steady_clock::time_point;

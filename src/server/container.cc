@@ -11,8 +11,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <sstream>
 
 #include "common/file.h"
 #include "common/log.h"
@@ -44,11 +42,6 @@ const char* StateName(Container::State state) {
       return "cleaned";
   }
   return "?";
-}
-
-long MillisSince(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t)
-      .count();
 }
 
 // The runtime cannot give a container more fds than faasd may have itself.

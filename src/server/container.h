@@ -29,6 +29,7 @@
 #include "runtime/bundle.h"
 #include "runtime/process.h"
 #include "runtime/runtime.h"
+#include "server/clock.h"
 #include "server/instance.h"
 
 namespace faas::server {

@@ -39,12 +39,6 @@ Error CancelledError() {
   return MakeError(Errc::kUnavailable, "called off: the client went away before the answer");
 }
 
-long MillisSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                               start)
-      .count();
-}
-
 }  // namespace
 
 struct Deployer::Job {

@@ -26,6 +26,7 @@
 #include "common/fd.h"
 #include "image/importer.h"
 #include "image/prepare.h"
+#include "server/clock.h"
 #include "server/functions.h"
 #include "store/limits.h"
 #include "store/state_dir.h"
