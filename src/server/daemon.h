@@ -28,7 +28,9 @@ struct DaemonOptions {
   store::ScalingOptions scaling;   // likewise
   bool userns = false;             // containers in a user namespace
   uint32_t userns_base = 100000;   // its first host id; 65536 are mapped
-  // The OCI runtime; its root defaults to RUN_DIR/<program's file name>.
+  // The OCI runtime; its root defaults to RUN_DIR/runc whichever runtime it is (a
+  // name derived from the program could be the program itself, or anything else
+  // an operator keeps in RUN_DIR).
   runtime::RuntimeConfig runtime;
   FunctionsOptions functions;
 };

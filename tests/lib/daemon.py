@@ -57,14 +57,8 @@ class Faasd:
 
     @property
     def runc_root(self) -> str:
-        """The runtime's state dir (its --root): RUN_DIR/NAME, NAME the runtime's file
-        name (runc, crun). A faasd that keeps any runtime's state in RUN_DIR/runc is
-        followed there when RUN_DIR/NAME does not exist."""
-        own = f"{self.run_dir}/{os.path.basename(self.runtime)}"
-        shared = f"{self.run_dir}/runc"
-        if own != shared and not self.vm.exists(own) and self.vm.exists(shared):
-            return shared
-        return own
+        """The runtime's state dir (its --root): RUN_DIR/runc, whichever runtime."""
+        return f"{self.run_dir}/runc"
 
     # --- lifecycle ----------------------------------------------------------------
     def command(self, *extra: str) -> list:
