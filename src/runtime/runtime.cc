@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -34,11 +35,18 @@ bool IsFs(const std::string& path, long magic) {
   return ::statfs(path.c_str(), &st) == 0 && static_cast<long>(st.f_type) == magic;
 }
 
+// Errors name no path: the caller's context does.
+Error NotExecutable(int err) {
+  Error error = MakeError(Errc::kInvalidArgument, std::strerror(err));
+  error.sys_errno = err;
+  return error;
+}
+
 Status CheckExecutable(const std::string& path) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return SysError(errno, path, Errc::kInvalidArgument);
-  if (!S_ISREG(st.st_mode)) return MakeError(Errc::kInvalidArgument, path + ": not a file");
-  if (::access(path.c_str(), X_OK) != 0) return SysError(errno, path, Errc::kInvalidArgument);
+  if (::stat(path.c_str(), &st) != 0) return NotExecutable(errno);
+  if (!S_ISREG(st.st_mode)) return MakeError(Errc::kInvalidArgument, "not a file");
+  if (::access(path.c_str(), X_OK) != 0) return NotExecutable(errno);
   return Ok();
 }
 
@@ -54,7 +62,7 @@ Result<std::string> ResolveProgram(const std::string& program) {
     std::string candidate = (dir.empty() ? "." : dir) + "/" + program;
     if (CheckExecutable(candidate).ok()) return candidate;
   }
-  return MakeError(Errc::kInvalidArgument, program + ": not found in PATH");
+  return MakeError(Errc::kInvalidArgument, "not found in PATH");
 }
 
 // Reads `fd` until EOF, `max_bytes`, or `deadline` (nullopt: none), whichever is

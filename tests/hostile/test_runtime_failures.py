@@ -43,7 +43,7 @@ def test_runtime_that_always_fails_stops_faasd_at_start(vm, faasd_unstarted):
 
 def test_nonexistent_runtime_stops_faasd_at_start(vm, faasd_unstarted):
     assert_refuses_to_start(vm, faasd_unstarted, "/nonexistent",
-                            "cannot start: spawn /nonexistent: No such file or directory")
+                            "cannot start: OCI runtime /nonexistent: No such file or directory")
 
 
 def test_runtime_failing_to_run_gets_502(faas_unstarted, faasd_unstarted):
