@@ -124,8 +124,7 @@ class Daemon::Impl : public api::Backend {
     ::chmod(options_.run_dir.c_str(), 0700);
     FAAS_ASSIGN_OR_RETURN(std::string token, ReadToken(options_.token_file));
     runtime::RuntimeConfig runtime_config = options_.runtime;
-    if (runtime_config.root.empty())
-      runtime_config.root = options_.run_dir + "/runc";
+    if (runtime_config.root.empty()) runtime_config.root = options_.run_dir + "/runc";
     FAAS_ASSIGN_OR_RETURN(runtime_, runtime::OpenOciRuntime(runtime_config));
     functions_ = std::make_unique<Functions>(
         io_, state_, *runtime_, options_.functions, [this](std::string path) {

@@ -380,12 +380,10 @@ TEST(OpenOciRuntimeTest, MissingProgramIsOneClearError) {
   auto missing = OpenOciRuntime(Config(dir, "/nonexistent/runc"));
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.error().code, Errc::kInvalidArgument);
-  EXPECT_EQ(missing.error().message,
-            "OCI runtime /nonexistent/runc: No such file or directory");
+  EXPECT_EQ(missing.error().message, "OCI runtime /nonexistent/runc: No such file or directory");
   auto not_in_path = OpenOciRuntime(Config(dir, "no-such-oci-runtime"));
   ASSERT_FALSE(not_in_path.ok());
-  EXPECT_EQ(not_in_path.error().message,
-            "OCI runtime no-such-oci-runtime: not found in PATH");
+  EXPECT_EQ(not_in_path.error().message, "OCI runtime no-such-oci-runtime: not found in PATH");
   EXPECT_FALSE(fs::exists(dir.path + "/state")) << "nothing created for a failed open";
 }
 
