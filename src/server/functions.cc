@@ -387,12 +387,12 @@ void Functions::Shutdown(std::chrono::milliseconds drain, std::function<void()> 
     fn->listener.reset();
     fn->scaler->Stop();
   }
-  spdlog::info("shutting down: {} container(s) running, {} deploy(s)", ContainersAlive(),
+  spdlog::info("shutting down: {} request(s) running, {} import(s)", ContainersAlive(),
                deploying_.size());
   drain_timer_ = std::make_unique<asio::steady_timer>(io_, drain);
   drain_timer_->async_wait([this](boost::system::error_code ec) {
     if (ec) return;
-    spdlog::warn("drain timeout: killing {} container(s)", ContainersAlive());
+    spdlog::warn("drain timeout: killing {} request(s)", ContainersAlive());
     for (auto& [name, fn] : functions_) fn->scaler->KillAll("shutdown");
     for (auto& fn : removed_) fn->scaler->KillAll("shutdown");
   });
