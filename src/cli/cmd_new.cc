@@ -21,9 +21,9 @@ constexpr char kHelp[] =
     "by 'podman save' or 'docker save', e.g. podman save hello | faas new hello. The archive\n"
     "is streamed to faasd, which unpacks it and starts the function with its own IP address;\n"
     "faas then prints that address and the command the function runs, and how many device\n"
-    "nodes of the image (e.g. /dev/null of a debootstrap tree) were skipped, if any: containers\n"
-    "get their devices from the runtime. NAME is 1 to 63 characters from a-z 0-9 _ . - starting\n"
-    "with a letter or digit.";
+    "nodes of the image (e.g. /dev/null of a debootstrap tree) were skipped, if any:\n"
+    "containers get their devices from the runtime. NAME is 1 to 63 characters from\n"
+    "a-z 0-9 _ . - starting with a letter or digit.";
 
 constexpr char kPipeHint[] = "(pipe one in: podman save IMAGE | faas new NAME)";
 constexpr size_t kPeekBytes = 64 << 10;
