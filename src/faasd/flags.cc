@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 
+#include "common/version.h"
 #include "store/limits.h"
 
 namespace faas::faasd {
@@ -117,7 +118,7 @@ Flags ParseFlags(int argc, char** argv) {
   Flags flags;
   CLI::App app{kAbout};
   app.footer(kDurations);
-  app.set_version_flag("--version", "faasd 0.1.0");
+  app.set_version_flag("--version", std::string("faasd ") + kVersion);
   AddServingFlags(app, flags);
   AddScalingFlags(app, flags);
   AddLimitFlags(app, flags);
