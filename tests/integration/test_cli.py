@@ -235,6 +235,15 @@ def test_invoke_faasds_own_502_exits_1(faas, faasd):
     faas.wait_for_cleanup()
 
 
+def test_invoke_without_an_answer_exits_1(faas, faasd):
+    faas.deploy_handler("mute", "closes-early")
+    r = faasd.faas("invoke", "mute")
+    assert r.returncode == 1 and r.stdout == "", r
+    assert r.stderr.startswith(
+        f"Error: invoke mute: no whole answer from http://{faas.get_handler_ip('mute')}:80/: "), r
+    faas.wait_for_cleanup()
+
+
 def test_invoke_unknown_function_exits_1(faasd):
     r = faasd.faas("invoke", "nope")
     assert r.returncode == 1 and r.stdout == "", r
