@@ -29,7 +29,7 @@ constexpr char kHelp[] =
     "from FILE instead (-f - is stdin). Durations take 500ms, 10s or 2m (a bare number is\n"
     "seconds). The settings are checked before anything is sent: a bad one is a usage error.";
 
-constexpr char kPipeHint[] = "(pipe one in: podman save IMAGE | faas new NAME)";
+constexpr char kPipeHint[] = "(pipe one in: podman save IMAGE | faas new NAME; or -f FILE)";
 constexpr size_t kPeekBytes = 64 << 10;
 
 // The image archive: stdin, or the file of -f. Its first chunk is read before any request, to
@@ -84,14 +84,15 @@ class ImageSource {
   size_t offset_ = 0;
 };
 
-// Per-function settings; faasd validates them and applies its defaults to the rest.
+// Per-function settings, as typed: RunNew checks them with faasd's own parser before any
+// request; faasd checks them again and applies its defaults to those not given.
 struct NewOptions {
   std::string name;
   std::string file = "-";  // the image archive; "-" is stdin
   std::string memory, cpus, timeout, connect_timeout;
   int pids = 0;
   std::vector<std::string> env;
-  // Scaling: faasd checks the ranges.
+  // Scaling.
   std::optional<int64_t> warm, warm_max, max_concurrency, queue, reuse;
   std::string idle_timeout, queue_timeout, rate_limit;
 
