@@ -24,6 +24,7 @@ class Backend : public faas::api::Backend {
   }
   nlohmann::json List() override { return nlohmann::json::object(); }
   faas::Result<nlohmann::json> Remove(const std::string& name) override { return GetIp(name); }
+  nlohmann::json Version() override { return {{"version", "0.0.0"}, {"api", 1}}; }
 };
 
 }  // namespace

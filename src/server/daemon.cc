@@ -13,6 +13,7 @@
 
 #include "common/file.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "runtime/bundle.h"
 #include "server/deploy.h"
 
@@ -85,7 +86,8 @@ class Daemon::Impl : public api::Backend {
   Result<nlohmann::json> GetIp(const std::string& name) override {
     const auto* record = functions_->registry().Find(name);
     if (!record) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
-    return nlohmann::json{{"name", name}, {"ip", record->ip}};
+    return nlohmann::json{
+        {"name", name}, {"ip", record->ip}, {"port", options_.functions.listener.port}};
   }
 
   nlohmann::json List() override { return functions_->registry().ToJson(); }
@@ -101,6 +103,10 @@ class Daemon::Impl : public api::Backend {
   Result<nlohmann::json> Remove(const std::string& name) override {
     FAAS_RETURN_IF_ERROR(functions_->Remove(name));
     return nlohmann::json{{"name", name}};
+  }
+
+  nlohmann::json Version() override {
+    return {{"version", kVersion}, {"api", kApiVersion}, {"runtime", options_.runtime.program}};
   }
 
  private:
