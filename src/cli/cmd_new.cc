@@ -24,16 +24,11 @@ constexpr char kHelp[] =
     "Deploys a function named NAME from a container image archive read on stdin, as written\n"
     "by 'podman save' or 'docker save', e.g. podman save hello | faas new hello. The archive\n"
     "is streamed to faasd, which unpacks it and starts the function with its own IP address;\n"
-    "faas then prints that address and the command the function runs, and how many device
-"
-    "nodes of the image (e.g. /dev/null of a debootstrap tree) were skipped, if any:
-"
-    "containers get their devices from the runtime. NAME is 1 to 63 characters from
-"
-    "a-z 0-9 _ . - starting with a letter or digit. -f FILE reads the archive from FILE
-"
-    "instead (-f - is stdin). Durations take 500ms, 10s or 2m (a bare number is seconds).
-"
+    "faas then prints that address and the command the function runs, and how many device\n"
+    "nodes of the image (e.g. /dev/null of a debootstrap tree) were skipped, if any:\n"
+    "containers get their devices from the runtime. NAME is 1 to 63 characters from\n"
+    "a-z 0-9 _ . - starting with a letter or digit. -f FILE reads the archive from FILE\n"
+    "instead (-f - is stdin). Durations take 500ms, 10s or 2m (a bare number is seconds).\n"
     "The settings are checked before anything is sent: a bad one is a usage error.";
 
 constexpr char kPipeHint[] = "(pipe one in: podman save IMAGE | faas new NAME; or -f FILE)";
