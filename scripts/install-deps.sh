@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what faasd needs to build, run and test, from Debian 12's packages.
 set -euo pipefail
-[ "$(id -u)" = 0 ] || { echo "run as root (faasd adds addresses and starts containers)" >&2; exit 1; }
+. "$(dirname "$0")/as-root.sh"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q -o DPkg::Lock::Timeout=600
 apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends \

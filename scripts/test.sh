@@ -5,6 +5,7 @@
 # runc, then with crun (which needs the guest's cgroup v2; this host's are hybrid).
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
 set -euo pipefail
+. "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/check-format.sh
