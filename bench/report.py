@@ -24,7 +24,7 @@ VM_COMMAND = "sudo bench/run.sh --vm"
 RUNTIMES = ("runc", "crun")
 KB_PER_MIB = 1024  # /proc/PID/status counts in kB (KiB)
 CLIENTS = (1, 10, 50)
-POOLS = (1, 0)  # --warm 1 (the default) and --warm 0
+POOLS = (1, 0)  # --warm 1 (the warm path) and --warm 0 (the default)
 REUSE = 100  # clients one hello-reuse container serves in turn (--reuse)
 REUSE_TARGET = 5  # reuse target: 10 clients at this many times the runc rate (10 workers)
 
@@ -419,6 +419,11 @@ def page(r: Results) -> str:
         "`bench/report.py`; the raw samples stay in `bench/results/` after a run. Latencies",
         "are per request, measured by the client; in parentheses, the same percentile as a",
         "ratio to the floor named in the last column.",
+        "",
+        "faasd's default is the cold path (`--warm 0`): each request starts its container.",
+        "The warm path is one flag away: `faasd --warm 1` for every function, or",
+        "`faas new NAME --warm 1` for one, keeps a container per function started ahead",
+        "with its handler waiting, at the cost of that container's memory (below).",
         "",
         "## Targets",
         "",

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo: install, build, start faasd in a network namespace of its own, deploy
-# the hello function from a podman-built image, call it, list it, stop faasd.
+# the hello function from a podman-built image, call it, list it, deploy it again with
+# a warm pool and call that, stop faasd.
 set -euo pipefail
+. "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 log=$(mktemp /tmp/faasd-setup.XXXXXX.log)
 echo "Installing packages and building (log: $log)"
@@ -25,10 +27,19 @@ exec unshare --net --mount --propagation private bash -euo pipefail -c '
   curl -sS "http://$(faas ip hello)/"
   faas list
   set +x
-  echo "Five more calls, each answered by a fresh container from the warm pool:"
+  call() { curl -sS -o /dev/null -w "  %{http_code} in %{time_total} s\n" "http://$(faas ip "$1")/"; }
+  echo "Three more calls, each starting a fresh container for itself (the default):"
+  for _ in 1 2 3; do call hello; done
+  echo "With --warm 1, faasd keeps one container started ahead, its handler waiting:"
+  echo "a call is handed to it at once, and the next one is started behind it."
+  set -x
+  faas new hello-warm --warm 1 < "$demo/hello.tar"
+  set +x
+  warm() { [[ $(faas describe hello-warm) == *"\"pool_ready\": 1"* ]]; }
+  echo "Five calls, each answered by a fresh container from the warm pool:"
   for _ in 1 2 3 4 5; do
-    sleep 0.2
-    curl -sS -o /dev/null -w "  %{http_code} in %{time_total} s\n" "http://$(faas ip hello)/"
+    for _ in $(seq 100); do warm && break; sleep 0.1; done
+    call hello-warm
   done
-  faas describe hello | sed -n "/\"runtime\"/,/}/p"
+  faas describe hello-warm | sed -n "/\"runtime\"/,/}/p"
 ' demo "$demo"

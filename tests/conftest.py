@@ -4,7 +4,6 @@
     images           builds and caches the handler images (session)
     faasd_unstarted  a Faasd bound to the vm, not started; checked at teardown
     faasd            the same, started with the args of @pytest.mark.faasd_args(...)
-                     (and --warm 0 unless they set --warm: see tests/lib/daemon.py)
     faas             FaaSTestHelper over `faasd` (deploy, request, inspect, assert)
     faas_unstarted   FaaSTestHelper over `faasd_unstarted`
 

@@ -191,9 +191,12 @@ Verb AddNewCommand(CLI::App& app) {
   command->add_option("--env", options->env, "KEY=VALUE added to the image's environment")
       ->allow_extra_args(false);
   command->add_option("--warm", options->warm,
-                      "Containers kept started ahead, 0 for none (default 1)");
+                      "Containers kept started ahead, each waiting for its request: the warm "
+                      "path, e.g. 1 (default faasd's --warm, 0 unless set there: each request "
+                      "starts its own container)");
   command->add_option("--warm-max", options->warm_max,
-                      "Most containers the pool grows to under load (default 8)");
+                      "Most containers the pool grows to under load, with --warm 1 or more "
+                      "(default 8)");
   command->add_option("--idle-timeout", options->idle_timeout,
                       "Stop the pool after this long without requests, e.g. 5m (default 5m)");
   command->add_option("--max-concurrency", options->max_concurrency,

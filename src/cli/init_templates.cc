@@ -114,9 +114,9 @@ Try it without faasd (Python 3 runs `faas-local-run`):
 Inside faasd the handler serves one request per process (with `faas new --reuse N`, up
 to N in turn: `faas_serve()` loops, and `faas-local-run --reuse N` tries it here) and
 must connect to faasd within 5 s of its start and finish within 30 s of getting its
-client. faasd keeps a warm pool of containers started ahead of their requests, so
-set-up in `main()` before `faas_serve()` (within the 5 s) runs before the request
-arrives; a cold start still waits for it. The container has a read-only root with a 64 MB tmpfs on `/tmp`, no
+client. With a warm pool (`faas new --warm 1`) faasd starts containers ahead of their
+requests, so set-up in `main()` before `faas_serve()` (within the 5 s) runs before the
+request arrives; a cold start (the default) waits for it. The container has a read-only root with a 64 MB tmpfs on `/tmp`, no
 network but the client's socket, no capabilities, 512 MB of memory and one CPU. What it
 prints on stdout and stderr goes to faasd's log. The whole contract is
 `docs/HANDLER_PROTOCOL.md` in faasd's source tree.
@@ -207,8 +207,8 @@ Try it without faasd:
 Every request gets a new Python process (with `faas new --reuse N`, one process serves up
 to N in turn: `serve()` loops, module-level state carries over, and `faas-local-run
 --reuse N` tries it here). Imports and other module-level set-up run before `serve()`
-waits for the client: with faasd's warm pool that happens before the request arrives,
-but a cold start still pays it, so keep it lean; if nothing comes from `site-packages`,
+waits for the client: with a warm pool (`faas new --warm 1`) that happens before the
+request arrives, but a cold start (the default) pays it, so keep it lean; if nothing comes from `site-packages`,
 `CMD ["python3", "-S", ...]` starts faster. Inside faasd the handler
 must connect to faasd within 5 s of its start and finish within 30 s of getting its
 client. Its container has a read-only root with a 64 MB tmpfs on `/tmp`, no network but
@@ -308,8 +308,8 @@ Try it without faasd:
 
 Any program that reads stdin and writes stdout works the same way: put it (static, or
 with its libraries) in the image and name it in CMD, e.g.
-`CMD ["/faas-stdio", "/bin/busybox", "wc", "-c"]`. faasd's warm pool starts faas-stdio
-ahead of the request, but the program runs only once the request has arrived, so its
+`CMD ["/faas-stdio", "/bin/busybox", "wc", "-c"]`. A warm pool (`faas new --warm 1`)
+starts faas-stdio ahead of the request, but the program runs only once the request has arrived, so its
 start-up is on the request's path. Inside faasd the function must finish within 30 s of
 getting its client (faas-stdio answers 504 at 25 s). Its container has a read-only root
 with a 64 MB tmpfs on `/tmp`, no network, no capabilities, 512 MB of memory and one CPU.

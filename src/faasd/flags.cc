@@ -55,11 +55,15 @@ void AddServingFlags(CLI::App& app, Flags& flags) {
 
 void AddScalingFlags(CLI::App& app, Flags& flags) {
   store::ScalingOptions& scaling = flags.options.scaling;
-  app.add_option("--warm", scaling.warm, "Containers kept started ahead per function (0: none)")
+  app.add_option("--warm", scaling.warm,
+                 "Containers kept started ahead per function, each waiting for its request "
+                 "(the warm path: a request is handed to one at once). 0: none, each request "
+                 "starts its own container")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
   app.add_option("--warm-max", scaling.warm_max,
-                 "Most containers the adaptive pool keeps per function (at least --warm)")
+                 "Most containers the adaptive pool keeps per function (at least --warm; "
+                 "no pool grows from --warm 0)")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
   app.add_option("--idle-timeout", flags.idle_timeout,

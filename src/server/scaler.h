@@ -1,12 +1,14 @@
 // The warm pool and the admission control of one function.
 //
 // Pool: `target` containers are kept started without a client, their handlers
-// waiting on /control.sock. A client takes a ready one (else a starting one,
-// else a container is started for it) and the pool refills at once. A client
-// that finds no ready container raises the target by one, up to warm_max; every
-// kAdaptPeriod without such a miss lowers it by one, down to warm. After
-// idle_timeout without clients the target is 0 and the pool is stopped; the next
-// client brings it back. Pooled containers that die before getting a client
+// waiting on /control.sock. With warm 0 (faasd's default) no pool is asked for: the
+// target stays 0 whatever warm_max is, so no container ever starts without a client,
+// and a reused container that no client is waiting for is stopped. A client takes
+// a ready one (else a starting one, else a container is started for it) and the
+// pool refills at once. A client that finds no ready container raises the target
+// by one, up to warm_max; every kAdaptPeriod without such a miss lowers it by one,
+// down to warm. After idle_timeout without clients the target is 0 and the pool is
+// stopped; the next client brings it back. Pooled containers that die before getting a client
 // delay the next refill, doubling from kMinBackoff up to kMaxBackoff, so a broken
 // handler never makes faasd spin. Pooled and serving containers together stay
 // within max_concurrency + warm: when every slot is busy, more containers waiting

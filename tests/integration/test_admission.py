@@ -264,7 +264,7 @@ def test_scaling_settings_are_described_stored_and_survive_a_restart(faas, faasd
     plain = faas.deploy_handler("plain")
     assert faas.describe("tuned")["scaling"] == SCALING
     assert faas.read_registry()["tuned"]["scaling"] == SCALING
-    # Unset settings take faasd's defaults (the suite's --warm 0 included).
+    # Unset settings take faasd's defaults (--warm 0 included).
     cores = int(faas.vm.run(["nproc"]).stdout)
     assert faas.describe("plain")["scaling"] == {
         "warm": 0, "warm_max": 8, "idle_timeout_ms": 300000, "max_concurrency": 4 * cores,

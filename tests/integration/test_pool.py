@@ -90,18 +90,43 @@ RUNTIME_KEYS = {"pool_ready", "pool_starting", "pool_target", "active", "queued"
                 "warm_starts", "cold_starts", "rejected_503", "rejected_429", "pool_failures"}
 
 
-def test_faasd_keeps_one_warm_container_by_default(faas_unstarted, faasd_unstarted):
-    faas, faasd = faas_unstarted, faasd_unstarted
-    faasd.default_warm = None  # faasd's own default, not the suite's --warm 0
-    faasd.start()
+def test_faasd_starts_a_container_per_request_and_keeps_none_by_default(faas, faasd):
+    """faasd's own default (no --warm anywhere) is the original platform's behaviour:
+    each request starts its container, and once requests have ended, sequential or
+    concurrent, bundles/ is empty and the runtime lists no container."""
+    assert not any(a.startswith("--warm") for a in faasd.args)
     d = faas.deploy_handler("hello")
     record = faas.describe("hello")
-    assert record["scaling"]["warm"] == 1, record
+    assert record["scaling"]["warm"] == 0, record
     assert set(record["runtime"]) >= RUNTIME_KEYS, record["runtime"]
+    assert record["runtime"]["pool_target"] == 0, record["runtime"]
+    assert containers_on_disk(faasd) == set()
+    for _ in range(3):
+        faas.assert_handler_responds(d.ip)
+        faasd.wait_idle()
+        assert faasd.bundles() == [] and faasd.runc_containers() == []
+    assert_all_status(faas.make_requests(d.ip, count=8, concurrency=8), 200, hello_body())
+    faasd.wait_idle()
+    assert faasd.bundles() == [] and faasd.runc_containers() == []
+    rt = faas.runtime("hello")
+    assert (rt["requests"], rt["warm_starts"], rt["cold_starts"]) == (11, 0, 11), rt
+    assert (rt["pool_ready"], rt["pool_starting"], rt["pool_target"]) == (0, 0, 0), rt
+
+
+@pytest.mark.faasd_args("--warm", "1")
+def test_faasd_warm_1_keeps_one_container_waiting_per_function(faas, faasd):
+    """The pool is one flag away: --warm 1 keeps a started container per function, with
+    its bundle, which serves the next request warm and is replaced."""
+    d = faas.deploy_handler("hello")
+    assert faas.describe("hello")["scaling"]["warm"] == 1
     rt = faas.wait_pool_ready("hello", 1)
     assert rt["pool_target"] == 1, rt
-    assert len(wait_containers_on_disk(faasd, 1)) == 1
+    pooled = wait_containers_on_disk(faasd, 1)
     faas.assert_handler_responds(d.ip)
+    rt = faas.wait_pool_ready("hello", 1)
+    assert (rt["requests"], rt["warm_starts"], rt["cold_starts"]) == (1, 1, 0), rt
+    refilled = wait_containers_on_disk(faasd, 1)
+    assert len(refilled) == 1 and refilled != pooled, (pooled, refilled)
 
 
 @pytest.mark.vmtest

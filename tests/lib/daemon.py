@@ -1,12 +1,9 @@
 """One faasd inside a VM: start, readiness, stop, the control API, and the
 "left nothing behind" checks the faasd fixture runs at teardown.
 
-faasd keeps a warm pool of started containers per function by default (`--warm 1`).
-The suite exercises the cold path unless a test asks otherwise: every faasd is
-started with `--warm 0` when its arguments have no `--warm` of their own, so
+faasd keeps no pool of started containers unless asked (its default `--warm 0`), so
 "idle" means no bundle, runc container or handler process. Pool tests pass
-`--warm N` (to faasd or to `faas new`) and account for the pooled containers; a
-test of faasd's own default sets `faasd_unstarted.default_warm = None` first.
+`--warm N` (to faasd or to `faas new`) and account for the pooled containers.
 
 Every faasd runs its containers with the OCI runtime named by the session's
 `--runtime` option (runc by default, or crun): `--runtime NAME` is added to each
@@ -46,8 +43,6 @@ class Faasd:
         self.run_dir = vm.run_dir
         self.socket = f"{self.run_dir}/faasd.sock"
         self.proc: Optional[Spawned] = None
-        # --warm given to every start without one of its own; None: faasd's own default.
-        self.default_warm: Optional[str] = "0"
         # argv put before faasd's by start(), e.g. ["prlimit", "--nofile=128:", "--"]:
         # a program that execs faasd (its pid stays faasd's).
         self.launcher: list = []
@@ -62,16 +57,12 @@ class Faasd:
 
     # --- lifecycle ----------------------------------------------------------------
     def command(self, *extra: str) -> list:
-        """faasd's argv: the VM's dirs, debug logging, `--warm DEFAULT_WARM` unless
-        `extra` sets --warm and `--runtime RUNTIME` unless `extra` sets --runtime (see
-        the module docstring), then `extra`."""
+        """faasd's argv: the VM's dirs, debug logging, `--runtime RUNTIME` unless
+        `extra` sets --runtime (see the module docstring), then `extra`."""
         extra = [str(a) for a in extra]
-        warm = []
-        if self.default_warm is not None and not _has_option(extra, "--warm"):
-            warm = ["--warm", self.default_warm]
         runtime = [] if _has_option(extra, "--runtime") else ["--runtime", self.runtime]
         return [self.faasd_bin, "--state-dir", self.state_dir, "--run-dir", self.run_dir,
-                "--log-level", "debug", *warm, *runtime, *extra]
+                "--log-level", "debug", *runtime, *extra]
 
     def start(self, *extra: str, ready_timeout: float = 20) -> "Faasd":
         assert self.proc is None or self.proc.poll() is not None, "faasd is already running"

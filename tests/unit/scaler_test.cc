@@ -30,9 +30,15 @@ class FakeContainer final : public Instance {
   void Kill(const char* /*why*/) override { killed = true; }
   bool ready() const override { return connected && !client_ && !killed; }
   bool served() const override { return uses_ > 0; }
-  bool may_serve_again() const override { return false; }
+  bool may_serve_again() const override { return reusable; }
 
   void Connect() { connected = true; }
+  // A reusable container done with its client connects again for the next one.
+  void Idle() {
+    client_.Reset();
+    auto idle = events_.idle;
+    idle(this);
+  }
   // Cleanup done: the scaler hears of it (and may drop its last reference).
   void Finish() {
     ended = true;
@@ -41,7 +47,7 @@ class FakeContainer final : public Instance {
   }
   bool has_client() const { return static_cast<bool>(client_); }
 
-  bool started = false, connected = false, killed = false, ended = false;
+  bool started = false, connected = false, killed = false, ended = false, reusable = false;
 
  private:
   UniqueFd client_;
@@ -114,6 +120,73 @@ TEST_F(ScalerTest, AClientWithoutAPoolGetsAContainerStartedForIt) {
   EXPECT_EQ(scaler_->size(), 0u);
   EXPECT_EQ(Alive(), 0u) << "the scaler owned the container; it is gone with it";
   EXPECT_EQ(gone_, 1);
+}
+
+// faasd's defaults ask for no pool: nothing starts ahead, before, between or after
+// requests, whether they come one by one or at once, and misses grow no pool up to the
+// default warm_max.
+TEST_F(ScalerTest, DefaultsStartAContainerPerRequestAndNoneAhead) {
+  const store::ScalingOptions defaults;
+  ASSERT_EQ(defaults.warm, 0u);
+  Make(defaults);
+  scaler_->Refill();
+  clock_.Advance(Scaler::kAdaptPeriod);
+  scaler_->Tick();
+  EXPECT_EQ(made_.size(), 0u);
+  for (size_t i = 0; i < 3; ++i) {
+    scaler_->OnClient(Client());
+    ASSERT_EQ(made_.size(), i + 1);
+    EXPECT_TRUE(Made(i).has_client());
+    Made(i).Connect();
+    Made(i).Finish();
+  }
+  for (int i = 0; i < 4; ++i) scaler_->OnClient(Client());
+  ASSERT_EQ(made_.size(), 7u) << "one container per concurrent client, none more";
+  for (size_t i = 3; i < 7; ++i) EXPECT_TRUE(Made(i).has_client());
+  EXPECT_EQ(scaler_->Stats()["pool_target"], 0);
+  clock_.Advance(Scaler::kAdaptPeriod);
+  scaler_->Tick();
+  for (size_t i = 3; i < 7; ++i) Made(i).Finish();
+  clock_.Advance(Scaler::kAdaptPeriod);
+  scaler_->Tick();
+  EXPECT_EQ(made_.size(), 7u);
+  EXPECT_EQ(scaler_->size(), 0u);
+  EXPECT_EQ(Alive(), 0u);
+  EXPECT_EQ(scaler_->Stats()["cold_starts"], 7);
+  EXPECT_EQ(scaler_->Stats()["pool_target"], 0);
+}
+
+// `faas new --warm 1` over faasd's defaults still gets its pool.
+TEST_F(ScalerTest, AFunctionsOwnWarmGivesItAPoolOverTheDefaults) {
+  auto deployed =
+      store::ParseDeployOptions(R"({"warm":1})", store::FunctionLimits{}, store::ScalingOptions{});
+  ASSERT_TRUE(deployed.ok());
+  EXPECT_EQ(deployed->scaling.warm_max, store::ScalingOptions{}.warm_max);
+  Make(deployed->scaling);
+  scaler_->Refill();
+  ASSERT_EQ(made_.size(), 1u);
+  EXPECT_FALSE(Made(0).has_client()) << "started ahead, for the next client";
+  EXPECT_EQ(scaler_->Stats()["pool_target"], 1);
+}
+
+// Without a pool, a reusable container serves the clients already waiting, but does not
+// wait for new ones.
+TEST_F(ScalerTest, WithoutAPoolAReusableContainerServesTheQueueThenStops) {
+  auto options = Options();
+  options.max_concurrency = 1;
+  options.reuse = 5;
+  Make(options);
+  scaler_->OnClient(Client());
+  scaler_->OnClient(Client());  // queued
+  ASSERT_EQ(made_.size(), 1u);
+  Made(0).reusable = true;
+  Made(0).Connect();
+  Made(0).Idle();
+  EXPECT_TRUE(Made(0).has_client()) << "the queued client";
+  EXPECT_FALSE(Made(0).killed);
+  Made(0).Idle();
+  EXPECT_TRUE(Made(0).killed) << "nobody waits: no pool keeps it";
+  EXPECT_EQ(made_.size(), 1u);
 }
 
 TEST_F(ScalerTest, TokenBucketAllowsTheRateAndAnswers429Beyond) {
