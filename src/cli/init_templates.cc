@@ -155,8 +155,9 @@ if __name__ == "__main__":
 
 constexpr std::string_view kPyDockerfile =
     R"TPL(# {{NAME}}: a faasd function in Python: handler.py and the SDK faas_handler.py.
-# BASE is any image with python3 (3.9 or later) on its PATH. The default comes from a
-# registry; to build without one, import a local base and pass BASE to build.sh.
+# BASE is any image with python3 (3.9 or later) on its PATH. The default is a registry's
+# python:3.11-slim, or the local image of that name faas-sdk/faas-python-base builds
+# without a registry (Debian bookworm's python3). build.sh reads this line.
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 # The root filesystem is read-only under faasd: do not try to write .pyc files.
@@ -170,15 +171,24 @@ constexpr std::string_view kPyBuildHead = R"TPL(#!/bin/sh
 #   ./build.sh           builds localhost/{{NAME}}:latest from the *.py files here
 #   ./build.sh OUT.tar   the same, then writes the image to OUT.tar (podman save) for
 #                        faas new {{NAME}} < OUT.tar
-# IMAGE=name:tag changes the image name; BASE=image the Python base image, e.g.
-#   BASE=localhost/faas-python-base:bookworm ./build.sh
-# for a base imported with `podman import` (no registry needed).
+# IMAGE=name:tag changes the image name; BASE=image the Python base image (default: the
+# Dockerfile's, python:3.11-slim). The base must be on this machine: without a registry,
+# faas-sdk/faas-python-base builds it from this machine's apt sources.
 )TPL";
 
-constexpr std::string_view kPyBuildBody = R"TPL(ctx=$(mktemp -d)
+constexpr std::string_view kPyBuildBody =
+    R"TPL(base=${BASE:-$(sed -n 's/^ARG BASE=//p' "$here/Dockerfile")}
+if ! podman image exists "$base"; then
+  echo "Error: the Python base image $base is not on this machine. Build it without a" >&2
+  echo "registry (Debian bookworm with python3, from this machine's apt sources):" >&2
+  echo "  $here/faas-sdk/faas-python-base${BASE:+ $BASE}" >&2
+  echo "or pull it from a registry: podman pull $base" >&2
+  exit 1
+fi
+ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 cp "$here/Dockerfile" "$here"/*.py "$ctx/"
-podman build -q --isolation chroot ${BASE:+--build-arg "BASE=$BASE"} -t "$image" "$ctx" >/dev/null
+podman build -q --isolation chroot --build-arg "BASE=$base" -t "$image" "$ctx" >/dev/null
 )TPL";
 
 constexpr std::string_view kPyReadme = R"TPL(# {{NAME}}
@@ -190,6 +200,7 @@ A faasd function in Python, made by `faas init --lang python`.
 | `handler.py` | your code: `handle(request)` answers one request |
 | `faas_handler.py` | the Python SDK (standard library only; its docstrings document it) |
 | `faas-sdk/faas-local-run` | runs the handler on this machine, without faasd |
+| `faas-sdk/faas-python-base` | builds the base image without a registry (see below) |
 | `Dockerfile` | `FROM ${BASE}` (default `python:3.11-slim`) with the `*.py` files in `/app` |
 | `build.sh` | builds the image with podman |
 
@@ -198,6 +209,14 @@ Build, deploy and call it:
     ./build.sh {{NAME}}.tar          # or: BASE=localhost/your-python-base ./build.sh {{NAME}}.tar
     faas new {{NAME}} < {{NAME}}.tar
     curl "http://$(faas ip {{NAME}})/?name=you"
+
+The base image must be on this machine first (`build.sh` says so when it is not). With
+a registry, `podman pull python:3.11-slim`. Without one, build it once from this
+machine's apt sources: Debian bookworm with its python3 (3.11), made by mmdebstrap and
+imported into podman as `localhost/python:3.11-slim`, which `FROM python:3.11-slim`
+then finds (a few minutes; needs `apt-get install mmdebstrap`):
+
+    faas-sdk/faas-python-base
 
 Try it without faasd:
 
@@ -325,6 +344,7 @@ constexpr std::string_view kNextCompiled = R"TPL(Next:
 )TPL";
 
 constexpr std::string_view kNextPython = R"TPL(Next:
+  {{DIR}}/faas-sdk/faas-python-base    # once, without a registry: a local python:3.11-slim
   {{DIR}}/build.sh {{NAME}}.tar        # podman build (BASE=image picks the Python base)
   faas new {{NAME}} < {{NAME}}.tar
   curl "http://$(faas ip {{NAME}})/?name=you"
@@ -362,7 +382,8 @@ std::vector<Template> MakeTemplates() {
         {"Dockerfile", std::string(kPyDockerfile)},
         {"build.sh", py_build, true},
         {"README.md", std::string(kPyReadme)},
-        Sdk("faas-sdk/faas-local-run", kSdkFaasLocalRun, true)},
+        Sdk("faas-sdk/faas-local-run", kSdkFaasLocalRun, true),
+        Sdk("faas-sdk/faas-python-base", kSdkFaasPythonBase, true)},
        kNextPython},
       {"stdio",
        "a shell script run by faas-stdio and busybox (stdin = body, stdout = answer)",

@@ -11,11 +11,12 @@
 namespace faas::cli {
 
 // The SDK sources, byte for byte (defined in the generated sdk_sources.cc).
-extern const std::string_view kSdkFaasH;          // sdk/c/faas.h
-extern const std::string_view kSdkFaasC;          // sdk/c/faas.c
-extern const std::string_view kSdkFaasStdioC;     // sdk/stdio/faas-stdio.c
-extern const std::string_view kSdkFaasHandlerPy;  // sdk/python/faas_handler.py
-extern const std::string_view kSdkFaasLocalRun;   // sdk/tools/faas-local-run
+extern const std::string_view kSdkFaasH;           // sdk/c/faas.h
+extern const std::string_view kSdkFaasC;           // sdk/c/faas.c
+extern const std::string_view kSdkFaasStdioC;      // sdk/stdio/faas-stdio.c
+extern const std::string_view kSdkFaasHandlerPy;   // sdk/python/faas_handler.py
+extern const std::string_view kSdkFaasLocalRun;    // sdk/tools/faas-local-run
+extern const std::string_view kSdkFaasPythonBase;  // sdk/tools/faas-python-base
 
 // One file of a project.
 struct TemplateFile {

@@ -2,8 +2,10 @@
 built on the test host once per session with their own build scripts, exactly as a user
 would build them.
 
-    python_base      the Python base tag (mmdebstrap minbase + python3-minimal, built and
-                     cached by tests/lib/images.py), imported into podman
+    python_base      the Python base (localhost/python:3.11-slim), built by the command
+                     users run without a registry, sdk/tools/faas-python-base (its
+                     tarball cached by tests/lib/images.py); the Python examples and
+                     projects build FROM their default python:3.11-slim, which is it
     example_archive  example_archive("hello-c") -> Path of `podman save` output
     init_archive     init_archive("c") -> (function name, Path): `faas init --lang c`, then
                      the project's build.sh
@@ -98,10 +100,9 @@ PYTHON_EXAMPLES = {"hello-python"}
 @pytest.fixture(scope="session")
 def example_archive(_builds, request):
     def build(name: str) -> Path:
-        env = {}
         if name in PYTHON_EXAMPLES:
-            env["BASE"] = request.getfixturevalue("python_base")
-        return _builds.build(name, EXAMPLES / name / "build.sh", env)
+            request.getfixturevalue("python_base")
+        return _builds.build(name, EXAMPLES / name / "build.sh", {})
     return build
 
 
@@ -113,8 +114,7 @@ def init_archive(_builds, faas_cli, tmp_path_factory, request):
         r = subprocess.run([str(faas_cli), "init", "--lang", lang, str(project)],
                            capture_output=True, text=True)
         assert r.returncode == 0, f"faas init --lang {lang} failed: {r.stderr}"
-        env = {}
         if lang == "python":
-            env["BASE"] = request.getfixturevalue("python_base")
-        return name, _builds.build(name, project / "build.sh", env)
+            request.getfixturevalue("python_base")
+        return name, _builds.build(name, project / "build.sh", {})
     return build

@@ -1,5 +1,7 @@
-"""`faas init` as a command: the files it writes, the SDK it embeds, its refusals.
-No daemon, no images (tests/examples/test_examples.py builds and deploys the projects)."""
+"""`faas init` as a command: the files it writes, the SDK it embeds, its refusals; and
+how the Python projects (and examples/hello-python) stop when their base image is
+missing. No daemon, no image built (tests/examples/test_examples.py builds and deploys
+the projects)."""
 
 from __future__ import annotations
 
@@ -19,15 +21,16 @@ FILES = {
     "c": {"handler.c", "Dockerfile", "build.sh", "README.md", "faas-sdk/faas.h",
           "faas-sdk/faas.c", "faas-sdk/faas-local-run"},
     "python": {"handler.py", "faas_handler.py", "Dockerfile", "build.sh", "README.md",
-               "faas-sdk/faas-local-run"},
+               "faas-sdk/faas-local-run", "faas-sdk/faas-python-base"},
     "stdio": {"handler.sh", "Dockerfile", "build.sh", "README.md", "faas-sdk/faas-stdio.c",
               "faas-sdk/faas.h", "faas-sdk/faas.c", "faas-sdk/faas-local-run"},
 }
-EXECUTABLE = {"build.sh", "faas-sdk/faas-local-run"}
+EXECUTABLE = {"build.sh", "faas-sdk/faas-local-run", "faas-sdk/faas-python-base"}
 EMBEDDED = {  # project file -> its source in sdk/, byte for byte
     "faas-sdk/faas.h": "c/faas.h", "faas-sdk/faas.c": "c/faas.c",
     "faas-sdk/faas-stdio.c": "stdio/faas-stdio.c", "faas_handler.py": "python/faas_handler.py",
     "faas-sdk/faas-local-run": "tools/faas-local-run",
+    "faas-sdk/faas-python-base": "tools/faas-python-base",
 }
 
 
@@ -117,3 +120,59 @@ def test_init_usage_errors(faas_cli, tmp_path):
     r = init(faas_cli, "--help")
     assert r.returncode == 0 and "Existing files" in r.stdout
     assert not (tmp_path / "r").exists()
+
+
+def build_without_base(build_sh: Path, out: Path, base: str = "") -> subprocess.CompletedProcess:
+    """Runs a Python project's build.sh whose base image is not on this machine."""
+    env = dict(os.environ, IMAGE=f"localhost/faas-test-never-built:{os.getpid()}")
+    env.pop("BASE", None)
+    if base:
+        env["BASE"] = base
+    return subprocess.run([str(build_sh), str(out)], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def assert_no_base_error(r: subprocess.CompletedProcess, base: str, command: str, out: Path):
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stderr.startswith(f"Error: the Python base image {base} is not on this machine."), \
+        r.stderr
+    assert f"\n  {command}\n" in r.stderr, r.stderr
+    assert f"podman pull {base}\n" in r.stderr, r.stderr
+    assert r.stdout == "" and not out.exists()
+    assert subprocess.run(["podman", "image", "exists",
+                           f"localhost/faas-test-never-built:{os.getpid()}"]).returncode == 1
+
+
+def test_python_build_without_its_base_names_the_command_that_builds_it(faas_cli, tmp_path):
+    """Without the base (no registry), build.sh stops before podman build and prints the
+    exact command of the project that builds it; with BASE set, for that name."""
+    project = tmp_path / "py-fn"
+    assert init(faas_cli, "--lang", "python", project).returncode == 0
+    base = "localhost/faas-test-no-such-base:none"
+    r = build_without_base(project / "build.sh", tmp_path / "out.tar", base)
+    assert_no_base_error(r, base, f"{project}/faas-sdk/faas-python-base {base}",
+                         tmp_path / "out.tar")
+    # The default comes from the Dockerfile's ARG BASE line, and so does the name checked.
+    dockerfile = project / "Dockerfile"
+    text = dockerfile.read_text()
+    assert "\nARG BASE=python:3.11-slim\n" in text
+    dockerfile.write_text(text.replace("ARG BASE=python:3.11-slim", f"ARG BASE={base}"))
+    r = build_without_base(project / "build.sh", tmp_path / "out.tar")
+    assert_no_base_error(r, base, f"{project}/faas-sdk/faas-python-base", tmp_path / "out.tar")
+
+
+def test_python_base_command_usage(tmp_path):
+    script = SDK / "tools/faas-python-base"
+    r = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "faas-python-base [--tar FILE] [IMAGE]" in r.stdout
+    assert "localhost/python:3.11-slim" in r.stdout
+    for args, error in ((["--tar"], "--tar needs a FILE"), (["--bogus"], "unknown option --bogus"),
+                        (["a", "b"], "one IMAGE at most")):
+        r = subprocess.run([str(script), *args], capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.startswith(f"Error: {error}"), (args, r.stderr)
+
+
+def test_hello_python_example_without_its_base_names_the_command_that_builds_it(tmp_path):
+    base = "localhost/faas-test-no-such-base:none"
+    r = build_without_base(REPO / "examples/hello-python/build.sh", tmp_path / "out.tar", base)
+    assert_no_base_error(r, base, f"{SDK}/tools/faas-python-base {base}", tmp_path / "out.tar")

@@ -8,8 +8,8 @@ builder's version), so an unchanged handler is never rebuilt:
     <cache>/<name>-<hash>.docker-archive.tar   podman save (default format)
     <cache>/<name>-<hash>.oci-archive.tar      podman save --format oci-archive
     <cache>/<name>-<hash>.bin                  the static binary (C handlers)
-    <cache>/python-base-<hash>.tar             mmdebstrap minbase + python3-minimal
-                                               (without /dev nodes: --skip=output/dev)
+    <cache>/python-base-<hash>.tar             mmdebstrap's tarball of the Python base
+                                               (sdk/tools/faas-python-base --tar)
 
 import_tree() makes an image the way one is made without a registry or a Dockerfile:
 `tar` of a directory tree (device nodes included), then `podman import` and `podman save`.
@@ -17,7 +17,8 @@ import_tree() makes an image the way one is made without a registry or a Dockerf
 C handlers: every *.c of the directory is compiled with `gcc -static` into a binary
 named after the directory, then its Dockerfile (FROM scratch, COPY <name> /handler)
 is built with `podman build --isolation chroot`. The Python handler (python-hello)
-is built FROM a base imported from an mmdebstrap tarball (no registry access).
+is built FROM the base users build without a registry: sdk/tools/faas-python-base
+(Debian bookworm + python3 with mmdebstrap, imported as localhost/python:3.11-slim).
 """
 
 from __future__ import annotations
@@ -39,9 +40,8 @@ BUILDER_VERSION = "3"
 HANDLERS_DIR = Path(__file__).resolve().parents[1] / "handlers"
 DEFAULT_CACHE = Path(os.environ.get("FAASD_TEST_IMAGE_CACHE", "/tmp/faasd-test-images"))
 
-PYTHON_BASE_TAG = "localhost/faas-python-base:bookworm"
-PYTHON_BASE_PACKAGES = ["python3-minimal"]
-PYTHON_BASE_SUITE = "bookworm"
+PYTHON_BASE_SCRIPT = Path(__file__).resolve().parents[2] / "sdk" / "tools" / "faas-python-base"
+PYTHON_BASE_TAG = "localhost/python:3.11-slim"  # the script's default
 # Handlers whose Dockerfile needs the Python base.
 PYTHON_HANDLERS = {"python-hello"}
 FORMATS = ("docker-archive", "oci-archive")
@@ -164,34 +164,13 @@ class ImageBuilder:
 
     # --- the Python base ------------------------------------------------------------
     def python_base_key(self) -> str:
-        spec = json.dumps({"suite": PYTHON_BASE_SUITE, "variant": "minbase",
-                           "include": sorted(PYTHON_BASE_PACKAGES), "skip": ["output/dev"]},
-                          sort_keys=True)
-        return hashlib.sha256(spec.encode()).hexdigest()[:16]
-
-    def python_base_tar(self) -> Path:
-        """mmdebstrap --variant=minbase --include=python3-minimal bookworm, cached.
-        --skip=output/dev: a container gets its devices from the runtime, and faasd
-        would only skip the /dev/console, /dev/null, ... of mmdebstrap's tarball
-        (tests/integration/test_device_nodes.py deploys an image that has them)."""
-        out = self.cache / f"python-base-{self.python_base_key()}.tar"
-        if out.exists():
-            return out
-        if shutil.which("mmdebstrap") is None:
-            raise ImageBuildError("mmdebstrap is not installed (apt-get install -y mmdebstrap; "
-                                  "scripts/install-deps.sh should install it)")
-        tmp = out.with_name(out.name + ".tmp.tar")
-        tmp.unlink(missing_ok=True)
-        _run(["mmdebstrap", "--quiet", "--variant=minbase", "--skip=output/dev",
-              "--include=" + ",".join(PYTHON_BASE_PACKAGES), PYTHON_BASE_SUITE, str(tmp)],
-             timeout=1800)
-        os.rename(tmp, out)
-        return out
+        return hashlib.sha256(PYTHON_BASE_SCRIPT.read_bytes()).hexdigest()[:16]
 
     def _ensure_python_base(self) -> None:
-        tar = self.python_base_tar()
-        # Always (re)import when building: the tag may hold an older tarball.
-        _run(["podman", "import", "-q", str(tar), PYTHON_BASE_TAG])
+        """Builds the base with the users' own command, its mmdebstrap tarball cached
+        (keyed by the script) and imported again each time: the tag may hold another."""
+        tar = self.cache / f"python-base-{self.python_base_key()}.tar"
+        _run([str(PYTHON_BASE_SCRIPT), "--tar", str(tar), PYTHON_BASE_TAG], timeout=1800)
 
 
 def import_tree(tree: Path, out: Path, cmd: list) -> Path:
