@@ -116,9 +116,9 @@ to N in turn: `faas_serve()` loops, and `faas-local-run --reuse N` tries it here
 must connect to faasd within 5 s of its start and finish within 30 s of getting its
 client. With a warm pool (`faas new --warm 1`) faasd starts containers ahead of their
 requests, so set-up in `main()` before `faas_serve()` (within the 5 s) runs before the
-request arrives; a cold start (the default) waits for it. The container has a read-only root with a 64 MB tmpfs on `/tmp`, no
-network but the client's socket, no capabilities, 512 MB of memory and one CPU. What it
-prints on stdout and stderr goes to faasd's log. The whole contract is
+request arrives; a cold start (the default) waits for it. The container has a read-only
+root with a 64 MB tmpfs on `/tmp`, no network but the client's socket, no capabilities,
+512 MB of memory and one CPU. What it prints on stdout and stderr goes to faasd's log. The whole contract is
 `docs/HANDLER_PROTOCOL.md` in faasd's source tree.
 )TPL";
 
@@ -204,12 +204,6 @@ A faasd function in Python, made by `faas init --lang python`.
 | `Dockerfile` | `FROM ${BASE}` (default `python:3.11-slim`) with the `*.py` files in `/app` |
 | `build.sh` | builds the image with podman |
 
-Build, deploy and call it:
-
-    ./build.sh {{NAME}}.tar          # or: BASE=localhost/your-python-base ./build.sh {{NAME}}.tar
-    faas new {{NAME}} < {{NAME}}.tar
-    curl "http://$(faas ip {{NAME}})/?name=you"
-
 The base image must be on this machine first (`build.sh` says so when it is not). With
 a registry, `podman pull python:3.11-slim`. Without one, build it once from this
 machine's apt sources: Debian bookworm with its python3 (3.11), made by mmdebstrap and
@@ -217,6 +211,12 @@ imported into podman as `localhost/python:3.11-slim`, which `FROM python:3.11-sl
 then finds (a few minutes; needs `apt-get install mmdebstrap`):
 
     faas-sdk/faas-python-base
+
+Build, deploy and call it:
+
+    ./build.sh {{NAME}}.tar          # or: BASE=localhost/your-python-base ./build.sh {{NAME}}.tar
+    faas new {{NAME}} < {{NAME}}.tar
+    curl "http://$(faas ip {{NAME}})/?name=you"
 
 Try it without faasd:
 
@@ -227,9 +227,9 @@ Every request gets a new Python process (with `faas new --reuse N`, one process 
 to N in turn: `serve()` loops, module-level state carries over, and `faas-local-run
 --reuse N` tries it here). Imports and other module-level set-up run before `serve()`
 waits for the client: with a warm pool (`faas new --warm 1`) that happens before the
-request arrives, but a cold start (the default) pays it, so keep it lean; if nothing comes from `site-packages`,
-`CMD ["python3", "-S", ...]` starts faster. Inside faasd the handler
-must connect to faasd within 5 s of its start and finish within 30 s of getting its
+request arrives, but a cold start (the default) pays it, so keep it lean; if nothing
+comes from `site-packages`, `CMD ["python3", "-S", ...]` starts faster. Inside faasd the
+handler must connect to faasd within 5 s of its start and finish within 30 s of getting its
 client. Its container has a read-only root with a 64 MB tmpfs on `/tmp`, no network but
 the client's socket, no capabilities, 512 MB of memory and one CPU. What it prints goes
 to faasd's log. The whole contract is `docs/HANDLER_PROTOCOL.md` in faasd's source tree.
@@ -328,8 +328,8 @@ Try it without faasd:
 Any program that reads stdin and writes stdout works the same way: put it (static, or
 with its libraries) in the image and name it in CMD, e.g.
 `CMD ["/faas-stdio", "/bin/busybox", "wc", "-c"]`. A warm pool (`faas new --warm 1`)
-starts faas-stdio ahead of the request, but the program runs only once the request has arrived, so its
-start-up is on the request's path. Inside faasd the function must finish within 30 s of
+starts faas-stdio ahead of the request, but the program runs only once the request has
+arrived, so its start-up is on the request's path. Inside faasd the function must finish within 30 s of
 getting its client (faas-stdio answers 504 at 25 s). Its container has a read-only root
 with a 64 MB tmpfs on `/tmp`, no network, no capabilities, 512 MB of memory and one CPU.
 The whole contract is `docs/HANDLER_PROTOCOL.md` in faasd's source tree.
