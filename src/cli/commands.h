@@ -27,6 +27,8 @@ Verb AddListCommand(CLI::App& app);
 Verb AddRmCommand(CLI::App& app);
 Verb AddInitCommand(CLI::App& app);  // needs no daemon: ignores the Client
 Verb AddDescribeCommand(CLI::App& app);
+Verb AddVersionsCommand(CLI::App& app);
+Verb AddRollbackCommand(CLI::App& app);
 
 // Prints "Error: <message>" on stderr, control characters escaped (EscapeControl), and
 // returns `exit_code`.

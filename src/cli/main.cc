@@ -87,7 +87,8 @@ int Main(int argc, char** argv) {
   AddGlobalFlags(app, flags);
   const std::vector<Verb> verbs = {AddNewCommand(app),      AddIpCommand(app),
                                    AddListCommand(app),     AddRmCommand(app),
-                                   AddDescribeCommand(app), AddInitCommand(app)};
+                                   AddDescribeCommand(app), AddVersionsCommand(app),
+                                   AddRollbackCommand(app), AddInitCommand(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
