@@ -141,6 +141,10 @@ def test_rollback_serves_the_old_version_with_its_settings_on_the_same_ip(faas, 
     assert v3.kept == "v1: memory"
     assert [v["version"] for v in versions(faas, "fn")["versions"]] == [3, 1, 2]
     faas.assert_handler_responds(v1.ip, expected_body="three", body="three")
+    # Beyond --keep-versions (3), the version that served longest ago goes: v2, not v1.
+    faas.deploy_handler("fn", "hello")
+    assert [v["version"] for v in versions(faas, "fn")["versions"]] == [4, 3, 1]
+    wait_version_dirs(faas, "fn", ["v1", "v3", "v4"])
 
 
 def test_rollback_refusals_change_nothing(faas, faasd):
@@ -239,3 +243,23 @@ def test_keep_versions_1_keeps_only_the_serving_one(faas, faasd):
     # Settings are still carried over: they live in the serving record.
     assert faas.deploy_handler("fn", "echo").kept == "v2: env (1)"
     faas.assert_handler_responds(d.ip, expected_body="x", body="x")
+
+
+def test_registry_of_an_earlier_faasd_loads_and_gains_versions(faas, faasd):
+    """A registry.json written before versions were kept has no "versions", "options"
+    or "image_digest": it loads, serves, and the next redeploy keeps the old version."""
+    d = faas.deploy_handler("fn", "hello")
+    assert faasd.stop() == 0
+    path = f"{faasd.state_dir}/registry.json"
+    registry = json.loads(faas.vm.read_file(path))
+    for key in ("versions", "options", "image_digest"):
+        registry["fn"].pop(key, None)
+    faas.vm.write_file(path, json.dumps(registry).encode())
+    faasd.start(*faasd.args)
+    faas.assert_handler_responds(d.ip)
+    [only] = versions(faas, "fn")["versions"]
+    assert (only["version"], only["image_digest"], only["options"]) == (1, "", {})
+    faas.deploy_handler("fn", "echo")
+    assert version_dirs(faas, "fn") == ["v1", "v2"]
+    assert rollback(faas, "fn").returncode == 0
+    faas.assert_handler_responds(d.ip)
