@@ -1,10 +1,12 @@
 // Scratch directories for fuzzers that write trees: a parent with the target tree
 // and a sentinel beside it. Anything appearing in the sentinel, or next to the tree,
-// means a write escaped, and the fuzzer aborts.
+// means a write escaped, and a device node in the tree means one was created: the
+// fuzzer aborts.
 #pragma once
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -30,8 +32,9 @@ class ScratchDirs {
   std::string tree() const { return parent_ + "/tree"; }
   std::string work() const { return parent_ + "/work"; }
 
-  // Empties tree and work, and aborts if anything escaped.
+  // Empties tree and work, and aborts if anything escaped or a device node was made.
   void ResetAndCheck() {
+    if (::nftw(tree().c_str(), IsDevice, 16, FTW_PHYS) == 1) Die("a device node was created");
     for (const char* d : {"/tree", "/work"}) {
       UniqueFd fd(::open((parent_ + d).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       if (!fd || !RemoveTreeContents(fd.get()).ok()) Die("cannot reset scratch dir");
@@ -49,6 +52,9 @@ class ScratchDirs {
       n += std::string(e->d_name) != "." && std::string(e->d_name) != "..";
     ::closedir(d);
     return n;
+  }
+  static int IsDevice(const char*, const struct stat* st, int, struct FTW*) {
+    return S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode);
   }
   [[noreturn]] static void Die(const char* why) {
     std::fprintf(stderr, "fuzz: %s\n", why);

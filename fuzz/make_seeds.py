@@ -53,9 +53,18 @@ def main(out):
                   ("bin/hard", b"", tarfile.LNKTYPE, "bin/handler")])
     top = layer([("etc/.wh.passwd", b""), ("bin/.wh..wh..opq", b""),
                  ("bin/new", b"#!/bin/sh\n", tarfile.REGTYPE, "", 0o4755)])
+    # Device nodes are skipped, and hard links to them; one over a file removes it.
+    devices = layer([("dev", b"", tarfile.DIRTYPE, "", 0o755),
+                     ("dev/null", b"", tarfile.CHRTYPE, "", 0o666),
+                     ("dev/sda", b"", tarfile.BLKTYPE, "", 0o660),
+                     ("dev/null2", b"", tarfile.LNKTYPE, "dev/null"),
+                     ("dev/tty", b"tty\n"),
+                     ("dev/tty", b"", tarfile.CHRTYPE, "", 0o666)])
     seeds = {
-        "layer": {"base.tar": base, "top.tar": top, "base.tar.gz": gzip.compress(base)},
+        "layer": {"base.tar": base, "top.tar": top, "base.tar.gz": gzip.compress(base),
+                  "devices.tar": devices},
         "import": {"image.tar": docker_archive([base, top], ["/bin/handler"]),
+                   "devices.tar": docker_archive([base, devices], ["/bin/handler"]),
                    "image.tar.gz": gzip.compress(docker_archive([base], ["/bin/handler"]))},
     }
     for target, files in seeds.items():

@@ -20,8 +20,10 @@ constexpr char kHelp[] =
     "Deploys a function named NAME from a container image archive read on stdin, as written\n"
     "by 'podman save' or 'docker save', e.g. podman save hello | faas new hello. The archive\n"
     "is streamed to faasd, which unpacks it and starts the function with its own IP address;\n"
-    "faas then prints that address and the command the function runs. NAME is 1 to 63\n"
-    "characters from a-z 0-9 _ . - starting with a letter or digit.\n"
+    "faas then prints that address and the command the function runs, and how many device\n"
+    "nodes of the image (e.g. /dev/null of a debootstrap tree) were skipped, if any:\n"
+    "containers get their devices from the runtime. NAME is 1 to 63 characters from\n"
+    "a-z 0-9 _ . - starting with a letter or digit.\n"
     "A redeploy keeps the settings of the version before that it does not give anew\n"
     "(--env replaces the whole environment list) and prints them, e.g.\n"
     "\"  Kept from v3: env (2), memory, warm\"; with --reset, what it does not give is\n"
@@ -113,6 +115,16 @@ Result<nlohmann::ordered_json> Deploy(const Client& client, const NewOptions& op
   return ParseReply(response);
 }
 
+// The "skipped" object of the answer: how many device nodes of the image faasd did not
+// create; 0 when absent or not a count.
+uint64_t SkippedDevices(const nlohmann::ordered_json& reply) {
+  auto skipped = reply.find("skipped");
+  if (skipped == reply.end() || !skipped->is_object()) return 0;
+  auto devices = skipped->find("devices");
+  if (devices == skipped->end() || !devices->is_number_unsigned()) return 0;
+  return devices->get<uint64_t>();
+}
+
 // "  Kept from v3: env (2), memory, warm": the settings taken from the version before.
 void PrintCarriedOver(const nlohmann::ordered_json& carried) {
   if (!carried.is_object() || !carried.contains("settings")) return;
@@ -138,6 +150,10 @@ int PrintDeployed(const std::string& name, const nlohmann::ordered_json& reply) 
   std::cout << "  Command: "
             << EscapeJsonControl(reply.value("cmd", nlohmann::ordered_json::array()).dump())
             << "\n";
+  if (uint64_t devices = SkippedDevices(reply); devices > 0) {
+    std::cout << "  Skipped: " << devices
+              << " device node(s) of the image; containers get their devices from the runtime\n";
+  }
   PrintCarriedOver(reply.value("carried_over", nlohmann::ordered_json()));
   return kExitOk;
 }

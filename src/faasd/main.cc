@@ -54,6 +54,10 @@ int Unpack(const std::string& image, const std::string& dir,
       {"cmd", config->cmd},         {"env", config->env},     {"working_dir", config->working_dir},
       {"user", config->user},       {"layers", stats.layers}, {"files", stats.files},
       {"bytes", stats.rootfs_bytes}};
+  if (stats.skipped_devices > 0) {
+    spdlog::warn("import of {}: {}", image, faas::image::SkippedSummary(stats));
+    out["skipped"] = {{"devices", stats.skipped_devices}};
+  }
   std::cout << out.dump(2) << "\n";
   return 0;
 }

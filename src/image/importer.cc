@@ -13,6 +13,7 @@
 
 #include "common/fd.h"
 #include "common/io.h"
+#include "common/text.h"
 #include "image/archive_util.h"
 #include "image/layer.h"
 #include "image/manifest.h"
@@ -396,6 +397,8 @@ Status ApplyLayers(const SpooledArchive& spool, const ImageManifest& manifest,
         ApplyLayer(blob->get(), rootfs_fd, diff_id, layer_limits, &totals, blob_is_diff_id);
     stats->files = totals.files;
     stats->rootfs_bytes = totals.rootfs_bytes;
+    stats->skipped_devices = totals.devices;
+    stats->first_skipped_device = totals.first_device;
     if (!applied.ok()) return std::move(applied).error().Wrap(label);
     stats->layers = i + 1;
   }
@@ -438,6 +441,13 @@ Result<ImageConfig> ImportImage(int input_fd, const std::string& work_dir,
   }
   if (stats != nullptr) *stats = local;
   return result;
+}
+
+std::string SkippedSummary(const ImportStats& stats) {
+  if (stats.skipped_devices == 0) return "";
+  return "skipped " + std::to_string(stats.skipped_devices) + " device node(s), the first " +
+         EscapeControl(stats.first_skipped_device) +
+         ": containers get their devices from the runtime";
 }
 
 }  // namespace faas::image

@@ -23,10 +23,12 @@ struct ImportLimits {
 };
 
 struct ImportStats {
-  uint64_t input_bytes = 0;   // read from input_fd
-  uint64_t layers = 0;        // layers applied
-  uint64_t files = 0;         // layer entries processed, whiteouts included
-  uint64_t rootfs_bytes = 0;  // sum of regular-file sizes over all layers
+  uint64_t input_bytes = 0;          // read from input_fd
+  uint64_t layers = 0;               // layers applied
+  uint64_t files = 0;                // layer entries processed, whiteouts included
+  uint64_t rootfs_bytes = 0;         // sum of regular-file sizes over all layers
+  uint64_t skipped_devices = 0;      // device nodes not created (hard links to them too)
+  std::string first_skipped_device;  // the first of them, e.g. "/dev/console"; untrusted
 };
 
 // Reads an image archive from `input_fd` (borrowed) as a stream, in one pass: it may be
@@ -39,8 +41,10 @@ struct ImportStats {
 // Blobs are checked against the digests naming them (OCI descriptors, blobs/sha256/
 // paths) and each layer's uncompressed tar against the config's rootfs.diff_ids.
 // Layers are then unpacked in order into `rootfs_dir` (an existing empty directory)
-// with OCI whiteout semantics, numeric ownership, modes and mtimes; device nodes are
-// refused, xattrs skipped. Paths are resolved with openat2(RESOLVE_BENEATH), so a
+// with OCI whiteout semantics, numeric ownership, modes and mtimes; xattrs are skipped,
+// and so are device nodes (never created: a container gets its devices from the runtime;
+// a tree made by debootstrap or mmdebstrap has /dev/null and friends), which are
+// counted in `stats`. Paths are resolved with openat2(RESOLVE_BENEATH), so a
 // hostile archive cannot make us follow a symlink out of `rootfs_dir`.
 //
 // On failure `rootfs_dir` may hold partial content (the caller deletes it), but
@@ -58,5 +62,10 @@ struct ImportStats {
 Result<ImageConfig> ImportImage(int input_fd, const std::string& work_dir,
                                 const std::string& rootfs_dir, const ImportLimits& limits,
                                 ImportStats* stats = nullptr);
+
+// What an import skipped, as one line for a log (control characters of the image's
+// path escaped), e.g. "skipped 3 device node(s), the first /dev/console: containers get
+// their devices from the runtime"; empty when nothing was skipped.
+std::string SkippedSummary(const ImportStats& stats);
 
 }  // namespace faas::image

@@ -168,7 +168,17 @@ Error LayerReader::ReadError() const {
 // ---------------------------------------------------------------------------
 // What an entry means, decided from the header alone (both passes use this).
 
-enum class Kind { kSkip, kWhiteout, kOpaque, kDirectory, kFile, kSymlink, kHardlink, kFifo };
+enum class Kind {
+  kSkip,
+  kWhiteout,
+  kOpaque,
+  kDirectory,
+  kFile,
+  kSymlink,
+  kHardlink,
+  kFifo,
+  kDevice,  // never created: only what was at its path is removed
+};
 
 struct Entry {
   Kind kind = Kind::kSkip;
@@ -222,7 +232,8 @@ Status ClassifyType(archive_entry* e, Entry* entry) {
       return Ok();  // a socket is only meaningful while its server runs: skipped
     case AE_IFCHR:
     case AE_IFBLK:
-      return Bad("device node not allowed");
+      entry->kind = Kind::kDevice;
+      return Ok();
     case AE_IFLNK: {
       const char* target = archive_entry_symlink(e);
       if (target == nullptr) target = archive_entry_symlink_utf8(e);
@@ -253,6 +264,25 @@ Result<Entry> Classify(archive_entry* e, const char* name) {
     FAAS_RETURN_IF_ERROR(ClassifyType(e, &entry));
   }
   return entry;
+}
+
+// A hard link to a skipped device node is a device node too. Both passes call this
+// for every entry in order, each on its own copy of the paths as they were before the
+// layer, so that they decide alike.
+void TrackDevices(Entry* entry, LayerTotals* totals) {
+  auto& paths = totals->device_paths;
+  if (entry->kind == Kind::kSkip) return;
+  if (paths.empty() && entry->kind != Kind::kDevice) return;  // the usual case: no copy
+  std::string path = JoinPath(entry->path);
+  if (entry->kind == Kind::kHardlink && paths.count(JoinPath(entry->link_path)) != 0) {
+    entry->kind = Kind::kDevice;
+  }
+  if (entry->kind != Kind::kDevice) {
+    if (paths.erase(path) != 0) totals->device_path_bytes -= path.size();
+    return;
+  }
+  if (totals->device_path_bytes + path.size() > kMaxDevicePathBytes) return;
+  if (paths.insert(path).second) totals->device_path_bytes += path.size();
 }
 
 // ---------------------------------------------------------------------------
@@ -332,7 +362,9 @@ Result<bool> ClearWayFor(int parent_fd, const std::string& name, bool keep_direc
   return false;
 }
 
-Status RemoveWhiteout(int root_fd, const std::vector<std::string>& path) {
+// Removes whatever is at `path` (nothing if its parent is missing): a whiteout, or
+// the way cleared for a device node that is not created.
+Status RemovePath(int root_fd, const std::vector<std::string>& path) {
   auto parent = OpenBeneath(root_fd, JoinPath(path, path.size() - 1));
   if (!parent.ok()) return IsMissing(parent.error()) ? Ok() : Status(std::move(parent).error());
   auto kept = ClearWayFor(parent->get(), path.back(), /*keep_directory=*/false);
@@ -560,6 +592,8 @@ Status WriteEntry(const LayerReader& reader, archive_entry* e, const Entry& entr
     case Kind::kWhiteout:
     case Kind::kOpaque:
       return Ok();  // whiteouts were done by the checking pass
+    case Kind::kDevice:
+      return RemovePath(root_fd, entry.path);
     default:
       break;
   }
@@ -597,9 +631,12 @@ Status CheckEntry(archive_entry* e, const Entry& entry, int root_fd, const Layer
       return Ok();
     }
     case Kind::kWhiteout:
-      return RemoveWhiteout(root_fd, entry.path);
+      return RemovePath(root_fd, entry.path);
     case Kind::kOpaque:
       return ClearOpaqueDirectory(root_fd, entry.path);
+    case Kind::kDevice:
+      if (totals->devices++ == 0) totals->first_device = "/" + JoinPath(entry.path);
+      return Ok();
     default:
       return Ok();
   }
@@ -640,6 +677,7 @@ Result<uint64_t> CheckPass(int blob_fd, int root_fd, const std::string& expected
     }
     auto entry = Classify(e, name);
     if (!entry.ok()) return WithEntry(std::move(entry).error(), name);
+    TrackDevices(&*entry, totals);
     FAAS_RETURN_IF_ERROR(CheckDepth(*entry, limits));
     Status status = CheckEntry(e, *entry, root_fd, limits, totals);
     if (!status.ok()) return WithEntry(std::move(status).error(), name);
@@ -655,7 +693,9 @@ Result<uint64_t> CheckPass(int blob_fd, int root_fd, const std::string& expected
   return reader.bytes();
 }
 
-Status WritePass(int blob_fd, int root_fd, uint64_t tar_bytes, bool blob_is_diff_id) {
+// `devices`: the device paths as they were before the layer.
+Status WritePass(int blob_fd, int root_fd, uint64_t tar_bytes, bool blob_is_diff_id,
+                 LayerTotals devices) {
   LayerReader reader;
   if (blob_is_diff_id) {
     FAAS_RETURN_IF_ERROR(reader.OpenPlainTar(blob_fd, tar_bytes));
@@ -669,6 +709,7 @@ Status WritePass(int blob_fd, int root_fd, uint64_t tar_bytes, bool blob_is_diff
     const char* name = EntryName(e);
     auto entry = Classify(e, name);
     if (!entry.ok()) return WithEntry(std::move(entry).error(), name);
+    TrackDevices(&*entry, &devices);
     Status status = WriteEntry(reader, e, *entry, root_fd, &deferred);
     if (!status.ok()) return WithEntry(std::move(status).error(), name);
   }
@@ -678,9 +719,10 @@ Status WritePass(int blob_fd, int root_fd, uint64_t tar_bytes, bool blob_is_diff
 
 Status ApplyLayer(int blob_fd, int rootfs_fd, const std::string& expected_diff_id,
                   const LayerLimits& limits, LayerTotals* totals, bool blob_is_diff_id) {
+  LayerTotals before = *totals;
   FAAS_ASSIGN_OR_RETURN(uint64_t tar_bytes, CheckPass(blob_fd, rootfs_fd, expected_diff_id, limits,
                                                       totals, blob_is_diff_id));
-  return WritePass(blob_fd, rootfs_fd, tar_bytes, blob_is_diff_id);
+  return WritePass(blob_fd, rootfs_fd, tar_bytes, blob_is_diff_id, std::move(before));
 }
 
 Result<UniqueFd> OpenDirBeneath(int root_fd, const std::string& relative) {

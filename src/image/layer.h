@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_set>
 
 #include "common/error.h"
 #include "common/fd.h"
@@ -16,11 +17,21 @@ struct LayerLimits {
   uint64_t max_depth = 256;       // path components of an entry
 };
 
+// How much path text LayerTotals::device_paths holds at most.
+constexpr size_t kMaxDevicePathBytes = 1 << 20;
+
 // Running totals of one import, carried from layer to layer.
 struct LayerTotals {
   uint64_t files = 0;
   uint64_t rootfs_bytes = 0;
   uint64_t tar_bytes = 0;
+  uint64_t devices = 0;      // device nodes skipped, hard links to them included
+  std::string first_device;  // the first of them, e.g. "/dev/console"
+  // Where skipped device nodes were (relative paths), so that a hard link to one is
+  // skipped too. Bounded (kMaxDevicePathBytes of paths): a link to a device past the
+  // bound is refused as a link to a missing target.
+  std::unordered_set<std::string> device_paths;
+  size_t device_path_bytes = 0;
 };
 
 // Applies the layer held in `blob_fd` (borrowed; a seekable regular file holding a tar,
@@ -34,6 +45,12 @@ struct LayerTotals {
 // the decompressed stream to its end; when `expected_diff_id` ("sha256:<hex>") is not
 // empty it must match before any entry of the layer is written. The second pass writes
 // the entries, then restores the times of the directories it touched.
+//
+// Block and character devices are never created (a container gets its devices from the
+// runtime): each is skipped and counted in `totals`, and what was at its path before
+// (from a lower layer or earlier in this one) is removed, as the device replaces it. A
+// hard link to a skipped device, in this layer or a later one, is skipped and counted
+// the same way. FIFOs are created; sockets are skipped silently.
 //
 // Every path is resolved beneath `rootfs_fd` with openat2(RESOLVE_BENEATH): symlinks
 // are never followed out of the tree and a final symlink is never written through.

@@ -118,6 +118,9 @@ void Deployer::Import(std::shared_ptr<Job> job, UniqueFd input) {
   spdlog::info("imported {}: {} layer(s), {} files, {} bytes in {} ms", job->name,
                job->stats.layers, job->stats.files, job->stats.rootfs_bytes,
                MillisSince(job->started));
+  if (std::string skipped = image::SkippedSummary(job->stats); !skipped.empty()) {
+    spdlog::warn("import of {}: {}", job->name, skipped);
+  }
   const std::string work_dir = job->work_dir;
   job->work_dir.clear();
   asio::post(io_, [this, job = std::move(job)]() mutable { Commit(std::move(job)); });
@@ -145,6 +148,7 @@ void Deployer::Commit(std::shared_ptr<Job> job) {
   functions_.EndDeploy(job->name);
   // The answer says the new version serves: no pooled container of the old one is left.
   nlohmann::json reply = {{"name", job->name}, {"ip", record->ip}, {"cmd", record->cmd}};
+  if (job->stats.skipped_devices > 0) reply["skipped"] = {{"devices", job->stats.skipped_devices}};
   if (!job->options.carried.empty()) reply["carried_over"] = CarriedOver(*job);
   functions_.AfterOldPoolGone(
       job->name, [job, reply = std::move(reply)]() mutable { job->done(std::move(reply)); });

@@ -8,7 +8,7 @@ archive is built here, byte by byte where tarfile would not write it.
 writes OUTDIR/<case>.tar for every case and OUTDIR/cases.json:
 
     [{"name", "file", "format", "status", "messages", "what", "stage", "accepted",
-      "contained", "size"}]
+      "contained", "skipped", "size"}]
 
 `status` is what faasd must answer to `POST /api/new` with that archive (400 bad
 image, 413 over a limit, 200 accepted) and `messages` substrings of its error (any
@@ -257,13 +257,16 @@ def oci_archive(layers, config: Optional[bytes] = None, layer_descs=None, config
 class Case:
     """`message`: what faasd's error must contain (a list: any one of them). `stage`:
     where faasd refuses it: "import" (the importer, so `faasd unpack` refuses it too)
-    or "deploy" (the checks of the command and user that follow the import)."""
+    or "deploy" (the checks of the command and user that follow the import).
+    `skipped`: for an accepted case, the "skipped" object of faasd's answer (none when
+    nothing was skipped)."""
 
     def __init__(self, name, status, message, what, build, fmt="docker-archive",
-                 contained=None, stage="import"):
+                 contained=None, stage="import", skipped=None):
         self.name, self.status, self.what, self.build = name, status, what, build
         self.messages = message if isinstance(message, list) else [message]
         self.format, self.contained, self.stage = fmt, contained or {}, stage
+        self.skipped = skipped
 
 
 def cases(outside: str, handler: bytes) -> list:
@@ -444,12 +447,27 @@ def cases(outside: str, handler: bytes) -> list:
              "layer 1: l -> /DIR; layer 2: l/sub/.wh..wh..opq",
              lambda: two([S("l", out)], [F("l/sub/.wh..wh..opq")])),
         # --- special files, modes, owners ------------------------------------------------
-        Case("device-char", 400, "device node not allowed",
-             "a character device (1,3: /dev/null) in a layer",
-             lambda: one(DEV("devnull", tarfile.CHRTYPE, 1, 3))),
-        Case("device-block", 400, "device node not allowed",
-             "a block device (8,0: the first disk) in a layer",
-             lambda: one(DEV("disk", tarfile.BLKTYPE, 8, 0))),
+        Case("device-char", 200, "",
+             "a character device (1,3: /dev/null) in a layer: skipped, counted",
+             lambda: one(DEV("devnull", tarfile.CHRTYPE, 1, 3)),
+             contained={"absent": ["devnull"]}, skipped={"devices": 1}),
+        Case("device-block", 200, "",
+             "a block device (8,0: the first disk) in a layer: skipped, counted",
+             lambda: one(DEV("disk", tarfile.BLKTYPE, 8, 0)),
+             contained={"absent": ["disk"]}, skipped={"devices": 1}),
+        Case("device-hardlinks", 200, "",
+             "a block device, a hard link to it in the same layer and one in the next: "
+             "all skipped",
+             lambda: two([DEV("disk", tarfile.BLKTYPE, 8, 0), H("disk2", "disk")],
+                         [H("disk3", "disk2")]),
+             contained={"absent": ["disk", "disk2", "disk3"]}, skipped={"devices": 3}),
+        Case("device-over-file", 200, "",
+             "layer 1: a file devmem; layer 2: a character device (1,1: /dev/mem) there",
+             lambda: two([F("devmem", b"lower\n")], [DEV("devmem", tarfile.CHRTYPE, 1, 1)]),
+             contained={"absent": ["devmem"]}, skipped={"devices": 1}),
+        Case("device-through-symlink", 400, "path escapes the root",
+             "l -> /DIR, then the character device l/victim (would remove the victim)",
+             lambda: one(S("l", out), DEV("l/victim", tarfile.CHRTYPE, 1, 3))),
         Case("fifo", 200, "",
              "a FIFO in a layer: created as a FIFO inside the rootfs",
              lambda: one(FIFO("pipe", 0o644)),
@@ -661,7 +679,8 @@ def build(outdir: str, outside: str, handler: bytes = PLACEHOLDER, only=None) ->
         index.append({"name": case.name, "file": path, "format": case.format,
                       "status": case.status, "messages": case.messages, "what": case.what,
                       "stage": case.stage, "accepted": case.status == 200,
-                      "contained": case.contained, "size": len(data)})
+                      "contained": case.contained, "skipped": case.skipped,
+                      "size": len(data)})
     with open(os.path.join(outdir, "cases.json"), "w") as f:
         json.dump(index, f, indent=1)
     return index

@@ -12,7 +12,8 @@ faasd's resources with bombs, sparse files, huge member counts and malformed JSO
   registry, the serving rootfs and the outside directory are exactly as before, and
   the previous version keeps serving. The few hostile-looking archives that faasd
   accepts (a FIFO, setuid bits, a symlink replaced by a file, an opaque whiteout on a
-  link) are checked to be contained in the new rootfs, which then serves.
+  link, device nodes, which are skipped and counted) are checked to be contained in
+  the new rootfs, which then serves and never holds a device node.
 
 The outcome table (case, status, message) is printed (`-s` or `-rA`) and written to
 /tmp/faasd-hostile-corpus.md.
@@ -73,16 +74,22 @@ def message_of(body):
 
 # --- unit tier: the importer alone ------------------------------------------------------
 
+def unpack(vm, build_dir, case):
+    """`faasd unpack` of the case's archive into WORK/rootfs; returns (result, WORK)."""
+    faasd_bin = vm.import_file(str(build_dir / "faasd"))
+    work = f"{vm.run_dir}/unpack-{uuid.uuid4().hex[:8]}"
+    vm.run(["mkdir", "-p", work])
+    r = vm.run([faasd_bin, *make_corpus.LIMIT_ARGS, "unpack", vm.import_file(case["file"]),
+                f"{work}/rootfs"], check=False, timeout=120)
+    return r, work
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize("name", IMPORT_CASES)
 def test_unpack_refuses_malicious_archive(vm, build_dir, corpus, outside, name):
     case = corpus[name]
-    faasd_bin = vm.import_file(str(build_dir / "faasd"))
-    work = f"{vm.run_dir}/unpack-{uuid.uuid4().hex[:8]}"
-    vm.run(["mkdir", "-p", work])
     before = [(p, vm.read_file(f"{outside}/{p}")) for p in sorted(make_corpus.VICTIMS)]
-    r = vm.run([faasd_bin, *make_corpus.LIMIT_ARGS, "unpack", vm.import_file(case["file"]),
-                f"{work}/rootfs"], check=False, timeout=120)
+    r, work = unpack(vm, build_dir, case)
     assert r.returncode == 1, r
     assert r.stdout == ""
     assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1, r.stderr
@@ -95,10 +102,39 @@ def test_unpack_refuses_malicious_archive(vm, build_dir, corpus, outside, name):
     assert links.stdout.split() == ["1"] * len(make_corpus.VICTIMS)
 
 
+SKIPPING_CASES = [c.name for c in CASES if c.status == 200 and c.skipped]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", SKIPPING_CASES)
+def test_unpack_skips_device_nodes(vm, build_dir, corpus, outside, name):
+    case = corpus[name]
+    r, work = unpack(vm, build_dir, case)
+    assert r.returncode == 0, r
+    assert json.loads(r.stdout)["skipped"] == case["skipped"]
+    warnings = [line for line in r.stderr.splitlines() if " warning " in line]
+    assert len(warnings) == 1 and f"skipped {case['skipped']['devices']} device node(s)" \
+        in warnings[0], r.stderr
+    assert device_nodes(vm, f"{work}/rootfs") == ""
+    for name in case["contained"]["absent"]:
+        assert vm.run(["stat", f"{work}/rootfs/{name}"], check=False).returncode != 0, name
+    assert vm.listdir(outside) == sorted(make_corpus.VICTIMS)
+
+
 # --- integration tier: through faasd ----------------------------------------------------
 
+def device_nodes(vm, root):
+    """Block and character devices anywhere in the tree at `root`."""
+    return vm.run(["find", root, "(", "-type", "b", "-o", "-type", "c", ")", "-print"]).stdout
+
+
 def check_contained(faas, root, contained):
-    """What an accepted hostile-looking archive must have produced in its rootfs."""
+    """What an accepted hostile-looking archive must have produced in its rootfs; never
+    a device node."""
+    assert device_nodes(faas.vm, root) == ""
+    for name in contained.get("absent", []):
+        r = faas.vm.run(["stat", f"{root}/{name}"], check=False)
+        assert r.returncode != 0, (name, r.stdout)
     for name in contained.get("regular", []):
         r = faas.vm.run(["stat", "-c", "%F", f"{root}/{name}"])
         assert r.stdout.strip() == "regular file", (name, r.stdout)
@@ -159,7 +195,8 @@ def test_corpus_refused_and_previous_version_keeps_serving(faas, faasd, corpus, 
             assert status == case["status"], f"status {status}, expected {case['status']}: {body}"
             if case["accepted"]:
                 version += 1
-                assert body == {"name": "fn", "ip": d.ip, "cmd": ["/handler"]}, body
+                skipped = {"skipped": case["skipped"]} if case["skipped"] else {}
+                assert body == {"name": "fn", "ip": d.ip, "cmd": ["/handler"], **skipped}, body
                 assert faas.read_registry()["fn"]["version"] == version
                 check_contained(faas, f"{fn_dir}/v{version}", case["contained"])
                 faas.assert_handler_responds(d.ip, expected_body=hello_body())

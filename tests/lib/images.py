@@ -11,6 +11,9 @@ builder's version), so an unchanged handler is never rebuilt:
     <cache>/python-base-<hash>.tar             mmdebstrap minbase + python3-minimal
                                                (without /dev nodes: --skip=output/dev)
 
+import_tree() makes an image the way one is made without a registry or a Dockerfile:
+`tar` of a directory tree (device nodes included), then `podman import` and `podman save`.
+
 C handlers: every *.c of the directory is compiled with `gcc -static` into a binary
 named after the directory, then its Dockerfile (FROM scratch, COPY <name> /handler)
 is built with `podman build --isolation chroot`. The Python handler (python-hello)
@@ -168,8 +171,9 @@ class ImageBuilder:
 
     def python_base_tar(self) -> Path:
         """mmdebstrap --variant=minbase --include=python3-minimal bookworm, cached.
-        --skip=output/dev: faasd refuses device nodes in images (as docker build never
-        produces them), and mmdebstrap's tarball has /dev/console, /dev/null, ..."""
+        --skip=output/dev: a container gets its devices from the runtime, and faasd
+        would only skip the /dev/console, /dev/null, ... of mmdebstrap's tarball
+        (tests/integration/test_device_nodes.py deploys an image that has them)."""
         out = self.cache / f"python-base-{self.python_base_key()}.tar"
         if out.exists():
             return out
@@ -188,6 +192,22 @@ class ImageBuilder:
         tar = self.python_base_tar()
         # Always (re)import when building: the tag may hold an older tarball.
         _run(["podman", "import", "-q", str(tar), PYTHON_BASE_TAG])
+
+
+def import_tree(tree: Path, out: Path, cmd: list) -> Path:
+    """`tar` of the directory `tree` as it is (numeric owners, device nodes and hard
+    links kept), `podman import` of it with CMD `cmd`, then `podman save` into `out`
+    (docker-archive). The image is removed from podman's store afterwards."""
+    tag = f"localhost/faas-test-import:{hashlib.sha256(str(out).encode()).hexdigest()[:12]}"
+    with tempfile.TemporaryDirectory(prefix="faasd-import-") as tmp:
+        tarball = Path(tmp) / "tree.tar"
+        _run(["tar", "--numeric-owner", "-C", str(tree), "-cf", str(tarball), "."])
+        _run(["podman", "import", "-q", "--change", "CMD=" + json.dumps(cmd), str(tarball), tag])
+    try:
+        _run(["podman", "save", "-q", "-o", str(out), tag])
+    finally:
+        subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+    return out
 
 
 # --- hand-crafted archives -------------------------------------------------------------
