@@ -395,9 +395,10 @@ Result<store::FunctionRecord> Functions::Swap(const std::string& name,
   fn.kept[previous.version] = std::move(fn.rootfs);
   fn.rootfs = std::move(rootfs);
   for (uint64_t version : dropped) {
-    // Removed once its last request is done.
-    fn.kept[version]->Retire(fn.kept[version]->path());
-    fn.kept.erase(version);
+    auto it = fn.kept.find(version);
+    if (it == fn.kept.end()) continue;
+    it->second->Retire(it->second->path());  // removed once its last request is done
+    fn.kept.erase(it);
   }
   fn.scaler->Reload(record.scaling);
   return record;

@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from lib.helpers import SlowUpload
+from lib.helpers import SlowUpload, hello_body
 from lib.vm import wait_for
 
 pytestmark = pytest.mark.integration
@@ -263,3 +263,13 @@ def test_registry_of_an_earlier_faasd_loads_and_gains_versions(faas, faasd):
     assert version_dirs(faas, "fn") == ["v1", "v2"]
     assert rollback(faas, "fn").returncode == 0
     faas.assert_handler_responds(d.ip)
+
+
+@pytest.mark.faasd_args("--warm", "2")
+def test_rollback_never_hands_a_client_to_a_pooled_container_of_the_version_before(faas, faasd):
+    v1 = faas.deploy_handler("fn", "hello")
+    faas.deploy_handler("fn", "echo")
+    faas.wait_pool_ready("fn", 2)
+    assert rollback(faas, "fn").returncode == 0
+    for r in faas.make_requests(v1.ip, count=6, concurrency=3):
+        assert r["status"] == 200 and r["body"] == hello_body(), r
