@@ -114,6 +114,13 @@ constexpr const char* kOptionOrder[] = {"env",          "memory",
                                         "queue",        "queue_timeout",
                                         "rate_limit",   "reuse"};
 
+// Where `key` comes in messages; unknown keys last.
+size_t OptionRank(const std::string& key) {
+  const auto* end = std::end(kOptionOrder);
+  return static_cast<size_t>(std::find(std::begin(kOptionOrder), end, key) -
+                             std::begin(kOptionOrder));
+}
+
 // Removes "reset" from `given`: whether it asks for defaults instead of carried options.
 Result<bool> TakeReset(nlohmann::json* given) {
   auto it = given->find("reset");
@@ -209,11 +216,14 @@ Result<DeployOptions> ParseDeployOptions(std::string_view header, const Function
   FAAS_ASSIGN_OR_RETURN(bool reset, TakeReset(&given));
   out.set = given;
   if (!reset && previous.is_object()) {
-    for (const char* key : kOptionOrder) {
-      if (!previous.contains(key) || given.contains(key)) continue;
-      out.set[key] = previous[key];
+    for (const auto& [key, value] : previous.items()) {
+      if (given.contains(key)) continue;
+      out.set[key] = value;
       out.carried.push_back(key);
     }
+    std::stable_sort(
+        out.carried.begin(), out.carried.end(),
+        [](const std::string& a, const std::string& b) { return OptionRank(a) < OptionRank(b); });
   }
   for (const auto& [key, value] : out.set.items())
     FAAS_RETURN_IF_ERROR(ApplyOption(key, value, &out));
