@@ -123,6 +123,10 @@ Reply Route(Backend& backend, verb method, const std::string& raw_target) {
     return {200, backend.List()};
   }
   if (target == "/api/new") return MethodNotAllowed();
+  if (target == "/api/version") {
+    if (method != verb::get) return MethodNotAllowed();
+    return {200, backend.Version()};
+  }
   if (TakePrefix(target, "/api/ip/", &name)) {
     if (method != verb::get) return MethodNotAllowed();
     return FromResult(backend.GetIp(name));

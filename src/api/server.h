@@ -1,7 +1,7 @@
 // The control API: HTTP/1.1 on a unix socket (default) and optionally on TCP.
 //
 //   POST   /api/new              X-Image-Name: NAME, body = image (streamed)
-//   GET    /api/ip/NAME          {"name","ip"}
+//   GET    /api/ip/NAME          {"name","ip","port"}
 //   GET    /api/list             the registry object
 //   GET    /api/functions/NAME   the function's record, with "name"
 //   DELETE /api/functions/NAME   {"name"}
@@ -10,6 +10,7 @@
 //                                 "deployed_at","serving","options","limits","scaling",...}]}
 //   POST   /api/functions/NAME/rollback[?version=N]
 //                                {"name","ip","version","from_version"}
+//   GET    /api/version          {"version","api","runtime"}
 //   GET    /healthz              {"status":"ok"}, or 503 {"status":"degraded","reasons":[...]}
 //
 // Errors are {"error": "..."} with the status of their Errc. Runs on the event
@@ -76,6 +77,8 @@ class Backend {
   // Why faasd cannot serve fully right now (e.g. a function's listener paused for
   // lack of fds), one sentence each; empty when healthy.
   virtual std::vector<std::string> Degraded() { return {}; }
+  // {"version": faasd's release, "api": kApiVersion (common/version.h), ...}.
+  virtual nlohmann::json Version() = 0;
 };
 
 struct Options {

@@ -146,13 +146,30 @@ bool IsBrokenConnection(CURLcode code) {
          code == CURLE_PARTIAL_FILE;
 }
 
+// The errno of a failed connect, 0 for other failures or when libcurl did not see one.
+int ConnectErrno(CURL* curl, CURLcode code) {
+  if (!IsConnectFailure(code)) return 0;
+  long os_errno = 0;  // NOLINT(runtime/int): libcurl's type
+  curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_errno);
+  return static_cast<int>(os_errno);
+}
+
+// Why a transfer failed, in words: the connect's errno, else libcurl's detail or its code.
+std::string Why(CURL* curl, CURLcode code, const char* detail) {
+  if (const int os_errno = ConnectErrno(curl, code); os_errno != 0) return std::strerror(os_errno);
+  return detail[0] != '\0' ? detail : curl_easy_strerror(code);
+}
+
 Error TransportError(CURL* curl, const Endpoint& endpoint, CURLcode code, const char* detail) {
   const std::string where = endpoint.Where();
-  std::string why = detail[0] != '\0' ? detail : curl_easy_strerror(code);
+  const std::string why = Why(curl, code, detail);
+  if (const int os_errno = ConnectErrno(curl, code);
+      (os_errno == EACCES || os_errno == EPERM) && !endpoint.socket_path.empty()) {
+    return Error{Errc::kUnavailable, os_errno,
+                 "permission denied on " + where +
+                     ": faasd's socket is root's alone, run faas as root (e.g. with sudo)"};
+  }
   if (IsConnectFailure(code)) {
-    long os_errno = 0;  // NOLINT(runtime/int): libcurl's type
-    curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_errno);
-    if (os_errno != 0) why = std::strerror(static_cast<int>(os_errno));
     return MakeError(Errc::kUnavailable,
                      "cannot reach faasd at " + where + ": " + why + " (is faasd running?)");
   }
@@ -259,6 +276,49 @@ Result<Response> Perform(const Endpoint& endpoint, const Request& request) {
   return Outcome(curl.get(), endpoint, code, detail, transfer);
 }
 
+// What the libcurl callbacks of one SendCall share.
+struct CallTransfer {
+  std::FILE* out = nullptr;
+  bool with_head = false;
+  int write_errno = 0;  // set when writing `out` failed
+};
+
+size_t Emit(CallTransfer& transfer, const char* data, size_t len) {
+  if (std::fwrite(data, 1, len, transfer.out) == len) return len;
+  transfer.write_errno = errno != 0 ? errno : EIO;
+  return 0;  // aborts the transfer
+}
+
+size_t OnCallBody(char* data, size_t size, size_t count, void* user) {
+  return Emit(*static_cast<CallTransfer*>(user), data, size * count);
+}
+
+size_t OnCallHeader(char* data, size_t size, size_t count, void* user) {
+  auto* transfer = static_cast<CallTransfer*>(user);
+  return transfer->with_head ? Emit(*transfer, data, size * count) : size * count;
+}
+
+void SetCallOptions(CURL* curl, const Call& call, curl_slist* headers, CallTransfer& transfer) {
+  curl_easy_setopt(curl, CURLOPT_URL, call.url.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");  // a function's address is local
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, kConnectTimeoutSeconds);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, OnCallBody);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, OnCallHeader);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &transfer);
+  if (call.body) {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(call.body->size()));
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call.body->data());  // not copied: outlives
+  }
+  if (call.method == "HEAD") {
+    curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);  // else libcurl would wait for a body
+  } else if (!call.method.empty()) {
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, call.method.c_str());
+  }
+}
+
 std::string Excerpt(std::string text) {
   const auto is_space = [](unsigned char c) { return std::isspace(c) != 0; };
   while (!text.empty() && is_space(text.back())) text.pop_back();
@@ -314,6 +374,30 @@ Result<Response> Client::PostStream(const std::string& path,
                                     const std::vector<std::string>& headers,
                                     BodySource body) const {
   return Perform(endpoint_, Request{"POST", path, headers, &body});
+}
+
+Result<long> SendCall(const Call& call, std::FILE* out, bool with_head) {  // NOLINT(runtime/int)
+  InitCurlOnce();
+  CallTransfer transfer{.out = out, .with_head = with_head};
+  Slist headers;
+  for (const std::string& line : call.headers) FAAS_RETURN_IF_ERROR(Append(headers, line));
+  FAAS_RETURN_IF_ERROR(Append(headers, "Expect:"));  // no 100-continue round trip
+  EasyHandle curl(curl_easy_init());
+  if (!curl) return MakeError(Errc::kInternal, "cannot initialize libcurl");
+  SetCallOptions(curl.get(), call, headers.get(), transfer);
+  char detail[CURL_ERROR_SIZE] = "";
+  curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, detail);
+  const CURLcode code = curl_easy_perform(curl.get());
+  if (std::fflush(out) != 0 && transfer.write_errno == 0) transfer.write_errno = errno;
+  if (transfer.write_errno != 0) return SysError(transfer.write_errno, "cannot write the answer");
+  if (code != CURLE_OK) {
+    const std::string what =
+        IsConnectFailure(code) ? "cannot connect to " : "no whole answer from ";
+    return MakeError(Errc::kUnavailable, what + call.url + ": " + Why(curl.get(), code, detail));
+  }
+  long status = 0;  // NOLINT(runtime/int): libcurl's type
+  curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
+  return status;
 }
 
 Result<nlohmann::ordered_json> ParseReply(const Response& response) {

@@ -2,8 +2,10 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdio>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +57,20 @@ class Client {
  private:
   Endpoint endpoint_;
 };
+
+// One HTTP request to a function's own address, not to faasd (faas invoke).
+struct Call {
+  std::string method;                // empty: POST with a body, GET without
+  std::string url;                   // e.g. "http://10.0.0.10:80/path"
+  std::vector<std::string> headers;  // extra "Name: value" lines
+  std::optional<std::string> body;   // sent with Content-Length
+};
+
+// Sends `call` and writes the answer to `out` as it arrives: with `with_head` the status
+// line and header lines first, as received, then the body. Returns the HTTP status. Fails
+// when there was no complete answer (nothing listening, a connect timeout, a broken
+// connection) or `out` could not be written; what was written by then stays written.
+Result<long> SendCall(const Call& call, std::FILE* out, bool with_head);  // NOLINT(runtime/int)
 
 // Turns a Response into its JSON body when the status is 2xx. Otherwise the error carries the
 // daemon's message from {"error": "..."}, or the body as text when it is not that. Key order is

@@ -15,21 +15,26 @@ constexpr char kHelp[] =
     "directly, e.g. curl http://$(faas ip hello)/. Fails with exit status 1 when faasd\n"
     "has no function of that name.";
 
-Result<std::string> LookUpIp(const Client& client, const std::string& name) {
-  FAAS_ASSIGN_OR_RETURN(Response response, client.Get("/api/ip/" + name));
-  FAAS_ASSIGN_OR_RETURN(nlohmann::ordered_json reply, ParseReply(response));
-  return StringField(reply, "ip");
-}
-
 int RunIp(const Client& client, const std::string& name) {
   if (int code = CheckName(name); code != kExitOk) return code;
-  Result<std::string> ip = LookUpIp(client, name);
-  if (!ip.ok()) return Fail(ip.error());
-  std::cout << EscapeControl(*ip) << "\n";
+  Result<FunctionAddress> address = LookUpAddress(client, name);
+  if (!address.ok()) return Fail(address.error());
+  std::cout << EscapeControl(address->ip) << "\n";
   return kExitOk;
 }
 
 }  // namespace
+
+// The port is 80 when the answer does not name one (a faasd older than the "port" field).
+Result<FunctionAddress> LookUpAddress(const Client& client, const std::string& name) {
+  FAAS_ASSIGN_OR_RETURN(Response response, client.Get("/api/ip/" + name));
+  FAAS_ASSIGN_OR_RETURN(nlohmann::ordered_json reply, ParseReply(response));
+  FunctionAddress address;
+  FAAS_ASSIGN_OR_RETURN(address.ip, StringField(reply, "ip"));
+  const auto port = reply.find("port");
+  if (port != reply.end() && port->is_number_integer()) address.port = port->get<int>();
+  return address;
+}
 
 Verb AddIpCommand(CLI::App& app) {
   CLI::App* command = app.add_subcommand("ip", "Print the IP address of a function");

@@ -1,9 +1,12 @@
-// faas list: a table of the deployed functions, or with --json the registry as faasd returned it.
+// faas list: a table of the deployed functions (--wide: with version, status and deploy time), or
+// with --json the registry as faasd returned it.
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cli/client.h"
@@ -17,15 +20,26 @@ constexpr char kHelp[] =
     "Lists the functions faasd runs, one row per function sorted by name, with columns Name,\n"
     "IP and Command (the function's command, joined by spaces; control characters show as\n"
     "\\xNN). With --json, prints faasd's registry instead: a JSON object mapping each name to\n"
-    "its record, as the API returned it.";
+    "its record, as the API returned it. With --wide, three more columns follow: Version\n"
+    "(vN), Status and Deployed (the deploy time, UTC). Status is paused (the listener is\n"
+    "paused: accept failed for want of fds or memory), serving (requests running), warm\n"
+    "(containers ready ahead), starting (containers starting ahead) or idle (no container).\n"
+    "The default table keeps its three columns, for scripts.";
 
 constexpr size_t kMinNameWidth = 20;
 constexpr size_t kIpWidth = 15;
+constexpr size_t kVersionWidth = 7;
+constexpr size_t kStatusWidth = 8;
 
 struct Row {
   std::string name;
   std::string ip;
   std::string command;
+  // --wide only.
+  std::string key;  // the name unescaped, as faasd knows it
+  std::string version;
+  std::string status;
+  std::string deployed;
 };
 
 std::string Text(const nlohmann::ordered_json& value) {
@@ -41,9 +55,52 @@ std::string JoinCommand(const nlohmann::ordered_json& cmd) {
 
 // Every field is escaped: an image chose the command, and the registry is faasd's to fill.
 Row ToRow(const std::string& name, const nlohmann::ordered_json& record) {
-  if (!record.is_object()) return {EscapeControl(name), "", ""};
-  return {EscapeControl(name), EscapeControl(Text(record.value("ip", nlohmann::ordered_json("")))),
-          EscapeControl(JoinCommand(record.value("cmd", nlohmann::ordered_json())))};
+  if (!record.is_object()) {
+    Row row;
+    row.name = EscapeControl(name);
+    row.key = name;
+    return row;
+  }
+  const auto field = [&record](const char* key) {
+    return EscapeControl(Text(record.value(key, nlohmann::ordered_json(""))));
+  };
+  return {.name = EscapeControl(name),
+          .ip = field("ip"),
+          .command = EscapeControl(JoinCommand(record.value("cmd", nlohmann::ordered_json()))),
+          .key = name,
+          .version = "v" + field("version"),
+          .status = "",
+          .deployed = field("deployed_at")};
+}
+
+int64_t Count(const nlohmann::ordered_json& runtime, const char* key) {
+  const auto it = runtime.find(key);
+  return it != runtime.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+
+// One word for the live state in the "runtime" object of GET /api/functions/NAME.
+std::string StatusOf(const nlohmann::ordered_json& runtime) {
+  if (!runtime.is_object()) return "-";
+  const auto paused = runtime.find("listener_paused");
+  if (paused != runtime.end() && paused->is_boolean() && paused->get<bool>()) return "paused";
+  if (Count(runtime, "active") > 0) return "serving";
+  if (Count(runtime, "pool_ready") > 0) return "warm";
+  if (Count(runtime, "pool_starting") > 0) return "starting";
+  return "idle";
+}
+
+// The status of each row, one request per function; "-" for one removed meanwhile.
+Status FillStatus(const Client& client, std::vector<Row>& rows) {
+  for (Row& row : rows) {
+    FAAS_ASSIGN_OR_RETURN(Response response, client.Get("/api/functions/" + row.key));
+    if (response.status == 404) {
+      row.status = "-";
+      continue;
+    }
+    FAAS_ASSIGN_OR_RETURN(nlohmann::ordered_json described, ParseReply(response));
+    row.status = StatusOf(described.value("runtime", nlohmann::ordered_json()));
+  }
+  return Ok();
 }
 
 Result<std::vector<Row>> ToRows(const nlohmann::ordered_json& registry) {
@@ -66,14 +123,38 @@ void PrintRow(const Row& row, size_t name_width) {
   std::cout << line << "\n";
 }
 
-void PrintTable(const std::vector<Row>& rows) {
-  size_t name_width = kMinNameWidth;
-  for (const Row& row : rows) name_width = std::max(name_width, row.name.size());
-  PrintRow({"Name", "IP", "Command"}, name_width);
-  for (const Row& row : rows) PrintRow(row, name_width);
+void PrintWideRow(const Row& row, size_t name_width, size_t command_width) {
+  std::string line = Pad(row.name, name_width) + " " + Pad(row.ip, kIpWidth) + " " +
+                     Pad(row.command, command_width) + " " + Pad(row.version, kVersionWidth) + " " +
+                     Pad(row.status, kStatusWidth) + " " + row.deployed;
+  while (!line.empty() && line.back() == ' ') line.pop_back();
+  std::cout << line << "\n";
 }
 
-int RunList(const Client& client, bool json) {
+void PrintTable(const std::vector<Row>& rows, bool wide) {
+  size_t name_width = kMinNameWidth;
+  size_t command_width = std::string_view("Command").size();
+  for (const Row& row : rows) {
+    name_width = std::max(name_width, row.name.size());
+    command_width = std::max(command_width, row.command.size());
+  }
+  const Row header{.name = "Name",
+                   .ip = "IP",
+                   .command = "Command",
+                   .key = "",
+                   .version = "Version",
+                   .status = "Status",
+                   .deployed = "Deployed"};
+  if (!wide) {
+    PrintRow(header, name_width);
+    for (const Row& row : rows) PrintRow(row, name_width);
+    return;
+  }
+  PrintWideRow(header, name_width, command_width);
+  for (const Row& row : rows) PrintWideRow(row, name_width, command_width);
+}
+
+int RunList(const Client& client, bool json, bool wide) {
   Result<Response> response = client.Get("/api/list");
   if (!response.ok()) return Fail(response.error());
   Result<nlohmann::ordered_json> registry = ParseReply(*response);
@@ -84,7 +165,12 @@ int RunList(const Client& client, bool json) {
   }
   Result<std::vector<Row>> rows = ToRows(*registry);
   if (!rows.ok()) return Fail(rows.error());
-  PrintTable(*rows);
+  if (wide) {
+    if (Status filled = FillStatus(client, *rows); !filled.ok()) {
+      return Fail(filled.error());
+    }
+  }
+  PrintTable(*rows, wide);
   return kExitOk;
 }
 
@@ -94,8 +180,12 @@ Verb AddListCommand(CLI::App& app) {
   CLI::App* command = app.add_subcommand("list", "List the deployed functions");
   command->footer(kHelp);
   auto json = std::make_shared<bool>(false);
-  command->add_flag("--json", *json, "Print faasd's registry as JSON instead of a table");
-  return {command, [json](const Client& client) { return RunList(client, *json); }};
+  auto wide = std::make_shared<bool>(false);
+  CLI::Option* json_flag =
+      command->add_flag("--json", *json, "Print faasd's registry as JSON instead of a table");
+  command->add_flag("--wide", *wide, "Add the columns Version, Status and Deployed")
+      ->excludes(json_flag);
+  return {command, [json, wide](const Client& client) { return RunList(client, *json, *wide); }};
 }
 
 }  // namespace faas::cli

@@ -1,4 +1,6 @@
-// faas new NAME: deploys a function from the image archive on stdin, streamed to faasd.
+// faas new NAME: deploys a function from the image archive on stdin (or -f FILE), streamed to
+// faasd.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,7 +13,9 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "common/fd.h"
 #include "common/text.h"
+#include "store/limits.h"
 
 namespace faas::cli {
 namespace {
@@ -23,43 +27,47 @@ constexpr char kHelp[] =
     "faas then prints that address and the command the function runs, and how many device\n"
     "nodes of the image (e.g. /dev/null of a debootstrap tree) were skipped, if any:\n"
     "containers get their devices from the runtime. NAME is 1 to 63 characters from\n"
-    "a-z 0-9 _ . - starting with a letter or digit.\n"
+    "a-z 0-9 _ . - starting with a letter or digit. -f FILE reads the archive from FILE\n"
+    "instead (-f - is stdin). Durations take 500ms, 10s or 2m (a bare number is seconds).\n"
+    "The settings are checked before anything is sent: a bad one is a usage error.\n"
     "A redeploy keeps the settings of the version before that it does not give anew\n"
     "(--env replaces the whole environment list) and prints them, e.g.\n"
     "\"  Kept from v3: env (2), memory, warm\"; with --reset, what it does not give is\n"
     "faasd's default. faasd keeps the last versions: see 'faas versions' and 'faas rollback'.";
 
-constexpr char kPipeHint[] = "(pipe one in: podman save IMAGE | faas new NAME)";
+constexpr char kPipeHint[] = "(pipe one in: podman save IMAGE | faas new NAME; or -f FILE)";
 constexpr size_t kPeekBytes = 64 << 10;
 
-Result<size_t> ReadStdin(char* buf, size_t len) {
-  for (;;) {
-    const ssize_t got = read(STDIN_FILENO, buf, len);
-    if (got >= 0) return static_cast<size_t>(got);
-    if (errno != EINTR) return SysError(errno, "cannot read the image from stdin");
-  }
-}
-
-// The image on stdin. Its first chunk is read before any request, to fail early when there is
-// no image; Read() serves that chunk, then the rest of stdin.
-class StdinImage {
+// The image archive: stdin, or the file of -f. Its first chunk is read before any request, to
+// fail early when there is no image; Read() serves that chunk, then the rest.
+class ImageSource {
  public:
-  // Reads the first chunk. Fails with kInvalidArgument when stdin is a terminal or empty.
-  Status Open() {
-    if (isatty(STDIN_FILENO)) {
+  // Opens `path` ("-": stdin) and reads the first chunk. Fails with kInvalidArgument when there
+  // is no image: a file that cannot be opened or read, stdin a terminal, nothing to read.
+  Status Open(const std::string& path) {
+    if (path != "-") {
+      file_.Reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!file_) return SysError(errno, "cannot open the image " + path, Errc::kInvalidArgument);
+      fd_ = file_.get();
+      where_ = path;
+    } else if (isatty(STDIN_FILENO)) {
       return MakeError(Errc::kInvalidArgument,
                        std::string("stdin is a terminal, not an image ") + kPipeHint);
     }
     head_.resize(kPeekBytes);
-    FAAS_ASSIGN_OR_RETURN(const size_t got, ReadStdin(head_.data(), head_.size()));
-    if (got == 0)
-      return MakeError(Errc::kInvalidArgument, std::string("no image on stdin ") + kPipeHint);
-    head_.resize(got);
+    Result<size_t> got = ReadSome(head_.data(), head_.size());
+    if (!got.ok()) return Error{Errc::kInvalidArgument, got.error().sys_errno, got.error().message};
+    if (*got == 0) {
+      return MakeError(Errc::kInvalidArgument, fd_ == STDIN_FILENO
+                                                   ? std::string("no image on stdin ") + kPipeHint
+                                                   : "no image in " + where_ + ": it is empty");
+    }
+    head_.resize(*got);
     return Ok();
   }
 
   Result<size_t> Read(char* buf, size_t len) {
-    if (offset_ == head_.size()) return ReadStdin(buf, len);
+    if (offset_ == head_.size()) return ReadSome(buf, len);
     const size_t n = std::min(len, head_.size() - offset_);
     std::memcpy(buf, head_.data() + offset_, n);
     offset_ += n;
@@ -67,17 +75,30 @@ class StdinImage {
   }
 
  private:
+  Result<size_t> ReadSome(char* buf, size_t len) {
+    for (;;) {
+      const ssize_t got = read(fd_, buf, len);
+      if (got >= 0) return static_cast<size_t>(got);
+      if (errno != EINTR) return SysError(errno, "cannot read the image from " + where_);
+    }
+  }
+
+  UniqueFd file_;  // the file of -f; stdin is borrowed
+  int fd_ = STDIN_FILENO;
+  std::string where_ = "stdin";
   std::string head_;
   size_t offset_ = 0;
 };
 
-// Per-function settings; faasd validates them and applies its defaults to the rest.
+// Per-function settings, as typed: RunNew checks them with faasd's own parser before any
+// request; faasd checks them again and applies its defaults to those not given.
 struct NewOptions {
   std::string name;
+  std::string file = "-";  // the image archive; "-" is stdin
   std::string memory, cpus, timeout, connect_timeout;
   int pids = 0;
   std::vector<std::string> env;
-  // Scaling: faasd checks the ranges.
+  // Scaling.
   std::optional<int64_t> warm, warm_max, max_concurrency, queue, reuse;
   std::string idle_timeout, queue_timeout, rate_limit;
   bool reset = false;
@@ -105,7 +126,7 @@ struct NewOptions {
 };
 
 Result<nlohmann::ordered_json> Deploy(const Client& client, const NewOptions& options,
-                                      StdinImage& image) {
+                                      ImageSource& image) {
   FAAS_ASSIGN_OR_RETURN(
       Response response,
       client.PostStream("/api/new",
@@ -161,11 +182,12 @@ int PrintDeployed(const std::string& name, const nlohmann::ordered_json& reply) 
 int RunNew(const Client& client, const NewOptions& options) {
   const std::string& name = options.name;
   if (int code = CheckName(name); code != kExitOk) return code;
-  for (const std::string& entry : options.env) {
-    if (Status valid = ValidateEnvEntry(entry); !valid.ok()) return Fail(valid.error(), kExitUsage);
+  // faasd's own parser with its built-in defaults: a bad setting is refused before any request.
+  if (auto valid = store::ParseDeployOptions(options.Header(), {}); !valid.ok()) {
+    return Fail(valid.error(), kExitUsage);
   }
-  StdinImage image;
-  if (Status opened = image.Open(); !opened.ok()) {
+  ImageSource image;
+  if (Status opened = image.Open(options.file); !opened.ok()) {
     const bool usage = opened.error().code == Errc::kInvalidArgument;
     return Fail(opened.error(), usage ? kExitUsage : kExitFailure);
   }
@@ -177,10 +199,12 @@ int RunNew(const Client& client, const NewOptions& options) {
 }  // namespace
 
 Verb AddNewCommand(CLI::App& app) {
-  CLI::App* command = app.add_subcommand("new", "Deploy a function from an image archive on stdin");
+  CLI::App* command =
+      app.add_subcommand("new", "Deploy a function from an image archive (stdin or -f FILE)");
   command->footer(kHelp);
   auto options = std::make_shared<NewOptions>();
   command->add_option("NAME", options->name, "Name of the function")->required();
+  command->add_option("-f,--file", options->file, "Image archive to deploy (default: stdin)");
   command->add_option("--memory", options->memory, "Memory limit, e.g. 256M (default 512M)");
   command->add_option("--cpus", options->cpus, "CPU limit, e.g. 0.5 (default 1)");
   command->add_option("--pids", options->pids, "Most processes in the container (default 64)")

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
 
 #include "cli/client.h"
 #include "common/error.h"
@@ -29,6 +30,9 @@ Verb AddInitCommand(CLI::App& app);  // needs no daemon: ignores the Client
 Verb AddDescribeCommand(CLI::App& app);
 Verb AddVersionsCommand(CLI::App& app);
 Verb AddRollbackCommand(CLI::App& app);
+Verb AddVersionCommand(CLI::App& app);
+Verb AddInvokeCommand(CLI::App& app);
+Verb AddHelpCommand(CLI::App& app);  // keeps a reference to `app`, for its verbs
 
 // Prints "Error: <message>" on stderr, control characters escaped (EscapeControl), and
 // returns `exit_code`.
@@ -36,5 +40,21 @@ int Fail(const Error& error, int exit_code = kExitFailure);
 
 // Fail() with kExitUsage when `name` is not a valid function name; kExitOk otherwise.
 int CheckName(const std::string& name);
+
+// "Commands: new, ip, ...", the verbs registered on `app` in their order, and where to read
+// more; two lines.
+std::string CommandList(const CLI::App& app);
+
+// Prints 'Error: unknown command "NAME"' and CommandList on stderr; returns kExitUsage.
+int UnknownCommand(const CLI::App& app, const std::string& name);
+
+// Where a function answers: its IP address and faasd's port for functions.
+struct FunctionAddress {
+  std::string ip;
+  int port = 80;
+};
+
+// Asks faasd for the address of the function `name` (GET /api/ip/NAME).
+Result<FunctionAddress> LookUpAddress(const Client& client, const std::string& name);
 
 }  // namespace faas::cli

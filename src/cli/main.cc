@@ -11,11 +11,8 @@
 #include "cli/commands.h"
 #include "common/error.h"
 #include "common/text.h"
+#include "common/version.h"
 #include "store/names.h"
-
-#ifndef FAAS_VERSION
-#define FAAS_VERSION "0.1.0"
-#endif
 
 namespace faas::cli {
 namespace {
@@ -32,7 +29,7 @@ constexpr char kFooter[] =
     "Environment: FAAS_SOCKET, FAAS_URL and FAAS_TOKEN stand in for --socket, --url and --token;\n"
     "flags win over the environment.\n"
     "Exit status: 0 success; 1 faasd refused or could not be reached; 2 usage error.\n"
-    "Run 'faas VERB --help' for the details of a verb.";
+    "Run 'faas help VERB' (or 'faas VERB --help') for the details of a verb.";
 
 struct GlobalFlags {
   std::string socket;
@@ -77,32 +74,71 @@ Endpoint ResolveEndpoint(const GlobalFlags& flags) {
   return endpoint;
 }
 
+// The verb given on a command line that failed to parse, or nullptr for none.
+const CLI::App* ChosenVerb(const CLI::App& app) {
+  const std::vector<const CLI::App*> chosen = app.get_subcommands({});
+  for (const CLI::App* verb : chosen) {
+    if (verb->parsed()) return verb;
+  }
+  return nullptr;
+}
+
+// CLI11's own parse errors as usage errors: "Error: ..." and exit 2, like every other.
+int ParseFailed(const CLI::App& app, const CLI::ParseError& e) {
+  const CLI::App* verb = ChosenVerb(app);
+  const std::vector<std::string> extras = app.remaining();
+  if (verb == nullptr && dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr && !extras.empty() &&
+      !extras.front().starts_with('-')) {
+    return UnknownCommand(app, extras.front());
+  }
+  std::cerr << "Error: " << EscapeControl(e.what()) << "\n"
+            << "Run 'faas " << (verb != nullptr ? verb->get_name() + " " : "")
+            << "--help' for usage.\n";
+  return kExitUsage;
+}
+
 int Main(int argc, char** argv) {
   CLI::App app(kDescription, "faas");
   app.footer(kFooter);
-  app.set_version_flag("--version", "faas " FAAS_VERSION);
+  app.set_version_flag("--version", std::string("faas ") + kVersion);
   app.require_subcommand(0, 1);
   app.fallthrough();  // global flags work after the verb too; subcommands inherit this
   GlobalFlags flags;
   AddGlobalFlags(app, flags);
-  const std::vector<Verb> verbs = {AddNewCommand(app),      AddIpCommand(app),
-                                   AddListCommand(app),     AddRmCommand(app),
-                                   AddDescribeCommand(app), AddVersionsCommand(app),
-                                   AddRollbackCommand(app), AddInitCommand(app)};
+  const std::vector<Verb> verbs = {
+      AddNewCommand(app),      AddIpCommand(app),       AddListCommand(app),
+      AddRmCommand(app),       AddDescribeCommand(app), AddVersionsCommand(app),
+      AddRollbackCommand(app), AddInitCommand(app),     AddVersionCommand(app),
+      AddInvokeCommand(app),   AddHelpCommand(app),
+  };
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? kExitOk : kExitUsage;  // --help and --version exit 0
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help and --version
+    return ParseFailed(app, e);
   }
   const Client client(ResolveEndpoint(flags));
   for (const Verb& verb : verbs) {
     if (verb.command->parsed()) return verb.run(client);
   }
-  std::cerr << app.help();  // no verb given
+  std::cerr << "Error: no command given\n" << CommandList(app);
   return kExitUsage;
 }
 
 }  // namespace
+
+std::string CommandList(const CLI::App& app) {
+  std::string names;
+  for (const CLI::App* verb : app.get_subcommands({})) {
+    names += (names.empty() ? "" : ", ") + verb->get_name();
+  }
+  return "Commands: " + names + "\nRun 'faas help' for usage.\n";
+}
+
+int UnknownCommand(const CLI::App& app, const std::string& name) {
+  std::cerr << "Error: unknown command \"" << EscapeControl(name) << "\"\n" << CommandList(app);
+  return kExitUsage;
+}
 
 int Fail(const Error& error, int exit_code) {
   std::cerr << "Error: " << EscapeControl(error.message) << "\n";

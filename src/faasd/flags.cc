@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 
+#include "common/version.h"
 #include "store/limits.h"
 
 namespace faas::faasd {
@@ -12,6 +13,11 @@ constexpr char kAbout[] =
     "faasd: a single-node Function-as-a-Service daemon. It imports container images, gives\n"
     "every function its own address on lo (label lo:faas) and answers every TCP connection\n"
     "to it with a fresh container started by runc. Control it with `faas`.";
+
+constexpr char kDurations[] =
+    "Durations: 500ms, 5s, 2m or 1h. A bare number keeps each flag's historical unit:\n"
+    "milliseconds for --connect-timeout, --run-timeout and --drain-timeout, seconds for the\n"
+    "others.";
 
 // The three Add*Flags run in this order because --help lists the flags as added.
 void AddServingFlags(CLI::App& app, Flags& flags) {
@@ -34,15 +40,17 @@ void AddServingFlags(CLI::App& app, Flags& flags) {
       ->check(CLI::Range(1, 1000));
   app.add_option("--runtime", flags.runtime, "OCI runtime with runc's command line (runc, crun)")
       ->capture_default_str();
-  app.add_option("--connect-timeout", flags.connect_ms,
-                 "Default ms a handler has to connect to /control.sock")
+  app.add_option("--connect-timeout", flags.connect_timeout,
+                 "Default time a handler has to connect to /control.sock, e.g. 5s (a bare "
+                 "number is ms)")
       ->capture_default_str();
-  app.add_option("--run-timeout", flags.run_ms,
-                 "Default ms a handler may run after it got its client")
+  app.add_option("--run-timeout", flags.run_timeout,
+                 "Default time a handler may run after it got its client, e.g. 30s (a bare "
+                 "number is ms)")
       ->capture_default_str();
   app.add_option("--first-byte-timeout", flags.first_byte_timeout,
-                 "Close a client that sends nothing for this long before it gets a container "
-                 "(0: hand it over at once, for protocols where the server speaks first)")
+                 "Close a client that sends nothing for this long before it gets a container, "
+                 "e.g. 5s (0: hand it over at once, for protocols where the server speaks first)")
       ->capture_default_str();
   app.add_option("--api-timeout", flags.api_timeout,
                  "Control API: longest silence of a client uploading an image, e.g. 60s")
@@ -79,7 +87,9 @@ void AddScalingFlags(CLI::App& app, Flags& flags) {
                  "Requests one container serves in turn (1: a fresh container for each)")
       ->capture_default_str()
       ->check(CLI::Range(1, 10000));
-  app.add_option("--drain-timeout", flags.drain_ms, "ms to let running requests finish on SIGTERM")
+  app.add_option("--drain-timeout", flags.drain_timeout,
+                 "Time running requests have to finish on SIGTERM, e.g. 10s (a bare number is "
+                 "ms; 0: kill them at once)")
       ->capture_default_str();
 }
 
@@ -111,7 +121,8 @@ void AddLimitFlags(CLI::App& app, Flags& flags) {
 Flags ParseFlags(int argc, char** argv) {
   Flags flags;
   CLI::App app{kAbout};
-  app.set_version_flag("--version", "faasd 0.1.0");
+  app.footer(kDurations);
+  app.set_version_flag("--version", std::string("faasd ") + kVersion);
   AddServingFlags(app, flags);
   AddScalingFlags(app, flags);
   AddLimitFlags(app, flags);
@@ -129,6 +140,14 @@ Flags ParseFlags(int argc, char** argv) {
 }
 
 Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags) {
+  constexpr store::DurationForm kBareMs{.bare_unit_ms = 1};
+  FAAS_ASSIGN_OR_RETURN(uint64_t connect,
+                        store::ParseDuration(flags.connect_timeout, "--connect-timeout", kBareMs));
+  FAAS_ASSIGN_OR_RETURN(uint64_t run,
+                        store::ParseDuration(flags.run_timeout, "--run-timeout", kBareMs));
+  FAAS_ASSIGN_OR_RETURN(uint64_t drain,
+                        store::ParseDuration(flags.drain_timeout, "--drain-timeout",
+                                             {.bare_unit_ms = 1, .zero_allowed = true}));
   FAAS_ASSIGN_OR_RETURN(uint64_t idle, store::ParseDuration(flags.idle_timeout, "--idle-timeout"));
   FAAS_ASSIGN_OR_RETURN(uint64_t queue_wait,
                         store::ParseDuration(flags.queue_timeout, "--queue-timeout"));
@@ -136,12 +155,13 @@ Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags) {
   FAAS_ASSIGN_OR_RETURN(uint64_t api_wait,
                         store::ParseDuration(flags.api_timeout, "--api-timeout"));
   FAAS_ASSIGN_OR_RETURN(uint64_t first_byte,
-                        store::ParseDuration(flags.first_byte_timeout, "--first-byte-timeout"));
+                        store::ParseDuration(flags.first_byte_timeout, "--first-byte-timeout",
+                                             {.zero_allowed = true}));
   server::DaemonOptions options = flags.options;
   options.runtime.program = flags.runtime;  // looked up in PATH when it is a name
-  options.defaults.connect_timeout_ms = static_cast<uint64_t>(flags.connect_ms);
-  options.defaults.timeout_ms = static_cast<uint64_t>(flags.run_ms);
-  options.drain_timeout = std::chrono::milliseconds(flags.drain_ms);
+  options.defaults.connect_timeout_ms = connect;
+  options.defaults.timeout_ms = run;
+  options.drain_timeout = std::chrono::milliseconds(drain);
   options.scaling.idle_timeout_ms = idle;
   options.scaling.queue_timeout_ms = queue_wait;
   options.scaling.rate_limit = rate;

@@ -16,9 +16,11 @@ struct Flags {
   server::DaemonOptions options;
   std::string log_level = "info";
   std::string runtime = "runc";  // a program name or path
-  long connect_ms = 5000;
-  long run_ms = 30000;
-  long drain_ms = 10000;
+  // Durations as typed (store::ParseDuration): a bare number is ms for the first three,
+  // seconds for the others, as it always was.
+  std::string connect_timeout = "5s";
+  std::string run_timeout = "30s";
+  std::string drain_timeout = "10s";
   std::string idle_timeout = "5m";
   std::string queue_timeout = "10s";
   std::string rate_limit = "0";
@@ -40,8 +42,9 @@ Flags ParseFlags(int argc, char** argv);
 // The daemon's options: `flags.options` with the durations and the rate limit
 // parsed, the runtime looked up in PATH like a shell would (kept as given when not
 // found) and --warm-max raised to at least --warm. Fails with kInvalidArgument naming
-// the first of --idle-timeout, --queue-timeout, --rate-limit, --api-timeout and
-// --first-byte-timeout (in that order) that does not parse.
+// the first of --connect-timeout, --run-timeout, --drain-timeout, --idle-timeout,
+// --queue-timeout, --rate-limit, --api-timeout and --first-byte-timeout (in that
+// order) that does not parse.
 Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags);
 
 }  // namespace faas::faasd

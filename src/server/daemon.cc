@@ -13,6 +13,7 @@
 
 #include "common/file.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "runtime/bundle.h"
 #include "server/deploy.h"
 
@@ -95,7 +96,8 @@ class Daemon::Impl : public api::Backend {
   Result<nlohmann::json> GetIp(const std::string& name) override {
     const auto* record = functions_->registry().Find(name);
     if (!record) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
-    return nlohmann::json{{"name", name}, {"ip", record->ip}};
+    return nlohmann::json{
+        {"name", name}, {"ip", record->ip}, {"port", options_.functions.listener.port}};
   }
 
   nlohmann::json List() override { return functions_->registry().ToJson(); }
@@ -130,6 +132,10 @@ class Daemon::Impl : public api::Backend {
     FAAS_ASSIGN_OR_RETURN(store::FunctionRecord record, functions_->Rollback(name, version));
     return nlohmann::json{
         {"name", name}, {"ip", record.ip}, {"version", record.version}, {"from_version", from}};
+  }
+
+  nlohmann::json Version() override {
+    return {{"version", kVersion}, {"api", kApiVersion}, {"runtime", options_.runtime.program}};
   }
 
  private:

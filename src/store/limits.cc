@@ -180,24 +180,32 @@ Result<uint32_t> ParseCpus(std::string_view text) {
   return static_cast<uint32_t>(std::lround(value * 1000));
 }
 
-Result<uint64_t> ParseDuration(std::string_view text, const std::string& what) {
+Result<uint64_t> ParseDuration(std::string_view text, const std::string& what, DurationForm form) {
   double value = 0;
   std::string_view unit;
   const char* hint = "expected a duration like 500ms, 10s or 2m";
   if (!SplitNumber(text, &value, &unit)) return Invalid(what, text, hint);
-  double ms;
+  double unit_ms;
   if (unit == "ms") {
-    ms = value;
-  } else if (unit == "s" || unit.empty()) {
-    ms = value * 1000;
+    unit_ms = 1;
+  } else if (unit == "s") {
+    unit_ms = 1000;
   } else if (unit == "m") {
-    ms = value * 60 * 1000;
+    unit_ms = 60 * 1000;
   } else if (unit == "h") {
-    ms = value * 3600 * 1000;
+    unit_ms = 3600 * 1000;
+  } else if (unit.empty()) {
+    unit_ms = static_cast<double>(form.bare_unit_ms);
   } else {
     return Invalid(what, text, hint);
   }
-  if (ms < 1 || ms > 24.0 * 3600 * 1000) return Invalid(what, text, "must be between 1ms and 24h");
+  const double ms = value * unit_ms;
+  if (ms == 0 && form.zero_allowed) return uint64_t{0};
+  if (ms < 1 || ms > 24.0 * 3600 * 1000) {
+    return Invalid(
+        what, text,
+        form.zero_allowed ? "must be 0 or between 1ms and 24h" : "must be between 1ms and 24h");
+  }
   return static_cast<uint64_t>(std::llround(ms));
 }
 

@@ -38,9 +38,16 @@ struct ScalingOptions {
 Result<uint64_t> ParseMemory(std::string_view text);
 // "0.5", "2": CPUs, to thousandths; 0.01 to 64.
 Result<uint32_t> ParseCpus(std::string_view text);
-// "500ms", "10s", "2m", or a bare number of seconds; 1 ms to 24 h.
-// `what` names the setting in the error ("invalid idle timeout '0s': ...").
-Result<uint64_t> ParseDuration(std::string_view text, const std::string& what = "duration");
+// What a bare number means to ParseDuration, and whether 0 is a duration.
+struct DurationForm {
+  uint64_t bare_unit_ms = 1000;  // a number without a unit counts these: seconds by default
+  bool zero_allowed = false;     // "0" (any unit) means "none", e.g. no wait at all
+};
+// "500ms", "10s", "2m", "1h", or a bare number of `form.bare_unit_ms`; in milliseconds,
+// 1 ms (0 when `form.zero_allowed`) to 24 h. Every time setting of faasd and faas parses
+// through here. `what` names the setting in the error ("invalid idle timeout '0s': ...").
+Result<uint64_t> ParseDuration(std::string_view text, const std::string& what = "duration",
+                               DurationForm form = {});
 
 // "100", "0.5", "100/s": requests per second; 0 turns the limit off.
 Result<double> ParseRate(std::string_view text);

@@ -47,6 +47,7 @@ class FakeBackend : public Backend {
     return nlohmann::json{{"name", name}, {"version", version.value_or(1)}};
   }
   std::vector<std::string> Degraded() override { return degraded; }
+  nlohmann::json Version() override { return {{"version", "9.9.9"}, {"api", 1}}; }
   std::vector<std::pair<std::string, std::optional<uint64_t>>> rollbacks;
   std::vector<std::string> removed;
   std::vector<std::string> degraded;
@@ -121,6 +122,15 @@ TEST(ApiRouteTest, ListReturnsTheRegistryObject) {
   Reply r = Route(backend, verb::get, "/api/list?pretty=1");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body, backend.List());
+}
+
+TEST(ApiRouteTest, VersionIsTheBackendsAnswerAndGetOnly) {
+  FakeBackend backend;
+  Reply r = Route(backend, verb::get, "/api/version");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, backend.Version());
+  EXPECT_EQ(Route(backend, verb::post, "/api/version").status, 405);
+  EXPECT_EQ(Route(backend, verb::get, "/api/version/x").status, 404);
 }
 
 TEST(ApiRouteTest, DeleteMapsErrorsToStatuses) {

@@ -312,6 +312,37 @@ TEST(LimitsTest, ParsesCpusAndDurations) {
     EXPECT_FALSE(ParseDuration(bad).ok()) << bad;
 }
 
+TEST(LimitsTest, DurationsTakeEveryUnitAndTheBareUnitOfTheSetting) {
+  constexpr DurationForm kBareMs{.bare_unit_ms = 1};
+  EXPECT_EQ(*ParseDuration("1h"), 3600000u);
+  EXPECT_EQ(*ParseDuration("1.5s"), 1500u);
+  EXPECT_EQ(*ParseDuration("500", "x", kBareMs), 500u);
+  EXPECT_EQ(*ParseDuration("500ms", "x", kBareMs), 500u);
+  EXPECT_EQ(*ParseDuration("5s", "x", kBareMs), 5000u);
+  EXPECT_EQ(*ParseDuration("2m", "x", kBareMs), 120000u);
+  EXPECT_FALSE(ParseDuration("0.5", "x", kBareMs).ok());  // under 1 ms
+  EXPECT_FALSE(ParseDuration("86400001", "x", kBareMs).ok());
+}
+
+TEST(LimitsTest, ZeroDurationOnlyWhereTheSettingAllowsIt) {
+  for (const char* zero : {"0", "0ms", "0s", "0m"}) {
+    EXPECT_FALSE(ParseDuration(zero).ok()) << zero;
+    EXPECT_EQ(*ParseDuration(zero, "x", {.zero_allowed = true}), 0u) << zero;
+  }
+  Result<uint64_t> tiny = ParseDuration("0.1ms", "--drain-timeout", {.zero_allowed = true});
+  ASSERT_FALSE(tiny.ok());
+  EXPECT_EQ(tiny.error().message,
+            "invalid --drain-timeout '0.1ms': must be 0 or between 1ms and 24h");
+}
+
+TEST(LimitsTest, BadDurationNamesTheSettingAndTheForms) {
+  Result<uint64_t> bad = ParseDuration("5 s", "--run-timeout", {.bare_unit_ms = 1});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, Errc::kInvalidArgument);
+  EXPECT_EQ(bad.error().message,
+            "invalid --run-timeout '5 s': expected a duration like 500ms, 10s or 2m");
+}
+
 TEST(LimitsTest, DeployOptionsApplyOverDefaults) {
   FunctionLimits defaults;
   defaults.timeout_ms = 7000;
