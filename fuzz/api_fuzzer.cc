@@ -25,6 +25,10 @@ class Backend : public faas::api::Backend {
   nlohmann::json List() override { return nlohmann::json::object(); }
   faas::Result<nlohmann::json> Remove(const std::string& name) override { return GetIp(name); }
   nlohmann::json Version() override { return {{"version", "0.0.0"}, {"api", 1}}; }
+  faas::Result<nlohmann::json> Versions(const std::string& name) override { return GetIp(name); }
+  faas::Result<nlohmann::json> Rollback(const std::string& name, std::optional<uint64_t>) override {
+    return GetIp(name);
+  }
 };
 
 }  // namespace

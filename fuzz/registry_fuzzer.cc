@@ -16,5 +16,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   faas::store::Registry registry(path);
   if (registry.Load().ok()) (void)registry.ToJson().dump();
   (void)faas::store::ParseDeployOptions(text, faas::store::FunctionLimits{});
+  // A redeploy over a record's options: the header carried over onto itself.
+  nlohmann::json previous = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (previous.is_object())
+    (void)faas::store::ParseDeployOptions("{}", faas::store::FunctionLimits{}, {}, previous);
   return 0;
 }

@@ -2,6 +2,8 @@
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/beast/core/string.hpp>
+#include <charconv>
+#include <optional>
 
 namespace faas::api {
 namespace {
@@ -26,6 +28,55 @@ bool IsPort(std::string_view text) {
 }
 
 Reply MethodNotAllowed() { return {405, ErrorJson("method not allowed")}; }
+
+// "/api/functions/NAME/ACTION": NAME and ACTION, neither empty nor holding a '/'.
+bool TakeAction(const std::string& target, std::string* name, std::string* action) {
+  std::string rest;
+  const std::string prefix = "/api/functions/";
+  if (target.rfind(prefix, 0) != 0) return false;
+  rest = target.substr(prefix.size());
+  size_t slash = rest.find('/');
+  if (slash == 0 || slash == std::string::npos || slash + 1 == rest.size()) return false;
+  *name = rest.substr(0, slash);
+  *action = rest.substr(slash + 1);
+  return action->find('/') == std::string::npos;
+}
+
+// The version of "?version=N" (N >= 1); none without that query. Other parameters
+// are ignored.
+Result<std::optional<uint64_t>> VersionQuery(const std::string& target) {
+  size_t query = target.find('?');
+  if (query == std::string::npos) return std::optional<uint64_t>();
+  std::string_view rest = std::string_view(target).substr(query + 1);
+  while (!rest.empty()) {
+    std::string_view param = rest.substr(0, rest.find('&'));
+    rest.remove_prefix(std::min(rest.size(), param.size() + 1));
+    if (!param.starts_with("version=")) continue;
+    std::string_view text = param.substr(8);
+    uint64_t version = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), version);
+    if (ec != std::errc() || end != text.data() + text.size() || version == 0)
+      return MakeError(Errc::kInvalidArgument,
+                       "invalid version '" + std::string(text) + "': expected a number from 1");
+    return std::optional<uint64_t>(version);
+  }
+  return std::optional<uint64_t>();
+}
+
+Reply FunctionAction(Backend& backend, verb method, const std::string& raw_target,
+                     const std::string& name, const std::string& action) {
+  if (action == "versions") {
+    if (method != verb::get) return MethodNotAllowed();
+    return FromResult(backend.Versions(name));
+  }
+  if (action == "rollback") {
+    if (method != verb::post) return MethodNotAllowed();
+    auto version = VersionQuery(raw_target);
+    if (!version.ok()) return FromResult(std::move(version).error());
+    return FromResult(backend.Rollback(name, *version));
+  }
+  return {404, ErrorJson("no such endpoint: " + raw_target.substr(0, raw_target.find('?')))};
+}
 
 }  // namespace
 
@@ -85,6 +136,8 @@ Reply Route(Backend& backend, verb method, const std::string& raw_target) {
     if (method != verb::delete_) return MethodNotAllowed();
     return FromResult(backend.Remove(name));
   }
+  if (std::string action; TakeAction(target, &name, &action))
+    return FunctionAction(backend, method, raw_target, name, action);
   return {404, ErrorJson("no such endpoint: " + target)};
 }
 

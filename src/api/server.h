@@ -5,6 +5,11 @@
 //   GET    /api/list             the registry object
 //   GET    /api/functions/NAME   the function's record, with "name"
 //   DELETE /api/functions/NAME   {"name"}
+//   GET    /api/functions/NAME/versions
+//                                {"name","serving","versions":[{"version","image_digest",
+//                                 "deployed_at","serving","options","limits","scaling",...}]}
+//   POST   /api/functions/NAME/rollback[?version=N]
+//                                {"name","ip","version","from_version"}
 //   GET    /api/version          {"version","api","runtime"}
 //   GET    /healthz              {"status":"ok"}, or 503 {"status":"degraded","reasons":[...]}
 //
@@ -27,6 +32,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,6 +69,11 @@ class Backend {
   virtual Result<nlohmann::json> GetIp(const std::string& name) = 0;
   virtual nlohmann::json List() = 0;
   virtual Result<nlohmann::json> Remove(const std::string& name) = 0;
+  // The kept versions of `name`, the serving one first.
+  virtual Result<nlohmann::json> Versions(const std::string& name) = 0;
+  // Makes `version` (none: the one that served before) of `name` serve again.
+  virtual Result<nlohmann::json> Rollback(const std::string& name,
+                                          std::optional<uint64_t> version) = 0;
   // Why faasd cannot serve fully right now (e.g. a function's listener paused for
   // lack of fds), one sentence each; empty when healthy.
   virtual std::vector<std::string> Degraded() { return {}; }

@@ -366,6 +366,10 @@ Result<Response> Client::Delete(const std::string& path) const {
   return Perform(endpoint_, Request{"DELETE", path, {}, nullptr});
 }
 
+Result<Response> Client::Post(const std::string& path) const {
+  return Perform(endpoint_, Request{"POST", path, {}, nullptr});
+}
+
 Result<Response> Client::PostStream(const std::string& path,
                                     const std::vector<std::string>& headers,
                                     BodySource body) const {

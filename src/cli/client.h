@@ -42,6 +42,8 @@ class Client {
 
   Result<Response> Get(const std::string& path) const;
   Result<Response> Delete(const std::string& path) const;
+  // A POST without a body (the path, query included, says it all).
+  Result<Response> Post(const std::string& path) const;
 
   // POSTs a body of unknown length with chunked transfer encoding, pulling it from `body` as it
   // is sent, so it is never held whole in memory. `headers` are extra "Name: value" lines. If

@@ -29,7 +29,11 @@ constexpr char kHelp[] =
     "containers get their devices from the runtime. NAME is 1 to 63 characters from\n"
     "a-z 0-9 _ . - starting with a letter or digit. -f FILE reads the archive from FILE\n"
     "instead (-f - is stdin). Durations take 500ms, 10s or 2m (a bare number is seconds).\n"
-    "The settings are checked before anything is sent: a bad one is a usage error.";
+    "The settings are checked before anything is sent: a bad one is a usage error.\n"
+    "A redeploy keeps the settings of the version before that it does not give anew\n"
+    "(--env replaces the whole environment list) and prints them, e.g.\n"
+    "\"  Kept from v3: env (2), memory, warm\"; with --reset, what it does not give is\n"
+    "faasd's default. faasd keeps the last versions: see 'faas versions' and 'faas rollback'.";
 
 constexpr char kPipeHint[] = "(pipe one in: podman save IMAGE | faas new NAME; or -f FILE)";
 constexpr size_t kPeekBytes = 64 << 10;
@@ -97,6 +101,7 @@ struct NewOptions {
   // Scaling.
   std::optional<int64_t> warm, warm_max, max_concurrency, queue, reuse;
   std::string idle_timeout, queue_timeout, rate_limit;
+  bool reset = false;
 
   // The X-Function-Options header value: compact JSON, ASCII only.
   std::string Header() const {
@@ -115,6 +120,7 @@ struct NewOptions {
     if (!queue_timeout.empty()) json["queue_timeout"] = queue_timeout;
     if (!rate_limit.empty()) json["rate_limit"] = rate_limit;
     if (reuse) json["reuse"] = *reuse;
+    if (reset) json["reset"] = true;
     return json.dump(-1, ' ', /*ensure_ascii=*/true);
   }
 };
@@ -140,6 +146,24 @@ uint64_t SkippedDevices(const nlohmann::ordered_json& reply) {
   return devices->get<uint64_t>();
 }
 
+// "  Kept from v3: env (2), memory, warm": the settings taken from the version before.
+void PrintCarriedOver(const nlohmann::ordered_json& carried) {
+  if (!carried.is_object() || !carried.contains("settings")) return;
+  const nlohmann::ordered_json options = carried.value("options", nlohmann::ordered_json());
+  std::string line;
+  for (const auto& key : carried["settings"]) {
+    if (!key.is_string()) continue;
+    std::string setting = key.get<std::string>();
+    if (options.is_object() && options.contains(setting) && options[setting].is_array())
+      setting += " (" + std::to_string(options[setting].size()) + ")";
+    std::replace(setting.begin(), setting.end(), '_', '-');
+    line += (line.empty() ? "" : ", ") + setting;
+  }
+  if (line.empty()) return;
+  std::cout << "  Kept from v" << carried.value("from_version", 0) << ": " << EscapeControl(line)
+            << "\n";
+}
+
 int PrintDeployed(const std::string& name, const nlohmann::ordered_json& reply) {
   Result<std::string> ip = StringField(reply, "ip");
   if (!ip.ok()) return Fail(ip.error());
@@ -151,6 +175,7 @@ int PrintDeployed(const std::string& name, const nlohmann::ordered_json& reply) 
     std::cout << "  Skipped: " << devices
               << " device node(s) of the image; containers get their devices from the runtime\n";
   }
+  PrintCarriedOver(reply.value("carried_over", nlohmann::ordered_json()));
   return kExitOk;
 }
 
@@ -188,7 +213,10 @@ Verb AddNewCommand(CLI::App& app) {
                       "How long a handler may run after it got its client, e.g. 10s (default 30s)");
   command->add_option("--connect-timeout", options->connect_timeout,
                       "How long a handler has to connect to /control.sock (default 5s)");
-  command->add_option("--env", options->env, "KEY=VALUE added to the image's environment")
+  command
+      ->add_option("--env", options->env,
+                   "KEY=VALUE added to the image's environment (repeat it; a redeploy's "
+                   "--env replaces the list)")
       ->allow_extra_args(false);
   command->add_option("--warm", options->warm,
                       "Containers kept started ahead, each waiting for its request: the warm "
@@ -209,6 +237,9 @@ Verb AddNewCommand(CLI::App& app) {
                       "Requests per second; beyond it faasd answers 429 (default: off)");
   command->add_option("--reuse", options->reuse,
                       "Requests one container serves in turn; weaker isolation (default 1)");
+  command->add_flag("--reset", options->reset,
+                    "Redeploy with faasd's defaults for what is not given, instead of the "
+                    "settings of the version before");
   return {command, [options](const Client& client) { return RunNew(client, *options); }};
 }
 

@@ -11,8 +11,8 @@ namespace {
 
 constexpr char kHelp[] =
     "Removes the function NAME from faasd, which stops it and releases its name and IP\n"
-    "address. Prints \"✓ Removed NAME\". Fails with exit status 1 when faasd has no function of\n"
-    "that name.";
+    "address, and deletes every version it kept. Prints \"✓ Removed NAME\". Fails with exit\n"
+    "status 1 when faasd has no function of that name.";
 
 Status Remove(const Client& client, const std::string& name) {
   FAAS_ASSIGN_OR_RETURN(Response response, client.Delete("/api/functions/" + name));

@@ -28,6 +28,8 @@ Verb AddListCommand(CLI::App& app);
 Verb AddRmCommand(CLI::App& app);
 Verb AddInitCommand(CLI::App& app);  // needs no daemon: ignores the Client
 Verb AddDescribeCommand(CLI::App& app);
+Verb AddVersionsCommand(CLI::App& app);
+Verb AddRollbackCommand(CLI::App& app);
 Verb AddVersionCommand(CLI::App& app);
 Verb AddInvokeCommand(CLI::App& app);
 Verb AddHelpCommand(CLI::App& app);  // keeps a reference to `app`, for its verbs

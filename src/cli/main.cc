@@ -106,9 +106,10 @@ int Main(int argc, char** argv) {
   GlobalFlags flags;
   AddGlobalFlags(app, flags);
   const std::vector<Verb> verbs = {
-      AddNewCommand(app),     AddIpCommand(app),       AddListCommand(app),
-      AddRmCommand(app),      AddDescribeCommand(app), AddInitCommand(app),
-      AddVersionCommand(app), AddInvokeCommand(app),   AddHelpCommand(app),
+      AddNewCommand(app),      AddIpCommand(app),       AddListCommand(app),
+      AddRmCommand(app),       AddDescribeCommand(app), AddVersionsCommand(app),
+      AddRollbackCommand(app), AddInitCommand(app),     AddVersionCommand(app),
+      AddInvokeCommand(app),   AddHelpCommand(app),
   };
   try {
     app.parse(argc, argv);

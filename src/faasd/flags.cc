@@ -34,6 +34,10 @@ void AddServingFlags(CLI::App& app, Flags& flags) {
   app.add_option("--port", options.functions.listener.port, "Port functions listen on")
       ->capture_default_str()
       ->check(CLI::Range(1, 65535));
+  app.add_option("--keep-versions", options.functions.keep_versions,
+                 "Versions kept per function for a rollback, the serving one included")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   app.add_option("--runtime", flags.runtime, "OCI runtime with runc's command line (runc, crun)")
       ->capture_default_str();
   app.add_option("--connect-timeout", flags.connect_timeout,

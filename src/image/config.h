@@ -16,6 +16,9 @@ struct ImageConfig {
   std::vector<std::string> env;  // config.Env, "K=V", each valid (ValidateEnvEntry)
   std::string working_dir;       // config.WorkingDir ("" if unset)
   std::string user;              // config.User (stored, not applied yet)
+  // "sha256:<hex>" of the config blob itself: the image ID docker and podman show.
+  // Set by ImportImage; ParseImageConfig leaves it empty.
+  std::string digest;
 };
 
 struct ParsedConfig {

@@ -150,7 +150,8 @@ class SpooledArchive {
   // The regular file `ref.path` leads to, checked against ref.digest and ref.size;
   // `sha256` (optional) receives the hex digest of its bytes.
   Result<UniqueFd> Open(const BlobRef& ref, std::string* sha256 = nullptr) const;
-  Result<std::string> ReadJson(const BlobRef& ref) const;
+  // Likewise, its content (a JSON document, size-capped).
+  Result<std::string> ReadJson(const BlobRef& ref, std::string* sha256 = nullptr) const;
 
  private:
   struct Resolved {
@@ -312,8 +313,9 @@ Result<UniqueFd> SpooledArchive::Open(const BlobRef& ref, std::string* sha256) c
   return fd;
 }
 
-Result<std::string> SpooledArchive::ReadJson(const BlobRef& ref) const {
+Result<std::string> SpooledArchive::ReadJson(const BlobRef& ref, std::string* sha256) const {
   FAAS_ASSIGN_OR_RETURN(const Member* member, Verify(ref));
+  if (sha256 != nullptr) *sha256 = member->sha256;
   if (member->size > kMaxJsonBytes) {
     return Bad(Quote(ref.path) + ": JSON document larger than " + std::to_string(kMaxJsonBytes) +
                " bytes");
@@ -353,9 +355,11 @@ Result<ImageManifest> LoadManifest(const SpooledArchive& spool) {
 }
 
 Result<ParsedConfig> LoadConfig(const SpooledArchive& spool, const ImageManifest& manifest) {
-  auto text = spool.ReadJson(manifest.config);
+  std::string sha256;
+  auto text = spool.ReadJson(manifest.config, &sha256);
   if (!text.ok()) return std::move(text).error().Wrap("image config");
   FAAS_ASSIGN_OR_RETURN(ParsedConfig config, ParseImageConfig(*text));
+  config.config.digest = "sha256:" + sha256;
   if (config.diff_ids.size() != manifest.layers.size()) {
     return Bad("image config lists " + std::to_string(config.diff_ids.size()) +
                " rootfs.diff_ids for " + std::to_string(manifest.layers.size()) + " layers");

@@ -32,6 +32,16 @@ Result<std::string> ReadToken(const std::string& path) {
   return token;
 }
 
+// One version of a function as `faas versions` shows it: its record without what
+// every version shares (name, address, rootfs link).
+nlohmann::json VersionJson(const store::FunctionRecord& record, bool serving) {
+  nlohmann::json out = store::ToJson(record);
+  out.erase("ip");
+  out.erase("rootfs");
+  out["serving"] = serving;
+  return out;
+}
+
 // Removes a retired rootfs, then its function directory if that is now empty.
 void RemoveRetired(const std::string& path) {
   if (auto st = RemoveTree(path); !st.ok()) spdlog::warn("remove {}: {}", path, st.error().message);
@@ -103,6 +113,25 @@ class Daemon::Impl : public api::Backend {
   Result<nlohmann::json> Remove(const std::string& name) override {
     FAAS_RETURN_IF_ERROR(functions_->Remove(name));
     return nlohmann::json{{"name", name}};
+  }
+
+  Result<nlohmann::json> Versions(const std::string& name) override {
+    const auto* serving = functions_->registry().Find(name);
+    if (!serving) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+    nlohmann::json versions = nlohmann::json::array({VersionJson(*serving, true)});
+    for (const auto& kept : functions_->registry().Kept(name))
+      versions.push_back(VersionJson(kept, false));
+    return nlohmann::json{
+        {"name", name}, {"serving", serving->version}, {"versions", std::move(versions)}};
+  }
+
+  Result<nlohmann::json> Rollback(const std::string& name,
+                                  std::optional<uint64_t> version) override {
+    const auto* serving = functions_->registry().Find(name);
+    const uint64_t from = serving ? serving->version : 0;
+    FAAS_ASSIGN_OR_RETURN(store::FunctionRecord record, functions_->Rollback(name, version));
+    return nlohmann::json{
+        {"name", name}, {"ip", record.ip}, {"version", record.version}, {"from_version", from}};
   }
 
   nlohmann::json Version() override {

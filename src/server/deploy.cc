@@ -44,6 +44,7 @@ Error CancelledError() {
 struct Deployer::Job {
   std::string name;
   store::DeployOptions options;
+  uint64_t previous_version = 0;  // the serving version when the deploy began; 0: none
   std::shared_ptr<const api::DeployCancel> cancel;
   api::Backend::DeployDone done;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
@@ -66,8 +67,13 @@ Result<UniqueFd> Deployer::Start(const std::string& name, const std::string& opt
   FAAS_RETURN_IF_ERROR(store::ValidateName(name));
   auto job = std::make_shared<Job>();
   job->name = name;
-  FAAS_ASSIGN_OR_RETURN(
-      job->options, store::ParseDeployOptions(options_header, options_.defaults, options_.scaling));
+  // What serves now cannot change before the commit: a rollback or removal of `name`
+  // is refused while its deploy is under way.
+  const store::FunctionRecord* previous = functions_.registry().Find(name);
+  if (previous != nullptr) job->previous_version = previous->version;
+  FAAS_ASSIGN_OR_RETURN(job->options, store::ParseDeployOptions(
+                                          options_header, options_.defaults, options_.scaling,
+                                          previous ? previous->options : nlohmann::json::object()));
   job->cancel = std::move(cancel);
   job->done = std::move(done);
   FAAS_RETURN_IF_ERROR(functions_.BeginDeploy(name));
@@ -143,6 +149,7 @@ void Deployer::Commit(std::shared_ptr<Job> job) {
   // The answer says the new version serves: no pooled container of the old one is left.
   nlohmann::json reply = {{"name", job->name}, {"ip", record->ip}, {"cmd", record->cmd}};
   if (job->stats.skipped_devices > 0) reply["skipped"] = {{"devices", job->stats.skipped_devices}};
+  if (!job->options.carried.empty()) reply["carried_over"] = CarriedOver(*job);
   functions_.AfterOldPoolGone(
       job->name, [job, reply = std::move(reply)]() mutable { job->done(std::move(reply)); });
 }
@@ -150,10 +157,9 @@ void Deployer::Commit(std::shared_ptr<Job> job) {
 // The import becomes version directory vN, which is never renamed again, and vN
 // the function's serving version.
 Result<store::FunctionRecord> Deployer::CommitVersion(Job& job) {
-  const store::FunctionRecord* old = functions_.registry().Find(job.name);
   // A version of a removed function of the same name may still serve its last
   // requests: skip it.
-  uint64_t version = old ? old->version + 1 : 1;
+  uint64_t version = functions_.registry().LatestVersion(job.name) + 1;
   struct stat st;
   while (::lstat(state_.VersionPath(job.name, version).c_str(), &st) == 0) ++version;
   const std::string version_dir = state_.VersionPath(job.name, version);
@@ -174,7 +180,19 @@ Result<store::FunctionRecord> Deployer::CommitVersion(Job& job) {
                                          .userns_base = options_.ids.base,
                                          .version = version,
                                          .deployed_at = NowRfc3339(),
+                                         .image_digest = job.config.digest,
+                                         .options = job.options.set,
                                      });
+}
+
+// The settings taken from the version that served before: {"from_version": 3,
+// "settings": ["env", "memory"], "options": {"env": [...], "memory": "256M"}}.
+nlohmann::json Deployer::CarriedOver(const Job& job) {
+  nlohmann::json options = nlohmann::json::object();
+  for (const std::string& key : job.options.carried) options[key] = job.options.set[key];
+  return {{"from_version", job.previous_version},
+          {"settings", job.options.carried},
+          {"options", std::move(options)}};
 }
 
 // The one way a deploy ends without a new version; from the loop or a worker. A

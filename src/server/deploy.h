@@ -6,9 +6,10 @@
 //   Import  (worker)  the archive is unpacked into STATE/images/NAME/.new-*, checked
 //                     and prepared (image::PrepareImage, runtime::PrepareRootfs).
 //   Commit  (loop)    the tree becomes version directory vN, its record is built
-//                     from the image and the deploy's options, and Functions swaps it
-//                     in. The answer waits until no pooled container of the old
-//                     version is left.
+//                     from the image and the deploy's options (with the previous
+//                     version's where the deploy gives none: see ParseDeployOptions),
+//                     and Functions swaps it in. The answer waits until no pooled container of the
+//                     old version is left.
 //
 // Every failure, at any step, takes one path (Abort): what the deploy made is
 // removed (on a worker: trees can be large), the deploy ends, and the client gets
@@ -59,6 +60,7 @@ class Deployer {
   Status ImportAndPrepare(Job& job, int input);
   void Commit(std::shared_ptr<Job> job);
   Result<store::FunctionRecord> CommitVersion(Job& job);
+  static nlohmann::json CarriedOver(const Job& job);
   void Abort(std::shared_ptr<Job> job, Error error);
   void Discard(const Job& job) const;
 

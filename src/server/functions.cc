@@ -23,13 +23,20 @@ inline constexpr char kAddressLabel[] = "lo:faas";
 
 struct Functions::Function {
   net::Ipv4 ip;
-  std::shared_ptr<RootfsVersion> rootfs;
+  std::shared_ptr<RootfsVersion> rootfs;  // the serving version's
+  // The kept versions' (see Registry::Kept): not removed while kept.
+  std::map<uint64_t, std::shared_ptr<RootfsVersion>> kept;
   std::unique_ptr<Listener> listener;
   std::unique_ptr<Scaler> scaler;
   bool address_removed = false;  // once removed, when its last client is gone
 };
 
 namespace {
+
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
 
 std::string RandomHex(int digits) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -90,9 +97,16 @@ Status Functions::Start() {
   FAAS_RETURN_IF_ERROR(net::EnablePromoteSecondaries("lo"));
   FAAS_RETURN_IF_ERROR(registry_.Load());
   FAAS_RETURN_IF_ERROR(RemoveLeftovers());
+  bool forgot = false;
   for (const auto& [name, record] : registry_.functions()) {
     if (auto st = Restore(name, record); !st.ok())
       spdlog::error("cannot restore function {}: {}", name, st.error().message);
+    else
+      forgot |= RestoreKept(name, *functions_.at(name));
+  }
+  if (forgot) {
+    if (auto st = registry_.Save(); !st.ok())
+      spdlog::error("cannot save the registry: {}", st.error().message);
   }
   spdlog::info("{} function(s) restored from {}", functions_.size(), registry_.path());
   Tick();
@@ -108,8 +122,11 @@ void Functions::Tick() {
 }
 
 Status Functions::RemoveLeftovers() {
-  std::map<std::string, uint64_t> live;
-  for (const auto& [name, record] : registry_.functions()) live[name] = record.version;
+  std::map<std::string, std::set<uint64_t>> live;
+  for (const auto& [name, record] : registry_.functions()) {
+    live[name].insert(record.version);
+    for (const auto& kept : registry_.Kept(name)) live[name].insert(kept.version);
+  }
   // What is left only costs disk space; refusing to start would stop every function.
   for (const Error& left : state_.RemoveStale(live))
     spdlog::warn("state dir clean-up left something behind: {}", left.message);
@@ -146,8 +163,7 @@ Status Functions::Restore(const std::string& name, const store::FunctionRecord& 
   FAAS_ASSIGN_OR_RETURN(net::Ipv4 ip, net::Ipv4::Parse(record.ip));
   // The registry names the version; the link may be off by one after a crash.
   const std::string version_dir = state_.VersionPath(name, record.version);
-  struct stat st;
-  if (::lstat(version_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+  if (!IsDirectory(version_dir))
     return MakeError(Errc::kIo, "rootfs " + version_dir + " is missing");
   FAAS_RETURN_IF_ERROR(state_.PointRootfsAt(name, record.version));
   FAAS_RETURN_IF_ERROR(AddAddress(ip));
@@ -155,6 +171,24 @@ Status Functions::Restore(const std::string& name, const store::FunctionRecord& 
   functions_[name] = MakeFunction(name, ip, record, std::move(listener));
   spdlog::info("serving {} at {}:{}", name, record.ip, options_.listener.port);
   return Ok();
+}
+
+// The kept versions whose directory is gone cannot serve again: the registry forgets
+// them. Returns whether it did.
+bool Functions::RestoreKept(const std::string& name, Function& fn) {
+  std::vector<store::FunctionRecord> kept;
+  for (const store::FunctionRecord& record : registry_.Kept(name)) {
+    const std::string dir = state_.VersionPath(name, record.version);
+    if (!IsDirectory(dir)) {
+      spdlog::warn("kept version {} of {} is missing ({}): forgotten", record.version, name, dir);
+      continue;
+    }
+    fn.kept[record.version] = std::make_shared<RootfsVersion>(dir, remover_);
+    kept.push_back(record);
+  }
+  if (kept.size() == registry_.Kept(name).size()) return false;
+  registry_.PutKept(name, std::move(kept));
+  return true;
 }
 
 std::unique_ptr<Functions::Function> Functions::MakeFunction(const std::string& name, net::Ipv4 ip,
@@ -295,28 +329,90 @@ void Functions::EndDeploy(const std::string& name) {
 Result<store::FunctionRecord> Functions::Commit(const std::string& name,
                                                 store::FunctionRecord record) {
   if (shutting_down_) return MakeError(Errc::kUnavailable, "faasd is shutting down");
-  return functions_.count(name) ? Redeploy(name, std::move(record))
-                                : DeployNew(name, std::move(record));
+  if (!functions_.count(name)) return DeployNew(name, std::move(record));
+  FAAS_ASSIGN_OR_RETURN(store::FunctionRecord serving, Swap(name, std::move(record)));
+  spdlog::info("redeployed {} (version {}) at {}", name, serving.version, serving.ip);
+  return serving;
 }
 
-Result<store::FunctionRecord> Functions::Redeploy(const std::string& name,
-                                                  store::FunctionRecord record) {
+Result<store::FunctionRecord> Functions::Rollback(const std::string& name,
+                                                  std::optional<uint64_t> version) {
+  if (shutting_down_) return MakeError(Errc::kUnavailable, "faasd is shutting down");
+  const store::FunctionRecord* serving = registry_.Find(name);
+  if (serving == nullptr || !functions_.count(name))
+    return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+  if (deploying_.count(name))
+    return MakeError(Errc::kConflict,
+                     "a deploy of '" + name + "' is under way: roll back after it has ended");
+  if (version == serving->version)
+    return MakeError(Errc::kConflict,
+                     "version " + std::to_string(*version) + " of '" + name + "' serves already");
+  const std::vector<store::FunctionRecord>& kept = registry_.Kept(name);
+  auto it = std::find_if(kept.begin(), kept.end(), [&](const store::FunctionRecord& r) {
+    return !version || r.version == *version;
+  });
+  if (it == kept.end()) {
+    if (!version)
+      return MakeError(Errc::kNotFound, "'" + name + "' has no earlier version to roll back to");
+    return MakeError(Errc::kNotFound, "'" + name + "' has no version " + std::to_string(*version) +
+                                          " (see faas versions " + name + ")");
+  }
+  const uint64_t from = serving->version;
+  FAAS_ASSIGN_OR_RETURN(store::FunctionRecord back, Swap(name, *it));
+  spdlog::info("rolled {} back from version {} to version {} at {}", name, from, back.version,
+               back.ip);
+  return back;
+}
+
+// The serving version becomes the first kept one and `record` (a new version, or a
+// kept one) serves. The order of the steps is a redeploy's: the registry decides
+// what serves after a crash, and start-up points the link at it again.
+Result<store::FunctionRecord> Functions::Swap(const std::string& name,
+                                              store::FunctionRecord record) {
   Function& fn = *functions_.at(name);
   const store::FunctionRecord previous = *registry_.Find(name);
+  const std::vector<store::FunctionRecord> previous_kept = registry_.Kept(name);
   record.ip = previous.ip;
+  std::vector<store::FunctionRecord> kept = {previous};
+  for (const store::FunctionRecord& r : previous_kept)
+    if (r.version != record.version) kept.push_back(r);
+  std::vector<uint64_t> dropped;
+  while (kept.size() > std::max<size_t>(options_.keep_versions, 1) - 1) {
+    dropped.push_back(kept.back().version);
+    kept.pop_back();
+  }
   // Requests starting from now on get the new version; running ones keep theirs.
   FAAS_RETURN_IF_ERROR(state_.PointRootfsAt(name, record.version));
   registry_.Put(name, record);
+  registry_.PutKept(name, std::move(kept));
   if (auto st = registry_.Save(); !st.ok()) {
     registry_.Put(name, previous);
+    registry_.PutKept(name, previous_kept);
     (void)state_.PointRootfsAt(name, previous.version);
     return std::move(st).error();
   }
-  fn.rootfs->Retire(fn.rootfs->path());
-  fn.rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
+  std::shared_ptr<RootfsVersion> rootfs = TakeRootfs(name, fn, record.version);
+  fn.kept[previous.version] = std::move(fn.rootfs);
+  fn.rootfs = std::move(rootfs);
+  for (uint64_t version : dropped) {
+    auto it = fn.kept.find(version);
+    if (it == fn.kept.end()) continue;
+    it->second->Retire(it->second->path());  // removed once its last request is done
+    fn.kept.erase(it);
+  }
   fn.scaler->Reload(record.scaling);
-  spdlog::info("redeployed {} (version {}) at {}", name, record.version, record.ip);
   return record;
+}
+
+// The rootfs of `version` of `name`: a kept one's, or a new version's.
+std::shared_ptr<RootfsVersion> Functions::TakeRootfs(const std::string& name, Function& fn,
+                                                     uint64_t version) {
+  auto it = fn.kept.find(version);
+  if (it == fn.kept.end())
+    return std::make_shared<RootfsVersion>(state_.VersionPath(name, version), remover_);
+  std::shared_ptr<RootfsVersion> rootfs = std::move(it->second);
+  fn.kept.erase(it);
+  return rootfs;
 }
 
 Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
@@ -360,6 +456,8 @@ Status Functions::Remove(const std::string& name) {
     fn->scaler->Stop();
     fn->rootfs->Retire(fn->rootfs->path());
     fn->rootfs.reset();  // running requests keep theirs
+    for (auto& [version, kept] : fn->kept) kept->Retire(kept->path());
+    fn->kept.clear();
     // Running requests' connections live on the address: it goes with the last one.
     if (!fn->scaler->serving_clients()) {
       RemoveAddress(fn->ip);

@@ -31,6 +31,7 @@ namespace faas::server {
 struct FunctionsOptions {
   std::string pool = "10.0.0.0/24";
   ListenerOptions listener;  // port, first-byte timeout
+  size_t keep_versions = 3;  // versions kept per function, the serving one included (>= 1)
 };
 
 class Functions {
@@ -54,7 +55,15 @@ class Functions {
   // swaps the rootfs in (keeping the IP of an existing function), or allocates an
   // address, adds it and listens; persists the registry. Any failure rolls back and
   // leaves the previous version serving; the version directory is the caller's then.
+  // The replaced version is kept (see Rollback); the versions beyond the last
+  // `keep_versions` are removed, each after its last request.
   Result<store::FunctionRecord> Commit(const std::string& name, store::FunctionRecord record);
+  // Makes a kept version of `name` serve again with its own record, through the same
+  // swap as a redeploy: same IP, running requests finish on their version, and the
+  // version that served is kept. `version` none: the one that served before the
+  // serving one. kNotFound for an unknown function or version, kConflict while a
+  // deploy of `name` is under way or when `version` serves already.
+  Result<store::FunctionRecord> Rollback(const std::string& name, std::optional<uint64_t> version);
   // Calls `then` once no container of an older version of `name` waits in its pool
   // any more (a redeploy stops them; their cleanup takes a few ms): at once if none.
   void AfterOldPoolGone(const std::string& name, std::function<void()> then);
@@ -79,13 +88,16 @@ class Functions {
   Status RemoveLeftovers();
   void AnswerClaimQueries();
   Status Restore(const std::string& name, const store::FunctionRecord& record);
+  bool RestoreKept(const std::string& name, Function& fn);
   std::unique_ptr<Function> MakeFunction(const std::string& name, net::Ipv4 ip,
                                          const store::FunctionRecord& record,
                                          std::unique_ptr<Listener> listener);
   Result<net::Ipv4> AllocateIp();
   Status AddAddress(net::Ipv4 ip);
   void RemoveAddress(net::Ipv4 ip);
-  Result<store::FunctionRecord> Redeploy(const std::string& name, store::FunctionRecord record);
+  Result<store::FunctionRecord> Swap(const std::string& name, store::FunctionRecord record);
+  std::shared_ptr<RootfsVersion> TakeRootfs(const std::string& name, Function& fn,
+                                            uint64_t version);
   Result<store::FunctionRecord> DeployNew(const std::string& name, store::FunctionRecord record);
   Result<std::unique_ptr<Listener>> Listen(const std::string& name, net::Ipv4 ip);
   std::shared_ptr<Instance> MakeContainer(const std::string& name, UniqueFd client,

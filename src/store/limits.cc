@@ -105,6 +105,33 @@ Status ApplyOption(const std::string& key, const nlohmann::json& value, DeployOp
   return Ok();
 }
 
+// Every option key, in the order messages list them.
+constexpr const char* kOptionOrder[] = {"env",          "memory",
+                                        "cpus",         "pids",
+                                        "timeout",      "connect_timeout",
+                                        "warm",         "warm_max",
+                                        "idle_timeout", "max_concurrency",
+                                        "queue",        "queue_timeout",
+                                        "rate_limit",   "reuse"};
+
+// Where `key` comes in messages; unknown keys last.
+size_t OptionRank(const std::string& key) {
+  const auto* end = std::end(kOptionOrder);
+  return static_cast<size_t>(std::find(std::begin(kOptionOrder), end, key) -
+                             std::begin(kOptionOrder));
+}
+
+// Removes "reset" from `given`: whether it asks for defaults instead of carried options.
+Result<bool> TakeReset(nlohmann::json* given) {
+  auto it = given->find("reset");
+  if (it == given->end()) return false;
+  if (!it->is_boolean())
+    return MakeError(Errc::kInvalidArgument, "option 'reset' must be true or false");
+  bool reset = it->get<bool>();
+  given->erase(it);
+  return reset;
+}
+
 }  // namespace
 
 uint32_t ScalingOptions::DefaultMaxConcurrency() {
@@ -183,18 +210,34 @@ Result<uint64_t> ParseDuration(std::string_view text, const std::string& what, D
 }
 
 Result<DeployOptions> ParseDeployOptions(std::string_view header, const FunctionLimits& defaults,
-                                         const ScalingOptions& scaling_defaults) {
+                                         const ScalingOptions& scaling_defaults,
+                                         const nlohmann::json& previous) {
   DeployOptions out;
   out.limits = defaults;
   out.scaling = scaling_defaults;
-  if (header.empty()) return out;
-  nlohmann::json json = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_object())
-    return MakeError(Errc::kInvalidArgument, "X-Function-Options must be a JSON object");
-  for (const auto& [key, value] : json.items()) FAAS_RETURN_IF_ERROR(ApplyOption(key, value, &out));
+  nlohmann::json given = nlohmann::json::object();
+  if (!header.empty()) {
+    given = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+    if (!given.is_object())
+      return MakeError(Errc::kInvalidArgument, "X-Function-Options must be a JSON object");
+  }
+  FAAS_ASSIGN_OR_RETURN(bool reset, TakeReset(&given));
+  out.set = given;
+  if (!reset && previous.is_object()) {
+    for (const auto& [key, value] : previous.items()) {
+      if (given.contains(key)) continue;
+      out.set[key] = value;
+      out.carried.push_back(key);
+    }
+    std::stable_sort(
+        out.carried.begin(), out.carried.end(),
+        [](const std::string& a, const std::string& b) { return OptionRank(a) < OptionRank(b); });
+  }
+  for (const auto& [key, value] : out.set.items())
+    FAAS_RETURN_IF_ERROR(ApplyOption(key, value, &out));
   ScalingOptions& s = out.scaling;
   if (s.warm > s.warm_max) {
-    if (json.contains("warm_max"))
+    if (out.set.contains("warm_max"))
       return MakeError(Errc::kInvalidArgument, "warm (" + std::to_string(s.warm) +
                                                    ") is above warm-max (" +
                                                    std::to_string(s.warm_max) + ")");

@@ -57,16 +57,28 @@ Result<double> ParseRate(std::string_view text);
 // What a deploy may ask for, as sent by `faas new` in the X-Function-Options
 // header: {"memory":"256M","cpus":"0.5","pids":32,"timeout":"10s",
 // "connect_timeout":"2s","env":["K=V"],"warm":2,"warm_max":8,"idle_timeout":"5m",
-// "max_concurrency":8,"queue":64,"queue_timeout":"10s","rate_limit":100,"reuse":1}.
+// "max_concurrency":8,"queue":64,"queue_timeout":"10s","rate_limit":100,"reuse":1,
+// "reset":true}.
 // Unknown keys are an error; so is an env entry ValidateEnvEntry (common/text.h) refuses,
 // and "warm" above an explicit "warm_max" (a "warm" above the default "warm_max" raises it).
+//
+// A redeploy keeps what it does not change: the options the previous version set
+// (`previous`, its record's `set`) apply where the header gives no value of its own,
+// "env" as a whole. With "reset": true nothing is carried over: what the header does
+// not give is the default.
 struct DeployOptions {
   FunctionLimits limits;
   ScalingOptions scaling;
   std::vector<std::string> env;
+  // The options in force as the header spells them, "reset" left out: those given
+  // and those carried over. The record keeps them, to carry them on.
+  nlohmann::json set = nlohmann::json::object();
+  // The keys of `set` carried over from `previous`, "env" first, then in the order above.
+  std::vector<std::string> carried;
 };
 Result<DeployOptions> ParseDeployOptions(std::string_view header, const FunctionLimits& defaults,
-                                         const ScalingOptions& scaling_defaults = {});
+                                         const ScalingOptions& scaling_defaults = {},
+                                         const nlohmann::json& previous = nlohmann::json::object());
 
 // Image Env with `overrides` applied: same key replaced, new keys appended.
 std::vector<std::string> MergeEnv(std::vector<std::string> base,

@@ -1,5 +1,6 @@
 #include "store/registry.h"
 
+#include <algorithm>
 #include <cerrno>
 
 #include "common/file.h"
@@ -20,7 +21,9 @@ nlohmann::json ToJson(const FunctionRecord& r) {
           {"limits", ToJson(r.limits)},
           {"scaling", ToJson(r.scaling)},
           {"version", r.version},
-          {"deployed_at", r.deployed_at}};
+          {"deployed_at", r.deployed_at},
+          {"image_digest", r.image_digest},
+          {"options", r.options}};
 }
 
 Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
@@ -39,20 +42,67 @@ Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
     r.scaling = ScalingFromJson(json.value("scaling", nlohmann::json::object()), ScalingOptions{});
     r.version = json.value("version", uint64_t{1});
     r.deployed_at = json.value("deployed_at", std::string());
+    r.image_digest = json.value("image_digest", std::string());
+    r.options = json.value("options", nlohmann::json::object());
+    if (!r.options.is_object()) return MakeError(Errc::kInternal, "bad function record: options");
     return r;
   } catch (const nlohmann::json::exception& e) {
     return MakeError(Errc::kInternal, std::string("bad function record: ") + e.what());
   }
 }
 
+namespace {
+
+// The "versions" of a function's object; none when it has none (an older faasd's file).
+Result<std::vector<FunctionRecord>> KeptFromJson(const nlohmann::json& function) {
+  std::vector<FunctionRecord> kept;
+  auto it = function.find("versions");
+  if (it == function.end()) return kept;
+  if (!it->is_array()) return MakeError(Errc::kInternal, "bad function record: versions");
+  for (const auto& version : *it) {
+    FAAS_ASSIGN_OR_RETURN(FunctionRecord record, FunctionFromJson(version));
+    kept.push_back(std::move(record));
+  }
+  return kept;
+}
+
+}  // namespace
+
 const FunctionRecord* Registry::Find(const std::string& name) const {
   auto it = functions_.find(name);
   return it == functions_.end() ? nullptr : &it->second;
 }
 
+const std::vector<FunctionRecord>& Registry::Kept(const std::string& name) const {
+  static const std::vector<FunctionRecord> kNone;
+  auto it = kept_.find(name);
+  return it == kept_.end() ? kNone : it->second;
+}
+
+void Registry::PutKept(const std::string& name, std::vector<FunctionRecord> kept) {
+  if (kept.empty()) {
+    kept_.erase(name);
+  } else {
+    kept_[name] = std::move(kept);
+  }
+}
+
+uint64_t Registry::LatestVersion(const std::string& name) const {
+  const FunctionRecord* serving = Find(name);
+  uint64_t latest = serving ? serving->version : 0;
+  for (const FunctionRecord& kept : Kept(name)) latest = std::max(latest, kept.version);
+  return latest;
+}
+
 nlohmann::json Registry::ToJson() const {
   nlohmann::json out = nlohmann::json::object();
-  for (const auto& [name, record] : functions_) out[name] = store::ToJson(record);
+  for (const auto& [name, record] : functions_) {
+    nlohmann::json& fn = out[name] = store::ToJson(record);
+    const auto& kept = Kept(name);
+    if (kept.empty()) continue;
+    nlohmann::json& versions = fn["versions"] = nlohmann::json::array();
+    for (const FunctionRecord& r : kept) versions.push_back(store::ToJson(r));
+  }
   return out;
 }
 
@@ -69,12 +119,16 @@ Status Registry::Load() {
   if (!json.is_object())
     return MakeError(Errc::kInternal, "registry " + path_ + " is not a JSON object");
   std::map<std::string, FunctionRecord> loaded;
+  std::map<std::string, std::vector<FunctionRecord>> kept;
   for (const auto& [name, value] : json.items()) {
     FAAS_RETURN_IF_ERROR_CTX(ValidateName(name), "registry " + path_);
     FAAS_ASSIGN_OR_RETURN(FunctionRecord record, FunctionFromJson(value));
     loaded.emplace(name, std::move(record));
+    FAAS_ASSIGN_OR_RETURN(std::vector<FunctionRecord> versions, KeptFromJson(value));
+    if (!versions.empty()) kept.emplace(name, std::move(versions));
   }
   functions_ = std::move(loaded);
+  kept_ = std::move(kept);
   return Ok();
 }
 

@@ -1,5 +1,9 @@
 // The registry of deployed functions, persisted as STATE/registry.json:
-//   {"NAME": {"ip": "10.0.0.10", "rootfs": ".../images/NAME/rootfs", "cmd": ["..."], ...}}
+//   {"NAME": {"ip": "10.0.0.10", "rootfs": ".../images/NAME/rootfs", "cmd": ["..."], ...,
+//             "versions": [{...}, ...]}}
+// Each function's object is the record of its serving version; "versions" holds the
+// records of its other kept versions (each with its own version, image and settings),
+// the one that served most recently first. A file without "versions" keeps none.
 // Not thread-safe: owned by the daemon's event loop, which serialises every change.
 #pragma once
 
@@ -28,6 +32,11 @@ struct FunctionRecord {
   uint32_t userns_base = 0;  // rootfs owned by base+id for a user namespace; 0: none
   uint64_t version = 1;      // bumped on every redeploy
   std::string deployed_at;   // RFC 3339, UTC
+  // "sha256:<hex>" of the image's config blob: the image ID `docker images` and
+  // `podman images` show. Empty in records of a faasd that did not record it.
+  std::string image_digest;
+  // The deploy options in force (DeployOptions::set): given or carried over.
+  nlohmann::json options = nlohmann::json::object();
 };
 
 nlohmann::json ToJson(const FunctionRecord& record);
@@ -45,10 +54,20 @@ class Registry {
   // Writes atomically (temp file, fsync, rename, fsync dir). On failure the old file is intact.
   Status Save() const;
 
+  // The serving version of each function.
   const std::map<std::string, FunctionRecord>& functions() const { return functions_; }
   const FunctionRecord* Find(const std::string& name) const;
   void Put(const std::string& name, FunctionRecord record) { functions_[name] = std::move(record); }
-  void Erase(const std::string& name) { functions_.erase(name); }
+  // The function's other kept versions, the one that served most recently first.
+  const std::vector<FunctionRecord>& Kept(const std::string& name) const;
+  void PutKept(const std::string& name, std::vector<FunctionRecord> kept);
+  // The highest version number of `name`, serving or kept; 0 when there is none.
+  uint64_t LatestVersion(const std::string& name) const;
+  // Forgets the function and all its versions.
+  void Erase(const std::string& name) {
+    functions_.erase(name);
+    kept_.erase(name);
+  }
   nlohmann::json ToJson() const;
   const std::string& path() const { return path_; }
 
@@ -56,6 +75,7 @@ class Registry {
   std::string path_;
   FileOps* ops_;
   std::map<std::string, FunctionRecord> functions_;
+  std::map<std::string, std::vector<FunctionRecord>> kept_;  // no empty vectors
 };
 
 }  // namespace faas::store

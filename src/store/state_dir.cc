@@ -76,7 +76,8 @@ Status StateDir::UnlinkRootfs(const std::string& name) const {
   return Ok();
 }
 
-std::vector<Error> StateDir::RemoveStale(const std::map<std::string, uint64_t>& live) const {
+std::vector<Error> StateDir::RemoveStale(
+    const std::map<std::string, std::set<uint64_t>>& live) const {
   std::vector<Error> left;
   auto remove = [&left](const std::filesystem::path& path) {
     if (Status st = RemoveTree(path.string()); !st.ok()) left.push_back(std::move(st).error());
@@ -91,12 +92,13 @@ std::vector<Error> StateDir::RemoveStale(const std::map<std::string, uint64_t>& 
       remove(fn.path());
       continue;
     }
-    const std::string keep = VersionName(it->second);
+    std::set<std::string> keep;
+    for (uint64_t version : it->second) keep.insert(VersionName(version));
     std::error_code inner;
     for (const auto& entry : std::filesystem::directory_iterator(fn.path(), inner)) {
       std::string base = entry.path().filename().string();
       bool stale = base.rfind(".new-", 0) == 0 || base.rfind(".rootfs-", 0) == 0 ||
-                   (IsVersionName(base) && base != keep);
+                   (IsVersionName(base) && !keep.count(base));
       if (stale) remove(entry.path());
     }
   }

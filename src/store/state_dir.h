@@ -4,8 +4,10 @@
 //   STATE/images/NAME/rootfs/   the serving rootfs of NAME: a symlink to vN
 //   STATE/images/NAME/vN/       version N of NAME's rootfs. A version directory is never
 //                               renamed while it exists, so a container that is starting
-//                               sees one tree even while a redeploy swaps `rootfs`; a
-//                               replaced version is removed after its last request.
+//                               sees one tree even while a redeploy swaps `rootfs`. The
+//                               serving version and the last ones before it are kept
+//                               (faasd --keep-versions); one that falls out of that set
+//                               is removed after its last request.
 //   STATE/images/NAME/.new-*    an import in progress (removed at start-up)
 //   STATE/bundles/<id>/         one OCI bundle per request, removed after it
 //   STATE/tmp/                  spooled uploads; emptied at start-up
@@ -22,6 +24,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -44,12 +47,12 @@ class StateDir {
   // Creates images/NAME with the owner and mode above if it is missing.
   Status CreateFunctionDir(const std::string& name) const;
   // Removes what a dead faasd left behind: bundles, tmp, imports in progress, and
-  // every function directory and version that `live` (the registry: name -> current
-  // version) does not name. The registry is the truth: a crash between swapping a
-  // `rootfs` link and saving the registry must not leave a half-new function.
-  // What cannot be removed is skipped: the returned errors (empty when all went) each
-  // name the path that is left.
-  std::vector<Error> RemoveStale(const std::map<std::string, uint64_t>& live) const;
+  // every function directory and version that `live` (the registry: name -> its
+  // versions, serving and kept) does not name. The registry is the truth: a crash
+  // between swapping a `rootfs` link and saving the registry must not leave a
+  // half-new function. What cannot be removed is skipped: the returned errors (empty
+  // when all went) each name the path that is left.
+  std::vector<Error> RemoveStale(const std::map<std::string, std::set<uint64_t>>& live) const;
 
   std::string VersionName(uint64_t version) const { return "v" + std::to_string(version); }
   std::string VersionPath(const std::string& name, uint64_t version) const {

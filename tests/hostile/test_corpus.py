@@ -200,8 +200,10 @@ def test_corpus_refused_and_previous_version_keeps_serving(faas, faasd, corpus, 
                 assert faas.read_registry()["fn"]["version"] == version
                 check_contained(faas, f"{fn_dir}/v{version}", case["contained"])
                 faas.assert_handler_responds(d.ip, expected_body=hello_body())
-                faas.wait_for_cleanup(lambda: faas.vm.listdir(fn_dir) == ["rootfs", f"v{version}"],
-                                      what="the replaced version to go")
+                # The last three versions are kept (--keep-versions), older ones go.
+                kept = [f"v{v}" for v in range(max(1, version - 2), version + 1)]
+                faas.wait_for_cleanup(lambda: faas.vm.listdir(fn_dir) == sorted(["rootfs"] + kept),
+                                      what="the versions beyond the kept ones to go")
             else:
                 assert message is not None, f"not a JSON error: {body!r}"
                 assert any(m in message for m in case["messages"]), \

@@ -64,8 +64,10 @@ def assert_consistent(faas, faasd, name, ip, versions):
     # Asked first, so that a mismatch below also says what a client gets.
     r = faas.make_request(ip, body="ping")
     answer = f"a request gets {r['status']} {r['body']!r}"
-    assert faas.vm.listdir(fn_dir) == ["rootfs", f"v{n}"], \
-        (f"registry says v{n} (cmd {record['cmd']}), images/{name} holds "
+    # The serving version and those kept for a rollback, nothing else.
+    kept = [v["version"] for v in record.get("versions", [])]
+    assert faas.vm.listdir(fn_dir) == sorted(["rootfs"] + [f"v{k}" for k in [n] + kept]), \
+        (f"registry says v{n} (cmd {record['cmd']}) and keeps {kept}, images/{name} holds "
          f"{faas.vm.listdir(fn_dir)}; {answer}")
     link = faas.vm.run(["readlink", f"{fn_dir}/rootfs"]).stdout.strip()
     assert link == f"v{n}", f"rootfs -> {link}, registry says v{n}; {answer}"
@@ -76,7 +78,8 @@ def assert_consistent(faas, faasd, name, ip, versions):
     status, described = faasd.api("GET", f"/api/functions/{name}")
     assert status == 200 and "runtime" in described, described
     described.pop("runtime")  # live counters, not part of the record
-    assert described == dict(record, name=name), described
+    serving = {k: v for k, v in record.items() if k != "versions"}
+    assert described == dict(serving, name=name), described
     # The spool of a deploy goes while it is answered: wait for it.
     wait_for(lambda: faas.vm.listdir(f"{state}/tmp") == [], 10, what="an empty tmp/")
     assert faasd.bundles() == []
@@ -134,8 +137,8 @@ def disk_state(faas, faasd, name):
 # fsyncs the state dir (its second fsync: the first is the registry's temp file).
 KILL_POINTS = [
     ("upload streaming, spool dir exists", "held-upload", "old",
-     lambda d, old, new: [e for e in d["entries"] if not e.startswith(".new-")]
-     == ["rootfs", f"v{old}"]),
+     lambda d, old, new: f"v{old}" in d["entries"] and f"v{new}" not in d["entries"]
+     and d["link"] == f"v{old}"),
     ("layer application starts (first openat2)", ("openat2", 1), "old",
      lambda d, old, new: any(e.startswith(".new-") for e in d["entries"])),
     ("layer data being copied (first copy_file_range)", ("copy_file_range", 1), "old",

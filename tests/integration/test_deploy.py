@@ -71,6 +71,7 @@ def test_multiple_handlers_unique_ips_labelled(faas, faasd):
 
 
 @pytest.mark.vmtest
+@pytest.mark.faasd_args("--keep-versions", "1")
 def test_redeploy_keeps_ip_and_serves_new_version(faas, faasd):
     first = faas.deploy_handler("fn", "hello")
     faas.assert_handler_responds(first.ip)
@@ -125,7 +126,7 @@ def test_python_handler_answers(faas):
     faas.assert_bundles_cleaned_up()
 
 
-@pytest.mark.faasd_args("--run-timeout", "2000")
+@pytest.mark.faasd_args("--run-timeout", "2000", "--keep-versions", "1")
 def test_redeploy_keeps_old_rootfs_until_its_requests_finish(faas, faasd):
     old = faas.deploy_handler("fn", "sleeps-forever")
     client = faas.vm.spawn(["/usr/bin/python3", faas.client, old.ip, "--timeout", "30"],

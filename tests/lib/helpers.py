@@ -13,7 +13,8 @@ from .images import ImageBuilder
 from .vm import VM, RunResult, Spawned, wait_for
 
 HELLO_BODY = "Hello from FaaS handler!\n\nRequest: {line}\n"
-DEPLOYED_RE = re.compile(r"^✓ Deployed (\S+) at (\d+\.\d+\.\d+\.\d+)\n  Command: (.*)\n\Z")
+DEPLOYED_RE = re.compile(r"^✓ Deployed (\S+) at (\d+\.\d+\.\d+\.\d+)\n  Command: (.*)\n"
+                         r"(?:  Kept from (v\d+: .*)\n)?\Z")
 
 
 def hello_body(method: str = "GET", path: str = "/") -> str:
@@ -27,6 +28,7 @@ class Deployed:
     ip: Optional[str]
     command: Optional[list]
     result: RunResult
+    kept: Optional[str] = None  # "v3: env (2), memory": the settings a redeploy kept
 
     @property
     def ok(self) -> bool:
@@ -65,7 +67,7 @@ class FaaSTestHelper:
         m = DEPLOYED_RE.match(r.stdout)
         assert m, f"unexpected `faas new` output: {r.stdout!r}"
         assert m.group(1) == name
-        return Deployed(name, m.group(2), json.loads(m.group(3)), r)
+        return Deployed(name, m.group(2), json.loads(m.group(3)), r, m.group(4))
 
     def get_handler_ip(self, name: str) -> str:
         r = self.faasd.faas("ip", name, check=True)

@@ -124,8 +124,9 @@ def test_rapid_redeploy_while_serving(faas, faasd):
                        f"answer, e.g. {bad[:2]}")
     assert faas.read_registry()["fn"]["version"] == 11
     faas.wait_for_cleanup()
-    wait_for(lambda: faas.vm.listdir(f"{faasd.state_dir}/images/fn") == ["rootfs", "v11"], 20,
-             what="retired rootfs versions to be removed")
+    # The last three (--keep-versions) stay for a rollback; the older ones go.
+    wait_for(lambda: faas.vm.listdir(f"{faasd.state_dir}/images/fn")
+             == ["rootfs", "v10", "v11", "v9"], 20, what="retired rootfs versions to be removed")
 
 
 def test_rm_while_serving(faas, faasd):

@@ -36,8 +36,19 @@ class FakeBackend : public Backend {
     if (name == "busy") return MakeError(Errc::kConflict, "a deploy of 'busy' is under way");
     return nlohmann::json{{"name", name}};
   }
+  Result<nlohmann::json> Versions(const std::string& name) override {
+    if (name != "hello") return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+    return nlohmann::json{{"name", name}, {"serving", 2}};
+  }
+  Result<nlohmann::json> Rollback(const std::string& name,
+                                  std::optional<uint64_t> version) override {
+    rollbacks.emplace_back(name, version);
+    if (name == "busy") return MakeError(Errc::kConflict, "a deploy of 'busy' is under way");
+    return nlohmann::json{{"name", name}, {"version", version.value_or(1)}};
+  }
   std::vector<std::string> Degraded() override { return degraded; }
   nlohmann::json Version() override { return {{"version", "9.9.9"}, {"api", 1}}; }
+  std::vector<std::pair<std::string, std::optional<uint64_t>>> rollbacks;
   std::vector<std::string> removed;
   std::vector<std::string> degraded;
 };
@@ -56,6 +67,46 @@ TEST(ApiRouteTest, HealthzDegradedIs503WithTheReasons) {
   EXPECT_EQ(r.status, 503);
   EXPECT_EQ(r.body["status"], "degraded");
   EXPECT_EQ(r.body["reasons"], nlohmann::json::array({backend.degraded[0]}));
+}
+
+TEST(ApiRouteTest, VersionsOfAFunction) {
+  FakeBackend backend;
+  Reply r = Route(backend, verb::get, "/api/functions/hello/versions");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body["serving"], 2);
+  EXPECT_EQ(Route(backend, verb::get, "/api/functions/nope/versions").status, 404);
+  EXPECT_EQ(Route(backend, verb::post, "/api/functions/hello/versions").status, 405);
+}
+
+TEST(ApiRouteTest, RollbackWithAndWithoutAVersion) {
+  FakeBackend backend;
+  EXPECT_EQ(Route(backend, verb::post, "/api/functions/hello/rollback").status, 200);
+  Reply r = Route(backend, verb::post, "/api/functions/hello/rollback?version=3");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body["version"], 3);
+  EXPECT_EQ(Route(backend, verb::post, "/api/functions/busy/rollback").status, 409);
+  ASSERT_EQ(backend.rollbacks.size(), 3u);
+  EXPECT_EQ(backend.rollbacks[0].second, std::nullopt);
+  EXPECT_EQ(backend.rollbacks[1].second, std::optional<uint64_t>(3));
+  EXPECT_EQ(Route(backend, verb::get, "/api/functions/hello/rollback").status, 405);
+}
+
+TEST(ApiRouteTest, RollbackToABadVersionIs400WithoutCallingTheBackend) {
+  FakeBackend backend;
+  for (const char* query :
+       {"?version=0", "?version=x", "?version=", "?version=-1", "?version=1x"}) {
+    Reply r = Route(backend, verb::post, std::string("/api/functions/hello/rollback") + query);
+    EXPECT_EQ(r.status, 400) << query;
+  }
+  EXPECT_TRUE(backend.rollbacks.empty());
+}
+
+TEST(ApiRouteTest, UnknownFunctionActionsAre404) {
+  FakeBackend backend;
+  for (const char* target : {"/api/functions/hello/nope", "/api/functions/hello/versions/1",
+                             "/api/functions//versions", "/api/functions/hello/"}) {
+    EXPECT_EQ(Route(backend, verb::get, target).status, 404) << target;
+  }
 }
 
 TEST(ApiRouteTest, IpKnownAndUnknown) {

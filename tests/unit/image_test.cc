@@ -179,6 +179,22 @@ TEST_F(ImageTest, SimpleImage) {
   EXPECT_GT(stats_.input_bytes, 0u);
 }
 
+// The image ID docker and podman show: the sha256 of the config blob, whichever format.
+TEST_F(ImageTest, ConfigDigestIsTheImageId) {
+  TarBuilder tar;
+  tar.File("handler", "x", 0755);
+  using Builder = std::string (*)(const std::vector<Layer>&, const ImageOptions&);
+  for (Builder build :
+       {&BuildDockerArchive, &BuildPodmanArchive, &BuildDocker25Archive, &BuildOciArchive}) {
+    nlohmann::json config;
+    ImageOptions options = WithRunConfig({{"Cmd", {"/handler"}}});
+    options.edit_config = [&config](nlohmann::json& c) { config = c; };
+    auto result = Import(build(OneLayer(tar), options));
+    ASSERT_TRUE(result.ok()) << result.error().message;
+    EXPECT_EQ(result->digest, Digest(config.dump()));
+  }
+}
+
 TEST_F(ImageTest, MultiLayerOverwrite) {
   TarBuilder lower;
   lower.File("a", "one").File("dir-becomes-file/x", "x").File("file-becomes-dir", "f");

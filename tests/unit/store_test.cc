@@ -111,7 +111,7 @@ TEST_F(StoreTest, StateDirLayoutAndStaleCleanup) {
   fs::create_directories(state.VersionPath("unsaved", 1) + "/usr");    // crashed before save
   ASSERT_TRUE(state.PointRootfsAt("unsaved", 1).ok());
   fs::create_directories(state.TmpDir() + "/import-x");
-  ASSERT_TRUE(state.RemoveStale({{"hello", 3}}).empty());
+  ASSERT_TRUE(state.RemoveStale({{"hello", {3}}}).empty());
   EXPECT_FALSE(fs::exists(state.BundlePath("dead-1")));
   EXPECT_FALSE(fs::exists(state.FunctionDir("hello") + "/.new-1"));
   EXPECT_FALSE(fs::exists(state.VersionPath("hello", 2))) << "not the current version";
@@ -128,7 +128,7 @@ TEST_F(StoreTest, RegressionCrashAfterLinkSwapBeforeRegistrySaveKeepsTheSavedVer
   fs::create_directories(state.VersionPath("fn", 1) + "/usr");
   fs::create_directories(state.VersionPath("fn", 2) + "/usr");
   ASSERT_TRUE(state.PointRootfsAt("fn", 2).ok());  // the link moved, the registry still says 1
-  ASSERT_TRUE(state.RemoveStale({{"fn", 1}}).empty());
+  ASSERT_TRUE(state.RemoveStale({{"fn", {1}}}).empty());
   EXPECT_TRUE(fs::exists(state.VersionPath("fn", 1)));
   EXPECT_FALSE(fs::exists(state.VersionPath("fn", 2)));
 }
@@ -187,7 +187,7 @@ int RemoveStaleAroundAMount(const StateDir& state) {
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 11;
   const std::string mnt = state.FunctionDir("fn") + "/.new-1/mnt";
   if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, nullptr) != 0) return 12;
-  std::vector<Error> left = state.RemoveStale({{"fn", 1}});
+  std::vector<Error> left = state.RemoveStale({{"fn", {1}}});
   ::umount2(mnt.c_str(), MNT_DETACH);
   if (left.size() != 1) return 1;
   if (left[0].message.find(state.FunctionDir("fn") + "/.new-1") == std::string::npos) return 2;
@@ -211,6 +211,82 @@ TEST_F(StoreTest, RegressionStaleDirThatCannotBeRemovedIsReportedAndTheRestRemov
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "1: not one error, 2: the error does not name the path, "
                                        "3-4: the clean-up stopped at the first failure";
+}
+
+TEST_F(StoreTest, KeptVersionsSurviveTheRegistryInOrder) {
+  Registry registry(dir_ + "/registry.json");
+  FunctionRecord serving = Sample();
+  serving.version = 3;
+  serving.image_digest = "sha256:" + std::string(64, 'c');
+  serving.options = {{"memory", "256M"}, {"env", {"A=1"}}};
+  FunctionRecord v2 = Sample(), v1 = Sample();
+  v2.version = 2;
+  v2.env = {"PATH=/bin", "B=2"};
+  v1.version = 1;
+  v1.limits.memory_bytes = 64 << 20;
+  registry.Put("hello", serving);
+  registry.PutKept("hello", {v2, v1});
+  registry.Put("other", Sample());
+  ASSERT_TRUE(registry.Save().ok());
+  auto json = nlohmann::json::parse(*ReadFile(dir_ + "/registry.json"));
+  EXPECT_EQ(json["hello"]["version"], 3) << "the function's object is the serving record";
+  ASSERT_EQ(json["hello"]["versions"].size(), 2u);
+  EXPECT_EQ(json["hello"]["versions"][0]["version"], 2);
+  EXPECT_FALSE(json["other"].contains("versions"));
+
+  Registry again(dir_ + "/registry.json");
+  ASSERT_TRUE(again.Load().ok());
+  EXPECT_EQ(again.Find("hello")->image_digest, serving.image_digest);
+  EXPECT_EQ(again.Find("hello")->options, serving.options);
+  ASSERT_EQ(again.Kept("hello").size(), 2u);
+  EXPECT_EQ(again.Kept("hello")[0].env, v2.env);
+  EXPECT_EQ(again.Kept("hello")[1].limits.memory_bytes, 64u << 20);
+  EXPECT_TRUE(again.Kept("other").empty());
+  EXPECT_EQ(again.LatestVersion("hello"), 3u);
+  EXPECT_EQ(again.LatestVersion("nope"), 0u);
+  again.Erase("hello");
+  EXPECT_TRUE(again.Kept("hello").empty()) << "Erase forgets every version";
+}
+
+TEST_F(StoreTest, LatestVersionCountsKeptVersionsAboveTheServingOne) {
+  Registry registry(dir_ + "/registry.json");
+  FunctionRecord rolled_back = Sample(), newer = Sample();
+  rolled_back.version = 2;
+  newer.version = 5;
+  registry.Put("fn", rolled_back);
+  registry.PutKept("fn", {newer});
+  EXPECT_EQ(registry.LatestVersion("fn"), 5u);
+}
+
+TEST_F(StoreTest, RegistryOfAnEarlierFaasdLoadsWithoutVersions) {
+  std::ofstream(dir_ + "/registry.json") << R"({"hello": {"ip": "10.0.0.11", "rootfs": "/r",
+      "cmd": ["/handler"], "env": ["A=1"], "limits": {"memory_bytes": 268435456},
+      "version": 4, "deployed_at": "2026-01-01T00:00:00Z"}})";
+  Registry registry(dir_ + "/registry.json");
+  ASSERT_TRUE(registry.Load().ok());
+  EXPECT_EQ(registry.Find("hello")->version, 4u);
+  EXPECT_EQ(registry.Find("hello")->image_digest, "");
+  EXPECT_EQ(registry.Find("hello")->options, nlohmann::json::object());
+  EXPECT_TRUE(registry.Kept("hello").empty());
+}
+
+TEST_F(StoreTest, RegistryWithBadVersionsIsAnError) {
+  std::ofstream(dir_ + "/registry.json")
+      << R"({"hello": {"ip": "10.0.0.11", "rootfs": "/r", "cmd": [], "versions": {"v": 1}}})";
+  Registry registry(dir_ + "/registry.json");
+  EXPECT_FALSE(registry.Load().ok());
+}
+
+TEST_F(StoreTest, RemoveStaleKeepsTheKeptVersions) {
+  StateDir state(dir_ + "/state");
+  ASSERT_TRUE(state.Create().ok());
+  for (uint64_t v : {1, 2, 3, 4}) fs::create_directories(state.VersionPath("fn", v) + "/usr");
+  ASSERT_TRUE(state.PointRootfsAt("fn", 2).ok());
+  // Version 2 serves (a rollback), 4 and 3 are kept, 1 fell out of the kept set.
+  ASSERT_TRUE(state.RemoveStale({{"fn", {2, 3, 4}}}).empty());
+  EXPECT_FALSE(fs::exists(state.VersionPath("fn", 1)));
+  for (uint64_t v : {2, 3, 4}) EXPECT_TRUE(fs::exists(state.VersionPath("fn", v) + "/usr")) << v;
+  EXPECT_EQ(fs::read_symlink(state.RootfsPath("fn")), "v2");
 }
 
 TEST(LimitsTest, ParsesMemorySizes) {
@@ -333,6 +409,59 @@ TEST(LimitsTest, BadScalingOptionsAreInvalidArgument) {
   }
   EXPECT_DOUBLE_EQ(*ParseRate("0"), 0.0);
   EXPECT_DOUBLE_EQ(*ParseRate("100/s"), 100.0);
+}
+
+TEST(LimitsTest, RedeployKeepsWhatItDoesNotGive) {
+  const nlohmann::json previous = {
+      {"env", {"A=1", "B=2"}}, {"memory", "256M"}, {"warm", 2}, {"timeout", "10s"}};
+  auto o = ParseDeployOptions(R"({"timeout":"5s"})", FunctionLimits{}, ScalingOptions{}, previous);
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_EQ(o->limits.memory_bytes, 256u << 20);
+  EXPECT_EQ(o->limits.timeout_ms, 5000u) << "given wins over carried";
+  EXPECT_EQ(o->scaling.warm, 2u);
+  EXPECT_EQ(o->env, (std::vector<std::string>{"A=1", "B=2"}));
+  EXPECT_EQ(o->carried, (std::vector<std::string>{"env", "memory", "warm"}));
+  EXPECT_EQ(o->set,
+            (nlohmann::json{
+                {"env", {"A=1", "B=2"}}, {"memory", "256M"}, {"warm", 2}, {"timeout", "5s"}}));
+}
+
+TEST(LimitsTest, RedeployEnvReplacesTheWholeList) {
+  const nlohmann::json previous = {{"env", {"A=1", "B=2"}}, {"memory", "256M"}};
+  auto o = ParseDeployOptions(R"({"env":["C=3"]})", FunctionLimits{}, ScalingOptions{}, previous);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->env, (std::vector<std::string>{"C=3"}));
+  EXPECT_EQ(o->carried, (std::vector<std::string>{"memory"}));
+}
+
+TEST(LimitsTest, ResetStartsFromTheDefaults) {
+  FunctionLimits defaults;
+  defaults.memory_bytes = 128 << 20;
+  const nlohmann::json previous = {{"env", {"A=1"}}, {"memory", "256M"}, {"warm", 3}};
+  auto o =
+      ParseDeployOptions(R"({"reset":true,"cpus":"0.5"})", defaults, ScalingOptions{}, previous);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->limits.memory_bytes, 128u << 20);
+  EXPECT_EQ(o->limits.cpu_millis, 500u);
+  EXPECT_EQ(o->scaling.warm, ScalingOptions{}.warm);
+  EXPECT_TRUE(o->env.empty());
+  EXPECT_TRUE(o->carried.empty());
+  EXPECT_EQ(o->set, (nlohmann::json{{"cpus", "0.5"}})) << "reset is not a setting";
+  EXPECT_FALSE(ParseDeployOptions(R"({"reset":1})", defaults).ok());
+}
+
+TEST(LimitsTest, FirstDeployCarriesNothingAndDefaultsAreNotSettings) {
+  auto o = ParseDeployOptions("", FunctionLimits{});
+  ASSERT_TRUE(o.ok());
+  EXPECT_TRUE(o->carried.empty());
+  EXPECT_EQ(o->set, nlohmann::json::object());
+}
+
+TEST(LimitsTest, CarriedWarmMaxStillBoundsAGivenWarm) {
+  const nlohmann::json previous = {{"warm_max", 2}};
+  auto o = ParseDeployOptions(R"({"warm":4})", FunctionLimits{}, ScalingOptions{}, previous);
+  ASSERT_FALSE(o.ok());
+  EXPECT_EQ(o.error().code, Errc::kInvalidArgument);
 }
 
 TEST(LimitsTest, MergeEnvReplacesByKey) {

@@ -1,0 +1,109 @@
+// faas versions NAME: the kept versions of a function, the serving one first.
+#include <algorithm>
+#include <cstddef>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/client.h"
+#include "cli/commands.h"
+#include "common/text.h"
+
+namespace faas::cli {
+namespace {
+
+constexpr char kHelp[] =
+    "Lists the versions faasd keeps of the function NAME (faasd --keep-versions, the serving\n"
+    "one included), one row each: the version, whether it serves, its image ID (the sha256\n"
+    "of the image's config, as 'podman images' shows it), when it was deployed and the\n"
+    "settings it was deployed with (the options of 'faas new', given or kept from the\n"
+    "version before; 'defaults' when none). The serving version comes first, then the\n"
+    "others from the one that served most recently: 'faas rollback NAME' goes back to the\n"
+    "second row. With --json, prints faasd's answer instead: {\"name\", \"serving\",\n"
+    "\"versions\": [{\"version\", \"serving\", \"image_digest\", \"deployed_at\", \"options\",\n"
+    "\"limits\", \"scaling\", \"cmd\", \"env\", ...}]}.";
+
+constexpr size_t kShortDigestHex = 12;
+
+std::string Text(const nlohmann::ordered_json& value) {
+  return value.is_string() ? value.get<std::string>() : value.dump();
+}
+
+// "sha256:0123456789ab", or "-" when faasd did not record the image.
+std::string ShortImage(const nlohmann::ordered_json& version) {
+  std::string digest = Text(version.value("image_digest", nlohmann::ordered_json("")));
+  if (digest.empty()) return "-";
+  const size_t colon = digest.find(':');
+  return digest.substr(0, colon == std::string::npos ? 0 : colon + 1 + kShortDigestHex);
+}
+
+// "env (2), memory=256M, warm=2": the options as `faas new` takes them.
+std::string Settings(const nlohmann::ordered_json& options) {
+  std::string out;
+  if (!options.is_object()) return "-";
+  for (const auto& [key, value] : options.items()) {
+    std::string flag = key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    std::string setting = value.is_array() ? flag + " (" + std::to_string(value.size()) + ")"
+                                           : flag + "=" + Text(value);
+    out += (out.empty() ? "" : ", ") + setting;
+  }
+  return out.empty() ? "defaults" : out;
+}
+
+std::vector<std::string> ToRow(const nlohmann::ordered_json& version) {
+  if (!version.is_object()) return {"?", "", "", "", ""};
+  return {"v" + Text(version.value("version", nlohmann::ordered_json("?"))),
+          version.value("serving", false) ? "yes" : "", ShortImage(version),
+          Text(version.value("deployed_at", nlohmann::ordered_json(""))),
+          Settings(version.value("options", nlohmann::ordered_json::object()))};
+}
+
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths(rows.front().size(), 0);
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i)
+      line += row[i] + std::string(i + 1 < row.size() ? widths[i] - row[i].size() + 2 : 0, ' ');
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::cout << EscapeControl(line) << "\n";
+  }
+}
+
+int RunVersions(const Client& client, const std::string& name, bool json) {
+  if (int code = CheckName(name); code != kExitOk) return code;
+  Result<Response> response = client.Get("/api/functions/" + name + "/versions");
+  if (!response.ok()) return Fail(response.error());
+  Result<nlohmann::ordered_json> reply = ParseReply(*response);
+  if (!reply.ok()) return Fail(reply.error());
+  if (json) {
+    std::cout << EscapeJsonControl(reply->dump(2)) << "\n";
+    return kExitOk;
+  }
+  const nlohmann::ordered_json versions = reply->value("versions", nlohmann::ordered_json());
+  if (!versions.is_array())
+    return Fail(MakeError(Errc::kIo, "unexpected reply from faasd: no list of versions"));
+  std::vector<std::vector<std::string>> rows = {
+      {"Version", "Serving", "Image", "Deployed at", "Settings"}};
+  for (const auto& version : versions) rows.push_back(ToRow(version));
+  PrintTable(rows);
+  return kExitOk;
+}
+
+}  // namespace
+
+Verb AddVersionsCommand(CLI::App& app) {
+  CLI::App* command = app.add_subcommand("versions", "List the kept versions of a function");
+  command->footer(kHelp);
+  auto name = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
+  command->add_option("NAME", *name, "Name of the function")->required();
+  command->add_flag("--json", *json, "Print faasd's answer as JSON instead of a table");
+  return {command,
+          [name, json](const Client& client) { return RunVersions(client, *name, *json); }};
+}
+
+}  // namespace faas::cli
