@@ -152,17 +152,18 @@ Status Functions::Restore(const std::string& name, const store::FunctionRecord& 
   FAAS_RETURN_IF_ERROR(state_.PointRootfsAt(name, record.version));
   FAAS_RETURN_IF_ERROR(AddAddress(ip));
   FAAS_ASSIGN_OR_RETURN(auto listener, Listen(name, ip));
-  functions_[name] = MakeFunction(name, ip, record, std::move(listener));
+  functions_[name] =
+      MakeFunction(name, ip, record, std::move(listener), VersionOf(name, record, nullptr));
   spdlog::info("serving {} at {}:{}", name, record.ip, options_.listener.port);
   return Ok();
 }
 
-std::unique_ptr<Functions::Function> Functions::MakeFunction(const std::string& name, net::Ipv4 ip,
-                                                             const store::FunctionRecord& record,
-                                                             std::unique_ptr<Listener> listener) {
+std::unique_ptr<Functions::Function> Functions::MakeFunction(
+    const std::string& name, net::Ipv4 ip, const store::FunctionRecord& record,
+    std::unique_ptr<Listener> listener, std::shared_ptr<RootfsVersion> rootfs) {
   auto fn = std::make_unique<Function>();
   fn->ip = ip;
-  fn->rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
+  fn->rootfs = std::move(rootfs);
   fn->listener = std::move(listener);
   fn->scaler = std::make_unique<Scaler>(
       clock_, rejector_, name, record.scaling,
@@ -239,6 +240,25 @@ std::shared_ptr<Instance> Functions::MakeContainer(const std::string& name, Uniq
                                      std::move(events));
 }
 
+std::shared_ptr<Container> Functions::MakeCandidate(const std::string& name,
+                                                    const store::FunctionRecord& record,
+                                                    Instance::Events events) {
+  if (shutting_down_) return nullptr;
+  auto rootfs = VersionOf(name, record, nullptr);
+  std::string id = NextContainerId();
+  std::string bundle = state_.BundlePath(id);
+  return std::make_shared<Container>(io_, runtime_, ConfigFor(name, record, std::move(rootfs)),
+                                     std::move(id), std::move(bundle), UniqueFd(),
+                                     std::move(events));
+}
+
+std::shared_ptr<RootfsVersion> Functions::VersionOf(const std::string& name,
+                                                    const store::FunctionRecord& record,
+                                                    const std::shared_ptr<Container>& first) {
+  if (first) return first->rootfs();
+  return std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
+}
+
 Result<nlohmann::json> Functions::RuntimeStats(const std::string& name) const {
   auto it = functions_.find(name);
   if (it == functions_.end()) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
@@ -293,14 +313,16 @@ void Functions::EndDeploy(const std::string& name) {
 }
 
 Result<store::FunctionRecord> Functions::Commit(const std::string& name,
-                                                store::FunctionRecord record) {
+                                                store::FunctionRecord record,
+                                                std::shared_ptr<Container> first) {
   if (shutting_down_) return MakeError(Errc::kUnavailable, "faasd is shutting down");
-  return functions_.count(name) ? Redeploy(name, std::move(record))
-                                : DeployNew(name, std::move(record));
+  return functions_.count(name) ? Redeploy(name, std::move(record), std::move(first))
+                                : DeployNew(name, std::move(record), std::move(first));
 }
 
 Result<store::FunctionRecord> Functions::Redeploy(const std::string& name,
-                                                  store::FunctionRecord record) {
+                                                  store::FunctionRecord record,
+                                                  std::shared_ptr<Container> first) {
   Function& fn = *functions_.at(name);
   const store::FunctionRecord previous = *registry_.Find(name);
   record.ip = previous.ip;
@@ -313,14 +335,15 @@ Result<store::FunctionRecord> Functions::Redeploy(const std::string& name,
     return std::move(st).error();
   }
   fn.rootfs->Retire(fn.rootfs->path());
-  fn.rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
-  fn.scaler->Reload(record.scaling);
+  fn.rootfs = VersionOf(name, record, first);
+  fn.scaler->Reload(record.scaling, std::move(first));
   spdlog::info("redeployed {} (version {}) at {}", name, record.version, record.ip);
   return record;
 }
 
 Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
-                                                   store::FunctionRecord record) {
+                                                   store::FunctionRecord record,
+                                                   std::shared_ptr<Container> first) {
   FAAS_ASSIGN_OR_RETURN(net::Ipv4 ip, AllocateIp());
   record.ip = ip.ToString();
   FAAS_RETURN_IF_ERROR(AddAddress(ip));
@@ -335,7 +358,9 @@ Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
   }
   unlink_rootfs.Dismiss();
   remove_address.Dismiss();
-  auto& fn = functions_[name] = MakeFunction(name, ip, record, std::move(listener));
+  auto& fn = functions_[name] =
+      MakeFunction(name, ip, record, std::move(listener), VersionOf(name, record, first));
+  if (first) fn->scaler->Adopt(std::move(first));
   fn->scaler->Refill();
   spdlog::info("deployed {} at {}:{}", name, record.ip, options_.listener.port);
   return record;

@@ -86,6 +86,12 @@ Status ApplyOption(const std::string& key, const nlohmann::json& value, DeployOp
     }
     return Ok();
   }
+  if (key == "start_check") {
+    if (!value.is_boolean())
+      return MakeError(Errc::kInvalidArgument, "option 'start_check' must be true or false");
+    out->start_check = value.get<bool>();
+    return Ok();
+  }
   FAAS_ASSIGN_OR_RETURN(std::string text, StringOrNumber(value, key.c_str()));
   FAAS_ASSIGN_OR_RETURN(bool scaling, ApplyScalingOption(key, text, &out->scaling));
   if (scaling) return Ok();
