@@ -19,8 +19,9 @@
 // Retry-After. With a rate limit, clients beyond the token bucket get 429.
 //
 // The scaler owns its function's containers: the pool, those serving, those of an
-// older version finishing their requests, and the pooled ones a redeploy stopped
-// (see AfterOldPoolGone). Lives on the event loop thread; not thread-safe.
+// older version finishing their requests, the pooled ones a redeploy stopped (see
+// AfterOldPoolGone), and the one a deploy started to check its version (see
+// Adopt). Lives on the event loop thread; not thread-safe.
 #pragma once
 
 #include <chrono>
