@@ -46,6 +46,20 @@ def test_runtime_that_always_fails_stops_faasd_at_start(vm, faasd_unstarted):
                             f"failed (exit 1): fake runtime: failing")
 
 
+def test_missing_cgroup_mounts_stop_faasd_at_start(vm, faasd_unstarted):
+    """An empty /sys/fs/cgroup (in the test's own mount namespace): runc runs, but no
+    container could get its memory, cpu and pids limits."""
+    vm.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "faasd-test-no-cgroups",
+            "/sys/fs/cgroup"])
+    try:
+        assert_refuses_to_start(vm, faasd_unstarted, faasd_unstarted.runtime,
+                                "cannot start: the cgroup controller(s) memory, cpu, pids are "
+                                "not available under /sys/fs/cgroup")
+        assert not vm.exists(faasd_unstarted.socket)
+    finally:
+        vm.run(["umount", "/sys/fs/cgroup"])
+
+
 def test_nonexistent_runtime_stops_faasd_at_start(vm, faasd_unstarted):
     assert_refuses_to_start(vm, faasd_unstarted, "/nonexistent",
                             "cannot start: OCI runtime /nonexistent: No such file or directory")
