@@ -26,7 +26,10 @@ constexpr char kHelp[] =
     "is streamed to faasd, which unpacks it and starts the function with its own IP address;\n"
     "faas then prints that address and the command the function runs, and how many device\n"
     "nodes of the image (e.g. /dev/null of a debootstrap tree) were skipped, if any:\n"
-    "containers get their devices from the runtime. NAME is 1 to 63 characters from\n"
+    "containers get their devices from the runtime. Before answering, faasd starts one\n"
+    "container of the new version and waits for its handler to connect (within\n"
+    "--connect-timeout); if it does not, the deploy fails with the reason and the previous\n"
+    "version keeps serving (--no-start-check skips this). NAME is 1 to 63 characters from\n"
     "a-z 0-9 _ . - starting with a letter or digit. -f FILE reads the archive from FILE\n"
     "instead (-f - is stdin). Durations take 500ms, 10s or 2m (a bare number is seconds).\n"
     "The settings are checked before anything is sent: a bad one is a usage error.\n"
@@ -102,6 +105,7 @@ struct NewOptions {
   std::optional<int64_t> warm, warm_max, max_concurrency, queue, reuse;
   std::string idle_timeout, queue_timeout, rate_limit;
   bool reset = false;
+  bool no_start_check = false;
 
   // The X-Function-Options header value: compact JSON, ASCII only.
   std::string Header() const {
@@ -121,6 +125,7 @@ struct NewOptions {
     if (!rate_limit.empty()) json["rate_limit"] = rate_limit;
     if (reuse) json["reuse"] = *reuse;
     if (reset) json["reset"] = true;
+    if (no_start_check) json["start_check"] = false;
     return json.dump(-1, ' ', /*ensure_ascii=*/true);
   }
 };
@@ -240,6 +245,8 @@ Verb AddNewCommand(CLI::App& app) {
   command->add_flag("--reset", options->reset,
                     "Redeploy with faasd's defaults for what is not given, instead of the "
                     "settings of the version before");
+  command->add_flag("--no-start-check", options->no_start_check,
+                    "Answer without first starting one container of the new version");
   return {command, [options](const Client& client) { return RunNew(client, *options); }};
 }
 

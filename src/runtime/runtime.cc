@@ -97,31 +97,49 @@ struct Captured {
   std::string out;
 };
 
-// Runs `argv` with stdout into a pipe (stderr to /dev/null when `quiet`) and reads it.
+// Runs `argv` with stdout (and stderr too when `with_stderr`, else it is inherited)
+// into a pipe and reads it.
 Result<Captured> Capture(const std::vector<std::string>& argv, size_t max_bytes,
-                         std::optional<Clock::time_point> deadline, bool quiet) {
+                         std::optional<Clock::time_point> deadline, bool with_stderr) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
   UniqueFd read_end(fds[0]), write_end(fds[1]);
-  UniqueFd null(quiet ? ::open("/dev/null", O_WRONLY | O_CLOEXEC) : -1);
-  if (quiet && !null) return SysError(errno, "open /dev/null");
-  FAAS_ASSIGN_OR_RETURN(Child child, Spawn({argv, -1, write_end.get(), null.get()}));
+  FAAS_ASSIGN_OR_RETURN(Child child,
+                        Spawn({argv, -1, write_end.get(), with_stderr ? write_end.get() : -1}));
   write_end.Reset();
   FAAS_ASSIGN_OR_RETURN(std::string out, ReadUntil(read_end.get(), max_bytes, deadline));
   return Captured{std::move(child), std::move(out)};
 }
 
-// "runc" or "crun" from the first line of `--version` ("crun version 1.8.1"); the
-// file name for anything else, including a runtime that fails or hangs there.
-std::string IdentifyRuntime(const std::string& path) {
-  std::string fallback = fs::path(path).filename().string();
-  auto version = Capture({path, "--version"}, 4096, Clock::now() + kVersionTimeout, true);
-  if (!version.ok()) return fallback;
-  std::istringstream first_line(version->out.substr(0, version->out.find('\n')));
+std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+// Runs `PROGRAM --version`, the proof that the runtime runs at all, and names it:
+// "runc" or "crun" from the first line ("crun version 1.8.1"), else the file name.
+// Fails when it cannot start, exits non-zero or does not answer in time.
+Result<std::string> IdentifyRuntime(const std::string& path) {
+  const auto deadline = Clock::now() + kVersionTimeout;
+  FAAS_ASSIGN_OR_RETURN(Captured version, Capture({path, "--version"}, 4096, deadline, true));
+  // Its output ends before it exits, or it closed stdout and lingers: wait for the
+  // exit until the same deadline.
+  Result<int> status = version.child.TryReap();
+  while (status.ok() && *status < 0 && Clock::now() < deadline) {
+    ::usleep(2000);
+    status = version.child.TryReap();
+  }
+  if (!status.ok()) return std::move(status).error();
+  if (*status < 0)
+    return MakeError(Errc::kInvalidArgument, "`--version` did not answer within " +
+                                                 std::to_string(kVersionTimeout.count()) + " s");
+  if (*status != 0) {
+    std::string said = FirstLine(version.out);
+    return MakeError(Errc::kInvalidArgument, "`--version` failed (" + DescribeWaitStatus(*status) +
+                                                 ")" + (said.empty() ? "" : ": " + said));
+  }
+  std::istringstream first_line(FirstLine(version.out));
   std::string word, second;
   first_line >> word >> second;
   if (second == "version" && (word == "runc" || word == "crun")) return word;
-  return fallback;
+  return fs::path(path).filename().string();
 }
 
 // crun 1.8 refuses a hybrid layout (v1 hierarchies plus cgroup2 at `unified`) as
@@ -142,6 +160,19 @@ Status CheckCrunCgroups(const std::string& cgroup_fs) {
                        names +
                        "); boot with cgroup v2 only (systemd.unified_cgroup_hierarchy=1) or use "
                        "--runtime runc");
+}
+
+// Whether `controller` has a hierarchy: listed by the cgroup2 root (v2), else a v1
+// hierarchy mounted at CGROUP_FS/NAME (or a symlink to one, e.g. cpu -> cpu,cpuacct).
+bool HasController(const std::string& cgroup_fs, const std::string& v2_controllers,
+                   const std::string& controller) {
+  if (IsFs(cgroup_fs, CGROUP2_SUPER_MAGIC)) {
+    std::istringstream names(v2_controllers);
+    for (std::string name; names >> name;)
+      if (name == controller) return true;
+    return false;
+  }
+  return IsFs(cgroup_fs + "/" + controller, CGROUP_SUPER_MAGIC);
 }
 
 // The mount point of every cgroup hierarchy: `cgroup_fs` itself on a v2 host, else
@@ -231,7 +262,8 @@ class OciRuntime final : public Runtime {
 // `delete --force` still removes: such directories are listed too.
 Result<std::vector<std::string>> OciRuntime::List() {
   FAAS_ASSIGN_OR_RETURN(Captured listed,
-                        Capture(Command({"list", "--quiet"}), kMaxListOutput, std::nullopt, false));
+                        Capture(Command({"list", "--quiet"}), kMaxListOutput, std::nullopt,
+                                /*with_stderr=*/false));
   if (listed.out.size() >= kMaxListOutput)
     return MakeError(Errc::kTooLarge, path_ + " list: more than " + std::to_string(kMaxListOutput) +
                                           " bytes of output");
@@ -282,12 +314,34 @@ Status OciRuntime::CheckMember(const std::string& id, pid_t pid) const {
 
 }  // namespace
 
+Status CheckCgroupControllers(const std::string& cgroup_fs) {
+  std::string v2_controllers;
+  if (IsFs(cgroup_fs, CGROUP2_SUPER_MAGIC)) {
+    auto read = ReadFile(cgroup_fs + "/cgroup.controllers", 4096);
+    if (!read.ok()) return std::move(read).error().Wrap("cgroup check");
+    v2_controllers = std::move(read).value();
+  }
+  std::string missing;
+  for (const char* controller : kCgroupControllers) {
+    if (HasController(cgroup_fs, v2_controllers, controller)) continue;
+    missing += (missing.empty() ? "" : ", ") + std::string(controller);
+  }
+  if (missing.empty()) return Ok();
+  return MakeError(Errc::kInvalidArgument,
+                   "the cgroup controller(s) " + missing + " are not available under " + cgroup_fs +
+                       ": containers' limits need memory, cpu and pids (cgroup v2: listed in " +
+                       cgroup_fs + "/cgroup.controllers; v1: each mounted as " + cgroup_fs +
+                       "/NAME)");
+}
+
 Result<std::unique_ptr<Runtime>> OpenOciRuntime(RuntimeConfig config) {
   const std::string context = "OCI runtime " + config.program;
   if (config.root.empty()) return MakeError(Errc::kInvalidArgument, context + ": no state dir");
   auto path = ResolveProgram(config.program);
   if (!path.ok()) return std::move(path).error().Wrap(context);
-  std::string name = IdentifyRuntime(*path);
+  auto identified = IdentifyRuntime(*path);
+  if (!identified.ok()) return std::move(identified).error().Wrap(context + " does not run");
+  std::string name = std::move(identified).value();
   if (name == "crun") FAAS_RETURN_IF_ERROR(CheckCrunCgroups(config.cgroup_fs));
   FAAS_RETURN_IF_ERROR_CTX(MakeDirs(config.root, 0700), context);
   auto hierarchies = CgroupHierarchies(config.cgroup_fs);

@@ -62,11 +62,18 @@ class Runtime {
 };
 
 // Opens runc, crun, or any program with runc's command line, telling crun from the
-// rest by its `--version` output (a runtime that does not answer within a few
-// seconds is taken as runc-like). Creates config.root (mode 0700) if missing.
+// rest by its `--version` output. Creates config.root (mode 0700) if missing.
 // Fails with one error, kInvalidArgument, when the program is missing or not an
-// executable file, or when it is crun and this host's cgroups are hybrid with
+// executable file, when its `--version` fails or does not answer within 5 s (it
+// does not run here), or when it is crun and this host's cgroups are hybrid with
 // controllers on cgroup v2, where crun refuses to run containers.
 Result<std::unique_ptr<Runtime>> OpenOciRuntime(RuntimeConfig config);
+
+// The cgroup controllers a container's limits use (see bundle.cc).
+inline constexpr const char* kCgroupControllers[] = {"memory", "cpu", "pids"};
+// Ok when every one of kCgroupControllers is available under `cgroup_fs`: listed
+// in its cgroup.controllers on a cgroup v2 host, else mounted as a v1 hierarchy at
+// CGROUP_FS/NAME. Otherwise one kInvalidArgument error naming the missing ones.
+Status CheckCgroupControllers(const std::string& cgroup_fs);
 
 }  // namespace faas::runtime

@@ -200,6 +200,8 @@ void Container::OnControlReadable() {
   }
   state_ = State::kReady;
   spdlog::debug("container {}: ready", id_);
+  // A copy: the callback may give the container other events (SetEvents).
+  if (auto ready = events_.ready) ready(this);
 }
 
 // Only a process of this container may take its clients (kInvalidArgument: a
@@ -336,13 +338,13 @@ void Container::ReadOutput() {
 void Container::LogOutput(bool flush) {
   size_t start = 0;
   for (size_t nl; (nl = output_line_.find('\n', start)) != std::string::npos; start = nl + 1) {
-    spdlog::info("{} {} | {}", config_.function, id_, output_line_.substr(start, nl - start));
     output_logged_ += nl - start + 1;
+    LogLine(output_line_.substr(start, nl - start));
   }
   output_line_.erase(0, start);
   if (output_line_.size() > 1024 || (flush && !output_line_.empty())) {
-    spdlog::info("{} {} | {}", config_.function, id_, output_line_);
     output_logged_ += output_line_.size();
+    LogLine(std::move(output_line_));
     output_line_.clear();
   }
   if (output_logged_ >= kMaxOutputLogged && !output_truncated_) {
@@ -350,6 +352,12 @@ void Container::LogOutput(bool flush) {
     spdlog::warn("{} {}: output beyond {} bytes is not logged", config_.function, id_,
                  kMaxOutputLogged);
   }
+}
+
+void Container::LogLine(std::string line) {
+  spdlog::info("{} {} | {}", config_.function, id_, line);
+  if (output_tail_.size() == kTailLines) output_tail_.pop_front();
+  output_tail_.push_back(std::move(line));
 }
 
 void Container::Cleanup() {

@@ -20,9 +20,11 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "common/fd.h"
@@ -95,8 +97,18 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
   // Kills the container now (shutdown, drain timeout, pool shrinking). Cleanup
   // follows as usual.
   void Kill(const char* why) override;
+  void SetEvents(Events events) override { events_ = std::move(events); }
 
   const std::string& id() const { return id_; }
+  const std::shared_ptr<RootfsVersion>& rootfs() const { return config_.rootfs; }
+  // How it ended ("exit 3", "connect timeout", "failed: ..."): complete once `done`.
+  const std::string& outcome() const { return outcome_; }
+  // The last lines (at most kTailLines) of the runtime's and the handler's output
+  // that were logged: complete once `done`.
+  std::vector<std::string> last_output() const {
+    return {output_tail_.begin(), output_tail_.end()};
+  }
+  static constexpr size_t kTailLines = 10;
   const std::string& function_name() const { return config_.function; }
   State state() const { return state_; }
   bool ready() const override { return state_ == State::kReady; }
@@ -118,6 +130,7 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
   void OnTimeout(const char* what);
   void ReadOutput();
   void LogOutput(bool flush);
+  void LogLine(std::string line);
   void Cleanup();
   void DeleteRuntimeState();
   void Finish();
@@ -158,6 +171,7 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
   boost::asio::posix::stream_descriptor output_;
   std::array<char, 4096> output_buffer_{};
   std::string output_line_;
+  std::deque<std::string> output_tail_;
   size_t output_logged_ = 0;
   bool output_truncated_ = false;
   static constexpr size_t kMaxOutputLogged = 16 << 10;

@@ -9,6 +9,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <filesystem>
+#include <iostream>
 #include <optional>
 
 #include "common/file.h"
@@ -42,6 +43,12 @@ nlohmann::json VersionJson(const store::FunctionRecord& record, bool serving) {
   return out;
 }
 
+std::string AbsolutePath(const std::string& path) {
+  std::string absolute = std::filesystem::absolute(path).lexically_normal().string();
+  if (absolute.size() > 1 && absolute.back() == '/') absolute.pop_back();
+  return absolute;
+}
+
 // Removes a retired rootfs, then its function directory if that is now empty.
 void RemoveRetired(const std::string& path) {
   if (auto st = RemoveTree(path); !st.ok()) spdlog::warn("remove {}: {}", path, st.error().message);
@@ -54,13 +61,17 @@ class Daemon::Impl : public api::Backend {
  public:
   explicit Impl(DaemonOptions options)
       : options_(std::move(options)),
-        state_(std::filesystem::absolute(options_.state_dir).lexically_normal().string(),
+        state_(AbsolutePath(options_.state_dir),
                options_.userns ? std::optional<gid_t>(options_.userns_base) : std::nullopt),
         pool_(static_cast<size_t>(options_.workers)),
         signals_(io_, SIGTERM, SIGINT) {}
 
   int Run() {
     ::signal(SIGPIPE, SIG_IGN);
+    if (auto st = LockDirs(); !st.ok()) {
+      std::cerr << "Error: " << st.error().message << "\n";
+      return 1;
+    }
     if (auto st = Start(); !st.ok()) {
       spdlog::critical("cannot start: {}", st.error().message);
       return 1;
@@ -152,15 +163,27 @@ class Daemon::Impl : public api::Backend {
     }
   }
 
+  // One faasd per state dir and per run dir: a second one would take the first one's
+  // containers for leftovers and its socket. Before anything else touches them.
+  Status LockDirs() {
+    FAAS_RETURN_IF_ERROR(MakeDirs(state_.root(), 0700));
+    FAAS_ASSIGN_OR_RETURN(state_lock_, store::LockDir(state_.root()));
+    const std::string run_dir = AbsolutePath(options_.run_dir);
+    if (run_dir == state_.root()) return Ok();  // one dir, one lock
+    FAAS_RETURN_IF_ERROR(MakeDirs(run_dir));
+    FAAS_ASSIGN_OR_RETURN(run_lock_, store::LockDir(run_dir));
+    return Ok();
+  }
+
   Status Start() {
     FAAS_RETURN_IF_ERROR(state_.Create());
     FAAS_RETURN_IF_ERROR(PrepareBundlesDir());
-    FAAS_RETURN_IF_ERROR(MakeDirs(options_.run_dir));
     ::chmod(options_.run_dir.c_str(), 0700);
     FAAS_ASSIGN_OR_RETURN(std::string token, ReadToken(options_.token_file));
     runtime::RuntimeConfig runtime_config = options_.runtime;
     if (runtime_config.root.empty()) runtime_config.root = options_.run_dir + "/runc";
     FAAS_ASSIGN_OR_RETURN(runtime_, runtime::OpenOciRuntime(runtime_config));
+    FAAS_RETURN_IF_ERROR(runtime::CheckCgroupControllers(runtime_config.cgroup_fs));
     functions_ = std::make_unique<Functions>(
         io_, state_, *runtime_, options_.functions, [this](std::string path) {
           asio::post(pool_, [path = std::move(path)] { RemoveRetired(path); });
@@ -199,6 +222,7 @@ class Daemon::Impl : public api::Backend {
 
   DaemonOptions options_;
   store::StateDir state_;
+  UniqueFd state_lock_, run_lock_;             // held for the daemon's life
   std::unique_ptr<runtime::Runtime> runtime_;  // outlives the loop's last handlers
   asio::io_context io_;
   asio::thread_pool pool_;

@@ -6,6 +6,7 @@
 
 #include <boost/asio/post.hpp>
 #include <chrono>
+#include <optional>
 #include <random>
 
 #include "common/file.h"
@@ -39,6 +40,31 @@ Error CancelledError() {
   return MakeError(Errc::kUnavailable, "called off: the client went away before the answer");
 }
 
+// Why the container of a deploy's check ended before its handler connected, with
+// the last lines the runtime and the handler wrote (the runtime's error, or what the
+// handler said before it exited).
+Error CheckFailed(const std::string& name, const Container& check,
+                  std::chrono::milliseconds connect_timeout) {
+  constexpr size_t kMaxLineBytes = 256;
+  const std::string& outcome = check.outcome();
+  std::string why;
+  Errc code = Errc::kBadImage;  // the container ran, its handler did not start
+  if (outcome == "connect timeout") {
+    why = "its handler did not connect to /control.sock within " +
+          std::to_string(connect_timeout.count()) + " ms";
+  } else if (outcome.rfind("failed: ", 0) == 0) {
+    why = outcome.substr(8);
+    code = Errc::kInternal;  // faasd could not even start it
+  } else {
+    why = "its container ended (" + outcome + ") before the handler connected to /control.sock";
+  }
+  std::string output;
+  for (const std::string& line : check.last_output())
+    output += (output.empty() ? "" : " | ") + line.substr(0, kMaxLineBytes);
+  if (!output.empty()) why += "; last output: " + output;
+  return MakeError(code, "the new version of " + name + " does not start: " + why);
+}
+
 }  // namespace
 
 struct Deployer::Job {
@@ -50,11 +76,16 @@ struct Deployer::Job {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::string work_dir;  // the spooled archive
   std::string rootfs;    // .new-*, then the version directory
+  uint64_t version = 0;  // once the version directory is in place
   // Filled by the import:
   image::ImageConfig config;
   std::vector<std::string> env;  // the image's merged with the deploy's
   image::UserIds user;
   image::ImportStats stats;
+  // The start check's container, until it is adopted by the function's scaler or
+  // gone; its events hold the job meanwhile.
+  std::shared_ptr<Container> check;
+  std::optional<Error> failure;  // why the check's container was stopped
 };
 
 Deployer::Deployer(asio::io_context& io, asio::thread_pool& workers, const store::StateDir& state,
@@ -143,20 +174,14 @@ void Deployer::Commit(std::shared_ptr<Job> job) {
   // Checked again here, where the API sets it: a deploy whose client went away
   // before its commit commits nothing.
   if (job->cancel->cancelled()) return Abort(std::move(job), CancelledError());
-  auto record = CommitVersion(*job);
-  if (!record.ok()) return Abort(std::move(job), std::move(record).error());
-  functions_.EndDeploy(job->name);
-  // The answer says the new version serves: no pooled container of the old one is left.
-  nlohmann::json reply = {{"name", job->name}, {"ip", record->ip}, {"cmd", record->cmd}};
-  if (job->stats.skipped_devices > 0) reply["skipped"] = {{"devices", job->stats.skipped_devices}};
-  if (!job->options.carried.empty()) reply["carried_over"] = CarriedOver(*job);
-  functions_.AfterOldPoolGone(
-      job->name, [job, reply = std::move(reply)]() mutable { job->done(std::move(reply)); });
+  if (auto st = PlaceVersion(*job); !st.ok()) return Abort(std::move(job), std::move(st).error());
+  if (!job->options.start_check) return Swap(std::move(job));
+  StartCheck(std::move(job));
 }
 
-// The import becomes version directory vN, which is never renamed again, and vN
-// the function's serving version.
-Result<store::FunctionRecord> Deployer::CommitVersion(Job& job) {
+// The import becomes version directory vN, which is never renamed again: the start
+// check runs on the tree that will serve.
+Status Deployer::PlaceVersion(Job& job) {
   // A version of a removed function of the same name may still serve its last
   // requests: skip it.
   uint64_t version = functions_.registry().LatestVersion(job.name) + 1;
@@ -166,23 +191,81 @@ Result<store::FunctionRecord> Deployer::CommitVersion(Job& job) {
   if (::rename(job.rootfs.c_str(), version_dir.c_str()) != 0)
     return SysError(errno, "rename rootfs of " + job.name);
   job.rootfs = version_dir;
-  return functions_.Commit(job.name, store::FunctionRecord{
-                                         .ip = {},  // Functions keeps or allocates it
-                                         .rootfs = state_.RootfsPath(job.name),
-                                         .cmd = job.config.cmd,
-                                         .env = job.env,
-                                         .working_dir = job.config.working_dir,
-                                         .user = job.config.user,
-                                         .uid = job.user.uid,
-                                         .gid = job.user.gid,
-                                         .limits = job.options.limits,
-                                         .scaling = job.options.scaling,
-                                         .userns_base = options_.ids.base,
-                                         .version = version,
-                                         .deployed_at = NowRfc3339(),
-                                         .image_digest = job.config.digest,
-                                         .options = job.options.set,
-                                     });
+  job.version = version;
+  return Ok();
+}
+
+store::FunctionRecord Deployer::RecordFor(const Job& job) const {
+  return store::FunctionRecord{
+      .ip = {},  // Functions keeps or allocates it
+      .rootfs = state_.RootfsPath(job.name),
+      .cmd = job.config.cmd,
+      .env = job.env,
+      .working_dir = job.config.working_dir,
+      .user = job.config.user,
+      .uid = job.user.uid,
+      .gid = job.user.gid,
+      .limits = job.options.limits,
+      .scaling = job.options.scaling,
+      .userns_base = options_.ids.base,
+      .version = job.version,
+      .deployed_at = NowRfc3339(),
+      .image_digest = job.config.digest,
+      .options = job.options.set,
+  };
+}
+
+// One container of the new version, started as a pooled one is (no client), whose
+// handler must connect within the function's connect timeout before the version
+// may serve. Its outcome comes back as `ready` or `done`.
+void Deployer::StartCheck(std::shared_ptr<Job> job) {
+  auto check = functions_.MakeCandidate(job->name, RecordFor(*job),
+                                        {.done = [this, job](Instance*) { OnCheckDone(job); },
+                                         .idle = {},
+                                         .ready = [this, job](Instance*) { OnCheckReady(job); }});
+  if (!check) return Abort(std::move(job), MakeError(Errc::kUnavailable, "faasd is shutting down"));
+  job->check = check;
+  check->Start();  // may end (`done`) before it returns
+}
+
+void Deployer::OnCheckReady(const std::shared_ptr<Job>& job) {
+  spdlog::info("deploy of {}: container {} of version {} started in {} ms", job->name,
+               job->check->id(), job->version, MillisSince(job->started));
+  if (job->cancel->cancelled()) return StopCheck(*job, CancelledError());
+  Swap(job);
+}
+
+// The check's container ended before its handler connected, or was stopped.
+void Deployer::OnCheckDone(const std::shared_ptr<Job>& job) {
+  const std::shared_ptr<Container> check = std::move(job->check);
+  Error error =
+      job->failure ? std::move(*job->failure)
+                   : CheckFailed(job->name, *check,
+                                 std::chrono::milliseconds(job->options.limits.connect_timeout_ms));
+  Abort(job, std::move(error));
+}
+
+// Its `done` follows, and the deploy ends with `error` once the container is gone.
+void Deployer::StopCheck(Job& job, Error error) {
+  job.failure = std::move(error);
+  job.check->Kill("deploy failed");
+}
+
+// The new version serves: Functions swaps it in, and its scaler adopts the check's
+// container. The answer waits until no pooled container of the old one is left.
+void Deployer::Swap(std::shared_ptr<Job> job) {
+  auto record = functions_.Commit(job->name, RecordFor(*job), job->check);
+  if (!record.ok()) {
+    if (job->check) return StopCheck(*job, std::move(record).error());
+    return Abort(std::move(job), std::move(record).error());
+  }
+  job->check.reset();
+  functions_.EndDeploy(job->name);
+  nlohmann::json reply = {{"name", job->name}, {"ip", record->ip}, {"cmd", record->cmd}};
+  if (job->stats.skipped_devices > 0) reply["skipped"] = {{"devices", job->stats.skipped_devices}};
+  if (!job->options.carried.empty()) reply["carried_over"] = CarriedOver(*job);
+  functions_.AfterOldPoolGone(
+      job->name, [job, reply = std::move(reply)]() mutable { job->done(std::move(reply)); });
 }
 
 // The settings taken from the version that served before: {"from_version": 3,

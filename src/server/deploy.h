@@ -5,11 +5,18 @@
 //                     on a worker; the API streams the upload into the pipe returned.
 //   Import  (worker)  the archive is unpacked into STATE/images/NAME/.new-*, checked
 //                     and prepared (image::PrepareImage, runtime::PrepareRootfs).
-//   Commit  (loop)    the tree becomes version directory vN, its record is built
+//   Commit  (loop)    the tree becomes version directory vN and its record is built
 //                     from the image and the deploy's options (with the previous
-//                     version's where the deploy gives none: see ParseDeployOptions),
-//                     and Functions swaps it in. The answer waits until no pooled container of the
-//                     old version is left.
+//                     version's where the deploy gives none: see ParseDeployOptions).
+//   Check   (loop)    one container of vN is started as a pooled one would be, and
+//                     its handler must connect within the connect timeout; if not,
+//                     the deploy fails with why (its exit status or the timeout, the
+//                     last lines the runtime and the handler wrote). Skipped with
+//                     the option start_check false.
+//   Swap    (loop)    Functions swaps vN in; its scaler adopts the check's container
+//                     (the first pooled one, or it is stopped without a pool). The
+//                     answer waits until no pooled container of the old version (nor
+//                     a stopped check container) is left.
 //
 // Every failure, at any step, takes one path (Abort): what the deploy made is
 // removed (on a worker: trees can be large), the deploy ends, and the client gets
@@ -59,7 +66,13 @@ class Deployer {
   void Import(std::shared_ptr<Job> job, UniqueFd input);
   Status ImportAndPrepare(Job& job, int input);
   void Commit(std::shared_ptr<Job> job);
-  Result<store::FunctionRecord> CommitVersion(Job& job);
+  Status PlaceVersion(Job& job);
+  store::FunctionRecord RecordFor(const Job& job) const;
+  void StartCheck(std::shared_ptr<Job> job);
+  void OnCheckReady(const std::shared_ptr<Job>& job);
+  void OnCheckDone(const std::shared_ptr<Job>& job);
+  void StopCheck(Job& job, Error error);
+  void Swap(std::shared_ptr<Job> job);
   static nlohmann::json CarriedOver(const Job& job);
   void Abort(std::shared_ptr<Job> job, Error error);
   void Discard(const Job& job) const;

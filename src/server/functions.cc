@@ -168,7 +168,8 @@ Status Functions::Restore(const std::string& name, const store::FunctionRecord& 
   FAAS_RETURN_IF_ERROR(state_.PointRootfsAt(name, record.version));
   FAAS_RETURN_IF_ERROR(AddAddress(ip));
   FAAS_ASSIGN_OR_RETURN(auto listener, Listen(name, ip));
-  functions_[name] = MakeFunction(name, ip, record, std::move(listener));
+  functions_[name] =
+      MakeFunction(name, ip, record, std::move(listener), VersionOf(name, record, nullptr));
   spdlog::info("serving {} at {}:{}", name, record.ip, options_.listener.port);
   return Ok();
 }
@@ -191,12 +192,12 @@ bool Functions::RestoreKept(const std::string& name, Function& fn) {
   return true;
 }
 
-std::unique_ptr<Functions::Function> Functions::MakeFunction(const std::string& name, net::Ipv4 ip,
-                                                             const store::FunctionRecord& record,
-                                                             std::unique_ptr<Listener> listener) {
+std::unique_ptr<Functions::Function> Functions::MakeFunction(
+    const std::string& name, net::Ipv4 ip, const store::FunctionRecord& record,
+    std::unique_ptr<Listener> listener, std::shared_ptr<RootfsVersion> rootfs) {
   auto fn = std::make_unique<Function>();
   fn->ip = ip;
-  fn->rootfs = std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
+  fn->rootfs = std::move(rootfs);
   fn->listener = std::move(listener);
   fn->scaler = std::make_unique<Scaler>(
       clock_, rejector_, name, record.scaling,
@@ -273,6 +274,25 @@ std::shared_ptr<Instance> Functions::MakeContainer(const std::string& name, Uniq
                                      std::move(events));
 }
 
+std::shared_ptr<Container> Functions::MakeCandidate(const std::string& name,
+                                                    const store::FunctionRecord& record,
+                                                    Instance::Events events) {
+  if (shutting_down_) return nullptr;
+  auto rootfs = VersionOf(name, record, nullptr);
+  std::string id = NextContainerId();
+  std::string bundle = state_.BundlePath(id);
+  return std::make_shared<Container>(io_, runtime_, ConfigFor(name, record, std::move(rootfs)),
+                                     std::move(id), std::move(bundle), UniqueFd(),
+                                     std::move(events));
+}
+
+std::shared_ptr<RootfsVersion> Functions::VersionOf(const std::string& name,
+                                                    const store::FunctionRecord& record,
+                                                    const std::shared_ptr<Container>& first) {
+  if (first) return first->rootfs();
+  return std::make_shared<RootfsVersion>(state_.VersionPath(name, record.version), remover_);
+}
+
 Result<nlohmann::json> Functions::RuntimeStats(const std::string& name) const {
   auto it = functions_.find(name);
   if (it == functions_.end()) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
@@ -327,10 +347,12 @@ void Functions::EndDeploy(const std::string& name) {
 }
 
 Result<store::FunctionRecord> Functions::Commit(const std::string& name,
-                                                store::FunctionRecord record) {
+                                                store::FunctionRecord record,
+                                                std::shared_ptr<Container> first) {
   if (shutting_down_) return MakeError(Errc::kUnavailable, "faasd is shutting down");
-  if (!functions_.count(name)) return DeployNew(name, std::move(record));
-  FAAS_ASSIGN_OR_RETURN(store::FunctionRecord serving, Swap(name, std::move(record)));
+  if (!functions_.count(name)) return DeployNew(name, std::move(record), std::move(first));
+  FAAS_ASSIGN_OR_RETURN(store::FunctionRecord serving,
+                        Swap(name, std::move(record), std::move(first)));
   spdlog::info("redeployed {} (version {}) at {}", name, serving.version, serving.ip);
   return serving;
 }
@@ -358,17 +380,18 @@ Result<store::FunctionRecord> Functions::Rollback(const std::string& name,
                                           " (see faas versions " + name + ")");
   }
   const uint64_t from = serving->version;
-  FAAS_ASSIGN_OR_RETURN(store::FunctionRecord back, Swap(name, *it));
+  FAAS_ASSIGN_OR_RETURN(store::FunctionRecord back, Swap(name, *it, nullptr));
   spdlog::info("rolled {} back from version {} to version {} at {}", name, from, back.version,
                back.ip);
   return back;
 }
 
 // The serving version becomes the first kept one and `record` (a new version, or a
-// kept one) serves. The order of the steps is a redeploy's: the registry decides
+// kept one) serves; its scaler adopts `first`, a ready container of a new version. The order of the steps is a redeploy's: the registry decides
 // what serves after a crash, and start-up points the link at it again.
 Result<store::FunctionRecord> Functions::Swap(const std::string& name,
-                                              store::FunctionRecord record) {
+                                              store::FunctionRecord record,
+                                              std::shared_ptr<Container> first) {
   Function& fn = *functions_.at(name);
   const store::FunctionRecord previous = *registry_.Find(name);
   const std::vector<store::FunctionRecord> previous_kept = registry_.Kept(name);
@@ -391,7 +414,8 @@ Result<store::FunctionRecord> Functions::Swap(const std::string& name,
     (void)state_.PointRootfsAt(name, previous.version);
     return std::move(st).error();
   }
-  std::shared_ptr<RootfsVersion> rootfs = TakeRootfs(name, fn, record.version);
+  std::shared_ptr<RootfsVersion> rootfs =
+      first ? first->rootfs() : TakeRootfs(name, fn, record.version);
   fn.kept[previous.version] = std::move(fn.rootfs);
   fn.rootfs = std::move(rootfs);
   for (uint64_t version : dropped) {
@@ -400,7 +424,7 @@ Result<store::FunctionRecord> Functions::Swap(const std::string& name,
     it->second->Retire(it->second->path());  // removed once its last request is done
     fn.kept.erase(it);
   }
-  fn.scaler->Reload(record.scaling);
+  fn.scaler->Reload(record.scaling, std::move(first));
   return record;
 }
 
@@ -416,7 +440,8 @@ std::shared_ptr<RootfsVersion> Functions::TakeRootfs(const std::string& name, Fu
 }
 
 Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
-                                                   store::FunctionRecord record) {
+                                                   store::FunctionRecord record,
+                                                   std::shared_ptr<Container> first) {
   FAAS_ASSIGN_OR_RETURN(net::Ipv4 ip, AllocateIp());
   record.ip = ip.ToString();
   FAAS_RETURN_IF_ERROR(AddAddress(ip));
@@ -431,7 +456,9 @@ Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
   }
   unlink_rootfs.Dismiss();
   remove_address.Dismiss();
-  auto& fn = functions_[name] = MakeFunction(name, ip, record, std::move(listener));
+  auto& fn = functions_[name] =
+      MakeFunction(name, ip, record, std::move(listener), VersionOf(name, record, first));
+  if (first) fn->scaler->Adopt(std::move(first));
   fn->scaler->Refill();
   spdlog::info("deployed {} at {}:{}", name, record.ip, options_.listener.port);
   return record;

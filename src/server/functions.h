@@ -51,13 +51,22 @@ class Functions {
   Status BeginDeploy(const std::string& name);
   // Ends what BeginDeploy began, whatever the outcome.
   void EndDeploy(const std::string& name);
+  // A container (not started) of `record`, a version of `name` not committed yet
+  // (its version directory in place), without a client, reporting to `events`: a
+  // deploy starts it to check that the version starts. nullptr when shutting down.
+  std::shared_ptr<Container> MakeCandidate(const std::string& name,
+                                           const store::FunctionRecord& record,
+                                           Instance::Events events);
   // Makes `record` (its version directory in place) the serving version of `name`:
   // swaps the rootfs in (keeping the IP of an existing function), or allocates an
-  // address, adds it and listens; persists the registry. Any failure rolls back and
-  // leaves the previous version serving; the version directory is the caller's then.
-  // The replaced version is kept (see Rollback); the versions beyond the last
-  // `keep_versions` are removed, each after its last request.
-  Result<store::FunctionRecord> Commit(const std::string& name, store::FunctionRecord record);
+  // address, adds it and listens; persists the registry. `first`, when given, is a
+  // ready MakeCandidate container of `record`: its scaler adopts it (Scaler::Adopt).
+  // Any failure rolls back and leaves the previous version serving; the version
+  // directory (and `first`) are the caller's then. The replaced version is kept (see
+  // Rollback); the versions beyond the last `keep_versions` are removed, each after
+  // its last request.
+  Result<store::FunctionRecord> Commit(const std::string& name, store::FunctionRecord record,
+                                       std::shared_ptr<Container> first = nullptr);
   // Makes a kept version of `name` serve again with its own record, through the same
   // swap as a redeploy: same IP, running requests finish on their version, and the
   // version that served is kept. `version` none: the one that served before the
@@ -91,14 +100,22 @@ class Functions {
   bool RestoreKept(const std::string& name, Function& fn);
   std::unique_ptr<Function> MakeFunction(const std::string& name, net::Ipv4 ip,
                                          const store::FunctionRecord& record,
-                                         std::unique_ptr<Listener> listener);
+                                         std::unique_ptr<Listener> listener,
+                                         std::shared_ptr<RootfsVersion> rootfs);
+  // The rootfs of `record`'s version: `first`'s (one object per version, which
+  // removes the retired directory after its last container), else a new one.
+  std::shared_ptr<RootfsVersion> VersionOf(const std::string& name,
+                                           const store::FunctionRecord& record,
+                                           const std::shared_ptr<Container>& first);
   Result<net::Ipv4> AllocateIp();
   Status AddAddress(net::Ipv4 ip);
   void RemoveAddress(net::Ipv4 ip);
-  Result<store::FunctionRecord> Swap(const std::string& name, store::FunctionRecord record);
+  Result<store::FunctionRecord> Swap(const std::string& name, store::FunctionRecord record,
+                                     std::shared_ptr<Container> first);
   std::shared_ptr<RootfsVersion> TakeRootfs(const std::string& name, Function& fn,
                                             uint64_t version);
-  Result<store::FunctionRecord> DeployNew(const std::string& name, store::FunctionRecord record);
+  Result<store::FunctionRecord> DeployNew(const std::string& name, store::FunctionRecord record,
+                                          std::shared_ptr<Container> first);
   Result<std::unique_ptr<Listener>> Listen(const std::string& name, net::Ipv4 ip);
   std::shared_ptr<Instance> MakeContainer(const std::string& name, UniqueFd client,
                                           Instance::Events events);

@@ -12,10 +12,12 @@ class Instance {
  public:
   using Callback = std::function<void(Instance*)>;
   // `done` runs once the container is gone and cleaned up; `idle` when a container
-  // that may serve several clients is ready for its next one.
+  // that may serve several clients is ready for its next one; `ready` when the
+  // handler of a container started without a client has connected (it waits for one).
   struct Events {
     Callback done;
     Callback idle;
+    Callback ready;
   };
 
   virtual ~Instance() = default;
@@ -24,6 +26,9 @@ class Instance {
   // Gives a container without a client its client. False (and the client is left
   // with the caller) when it cannot take one.
   virtual bool Attach(UniqueFd& client) = 0;
+  // Reports to `events` from now on (a container started by a deploy's check and
+  // adopted by its function's scaler).
+  virtual void SetEvents(Events events) = 0;
   // Kills it now; cleanup and `done` follow.
   virtual void Kill(const char* why) = 0;
   // Its handler waits for a client.

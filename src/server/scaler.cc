@@ -25,11 +25,23 @@ Scaler::Scaler(Clock& clock, Rejector& rejector, std::string name, store::Scalin
 
 Scaler::~Scaler() = default;
 
+Instance::Events Scaler::MyEvents() {
+  return {.done = [this](Instance* c) { OnDone(c); },
+          .idle = [this](Instance* c) { OnIdle(c); },
+          .ready = {}};
+}
+
 std::shared_ptr<Instance> Scaler::Create(UniqueFd client) {
-  auto container = make_(std::move(client),
-                         {[this](Instance* c) { OnDone(c); }, [this](Instance* c) { OnIdle(c); }});
+  auto container = make_(std::move(client), MyEvents());
   if (container) all_.emplace(container.get(), container);
   return container;
+}
+
+void Scaler::Adopt(std::shared_ptr<Instance> container) {
+  container->SetEvents(MyEvents());
+  pool_.push_back(container.get());
+  all_.emplace(container.get(), std::move(container));
+  ShrinkTo(stopped_ ? 0 : target_, "started only to check the deploy", /*redeployed=*/true);
 }
 
 void Scaler::OnClient(UniqueFd client) {
@@ -223,7 +235,7 @@ void Scaler::Tick() {
   Refill();
 }
 
-void Scaler::Reload(store::ScalingOptions options) {
+void Scaler::Reload(store::ScalingOptions options, std::shared_ptr<Instance> first) {
   options_ = options;
   ShrinkTo(0, "redeployed", /*redeployed=*/true);
   retiring_ = serving_;
@@ -234,6 +246,7 @@ void Scaler::Reload(store::ScalingOptions options) {
   failures_in_row_ = 0;
   refill_not_before_ = {};
   refill_timer_->Cancel();
+  if (first) Adopt(std::move(first));
   DrainQueue();
   Refill();
 }

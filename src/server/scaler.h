@@ -21,8 +21,9 @@
 // Retry-After. With a rate limit, clients beyond the token bucket get 429.
 //
 // The scaler owns its function's containers: the pool, those serving, those of an
-// older version finishing their requests, and the pooled ones a redeploy stopped
-// (see AfterOldPoolGone). Lives on the event loop thread; not thread-safe.
+// older version finishing their requests, the pooled ones a redeploy stopped (see
+// AfterOldPoolGone), and the one a deploy started to check its version (see
+// Adopt). Lives on the event loop thread; not thread-safe.
 #pragma once
 
 #include <chrono>
@@ -65,12 +66,17 @@ class Scaler {
   // Periodic (about once a second): idle timeout, adaptation, refills.
   void Tick();
 
+  // Takes over `container`, of the current version and ready without a client (the
+  // one a deploy started to check that the version starts): into the pool when the
+  // pool has room, else it is stopped, and AfterOldPoolGone waits for it to be gone.
+  // Starts nothing: call Refill next.
+  void Adopt(std::shared_ptr<Instance> container);
   // New settings and a new version (redeploy): pooled containers of the old version
   // are stopped, those serving finish without reuse, and the pool refills from the
-  // new one.
-  void Reload(store::ScalingOptions options);
-  // Calls `then` once no pooled container a redeploy stopped is left (their cleanup
-  // takes a few ms): at once if none.
+  // new one, starting with `first` when given (see Adopt).
+  void Reload(store::ScalingOptions options, std::shared_ptr<Instance> first = nullptr);
+  // Calls `then` once no pooled container a redeploy (or Adopt) stopped is left
+  // (their cleanup takes a few ms): at once if none.
   void AfterOldPoolGone(std::function<void()> then);
   // No more containers (function removed, shutdown): stops the pool and answers
   // queued clients 503. Containers serving finish.
@@ -95,6 +101,7 @@ class Scaler {
     Clock::TimePoint deadline;
   };
 
+  Instance::Events MyEvents();
   std::shared_ptr<Instance> Create(UniqueFd client);
   void OnDone(Instance* container);
   void OnIdle(Instance* container);
@@ -123,7 +130,7 @@ class Scaler {
   std::deque<Instance*> pool_;                          // no client yet, oldest first
   std::set<Instance*> serving_;                         // have a client
   std::set<Instance*> retiring_;                        // serving, but of an old version: no reuse
-  std::set<Instance*> old_pool_;  // pooled ones a redeploy stopped, not gone yet
+  std::set<Instance*> old_pool_;  // pooled ones a redeploy or Adopt stopped, not gone yet
   std::vector<std::function<void()>> old_pool_waiters_;
   std::deque<Queued> queue_;
   std::unique_ptr<Clock::Timer> queue_timer_;

@@ -121,15 +121,16 @@ size_t OptionRank(const std::string& key) {
                              std::begin(kOptionOrder));
 }
 
-// Removes "reset" from `given`: whether it asks for defaults instead of carried options.
-Result<bool> TakeReset(nlohmann::json* given) {
-  auto it = given->find("reset");
-  if (it == given->end()) return false;
+// Removes the switch `key` from `given` and returns its value (`otherwise` when
+// absent): a switch is about this deploy, not a setting the function keeps.
+Result<bool> TakeSwitch(nlohmann::json* given, const std::string& key, bool otherwise) {
+  auto it = given->find(key);
+  if (it == given->end()) return otherwise;
   if (!it->is_boolean())
-    return MakeError(Errc::kInvalidArgument, "option 'reset' must be true or false");
-  bool reset = it->get<bool>();
+    return MakeError(Errc::kInvalidArgument, "option '" + key + "' must be true or false");
+  bool value = it->get<bool>();
   given->erase(it);
-  return reset;
+  return value;
 }
 
 }  // namespace
@@ -221,7 +222,9 @@ Result<DeployOptions> ParseDeployOptions(std::string_view header, const Function
     if (!given.is_object())
       return MakeError(Errc::kInvalidArgument, "X-Function-Options must be a JSON object");
   }
-  FAAS_ASSIGN_OR_RETURN(bool reset, TakeReset(&given));
+  // "reset": defaults instead of carried options; "start_check": see DeployOptions.
+  FAAS_ASSIGN_OR_RETURN(bool reset, TakeSwitch(&given, "reset", false));
+  FAAS_ASSIGN_OR_RETURN(out.start_check, TakeSwitch(&given, "start_check", true));
   out.set = given;
   if (!reset && previous.is_object()) {
     for (const auto& [key, value] : previous.items()) {

@@ -58,7 +58,7 @@ Result<double> ParseRate(std::string_view text);
 // header: {"memory":"256M","cpus":"0.5","pids":32,"timeout":"10s",
 // "connect_timeout":"2s","env":["K=V"],"warm":2,"warm_max":8,"idle_timeout":"5m",
 // "max_concurrency":8,"queue":64,"queue_timeout":"10s","rate_limit":100,"reuse":1,
-// "reset":true}.
+// "reset":true,"start_check":false}.
 // Unknown keys are an error; so is an env entry ValidateEnvEntry (common/text.h) refuses,
 // and "warm" above an explicit "warm_max" (a "warm" above the default "warm_max" raises it).
 //
@@ -70,11 +70,15 @@ struct DeployOptions {
   FunctionLimits limits;
   ScalingOptions scaling;
   std::vector<std::string> env;
-  // The options in force as the header spells them, "reset" left out: those given
+  // The options in force as the header spells them, the switches "reset" and
+  // "start_check" left out: those given
   // and those carried over. The record keeps them, to carry them on.
   nlohmann::json set = nlohmann::json::object();
   // The keys of `set` carried over from `previous`, "env" first, then in the order above.
   std::vector<std::string> carried;
+  // Whether the deploy starts one container of the new version (and waits for its
+  // handler's connect) before it answers. Not a setting of the function: not saved.
+  bool start_check = true;
 };
 Result<DeployOptions> ParseDeployOptions(std::string_view header, const FunctionLimits& defaults,
                                          const ScalingOptions& scaling_defaults = {},

@@ -1,16 +1,57 @@
 #include "store/state_dir.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <filesystem>
+#include <string>
+#include <thread>
 
 #include "common/fd.h"
 #include "common/file.h"
+#include "common/io.h"
 
 namespace faas::store {
+
+namespace {
+
+// The pid the holder wrote; a holder that has just taken the lock may not have
+// written it yet: read again a few times.
+std::string HolderPid(int fd) {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    char buf[32];
+    ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    if (n > 0) {
+      std::string pid(buf, static_cast<size_t>(n));
+      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+      if (!pid.empty() && pid.find_first_not_of("0123456789") == std::string::npos) return pid;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+Result<UniqueFd> LockDir(const std::string& dir) {
+  const std::string path = dir + "/faasd.lock";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) return SysError(errno, "open " + path);
+  while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno != EWOULDBLOCK) return SysError(errno, "lock " + path);
+    return MakeError(Errc::kConflict,
+                     "another faasd (pid " + HolderPid(fd.get()) + ") is using " + dir);
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd.get(), 0) != 0) return SysError(errno, "truncate " + path);
+  FAAS_RETURN_IF_ERROR_CTX(WriteAll(fd.get(), pid), "write " + path);
+  return fd;
+}
 
 Status StateDir::SetAccess(const std::string& path, gid_t group, mode_t mode) const {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));

@@ -1,5 +1,7 @@
 // The on-disk layout of the state dir (a user-visible contract):
 //
+//   STATE/faasd.lock            held (flock) by the faasd using STATE, its pid inside;
+//                               RUN_DIR/faasd.lock likewise. Left in place on exit.
 //   STATE/registry.json         the deployed functions
 //   STATE/images/NAME/rootfs/   the serving rootfs of NAME: a symlink to vN
 //   STATE/images/NAME/vN/       version N of NAME's rootfs. A version directory is never
@@ -29,8 +31,16 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/fd.h"
 
 namespace faas::store {
+
+// Takes the lock of one faasd on `dir` (STATE or RUN_DIR): an exclusive flock on
+// DIR/faasd.lock (created 0600 if missing, never removed: a removed lock file
+// races a faasd taking it), with this process's pid written into it. The lock
+// lasts as long as the returned fd (O_CLOEXEC). kConflict, "another faasd (pid N)
+// is using DIR", when another process holds it; `dir` must exist.
+Result<UniqueFd> LockDir(const std::string& dir);
 
 class StateDir {
  public:

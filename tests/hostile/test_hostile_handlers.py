@@ -105,7 +105,7 @@ def test_cpu_spin_is_killed_at_the_run_timeout(faas, faasd, bystander):
 
 
 def test_never_connecting_handler_gets_504_at_the_connect_timeout(faas, faasd, bystander):
-    d = deploy(faas, "lazy", "never-connects", "--connect-timeout", "1s")
+    d = deploy(faas, "lazy", "never-connects", "--connect-timeout", "1s", "--no-start-check")
     bystander.mark()
     r = faas.make_request(d.ip, timeout=20)
     assert r["status"] == 504 and r["complete"], r

@@ -8,16 +8,20 @@ from lib.helpers import hello_body
 
 pytestmark = pytest.mark.integration
 
-# faasd calls the runtime as `RUNTIME --root ROOT list --quiet` at start, then
-# `RUNTIME --root ROOT run --bundle DIR ID` per request ($3 is the verb).
+# faasd calls the runtime as `RUNTIME --version` and `RUNTIME --root ROOT list --quiet`
+# at start, then `RUNTIME --root ROOT run --bundle DIR ID` per container ($3 is the
+# verb). The fakes that must let faasd start answer the first two; their deploys skip
+# the start check (--no-start-check), which would refuse them, to reach the requests.
 ALWAYS_FAILS = "#!/bin/sh\necho 'fake runtime: failing' >&2\nexit 1\n"
-LIST_OK_ELSE_FAILS = ("#!/bin/sh\n"
-                      "case \"$3\" in list) exit 0 ;; esac\n"
+STARTS_OK = ("#!/bin/sh\n"
+             "case \"$1\" in --version) echo 'fake-runtime version 0'; exit 0 ;; esac\n"
+             "case \"$3\" in list) exit 0 ;; esac\n")
+LIST_OK_ELSE_FAILS = (STARTS_OK +
                       "echo \"fake runtime: refusing $3\" >&2\n"
                       "exit 1\n")
-LIST_OK_ELSE_HANGS = ("#!/bin/sh\n"
-                      "case \"$3\" in list) exit 0 ;; esac\n"
+LIST_OK_ELSE_HANGS = (STARTS_OK +
                       "exec sleep 3600\n")
+NO_CHECK = ("--no-start-check",)
 
 
 def write_runtime(vm, name, script):
@@ -27,7 +31,7 @@ def write_runtime(vm, name, script):
 
 
 def assert_refuses_to_start(vm, faasd, runtime, message):
-    """faasd cannot list its runtime's containers at start: it exits 1 and says why."""
+    """faasd cannot run its runtime at start: it exits 1 and says why."""
     proc = vm.spawn(faasd.command("--runtime", runtime), log_name="faasd-bad-runtime")
     rc = proc.wait(timeout=20)
     assert rc == 1, proc.stderr_text()
@@ -38,7 +42,22 @@ def assert_refuses_to_start(vm, faasd, runtime, message):
 def test_runtime_that_always_fails_stops_faasd_at_start(vm, faasd_unstarted):
     runtime = write_runtime(vm, "fake-runtime", ALWAYS_FAILS)
     assert_refuses_to_start(vm, faasd_unstarted, runtime,
-                            f"cannot start: {runtime} list: exit 1")
+                            f"cannot start: OCI runtime {runtime} does not run: `--version` "
+                            f"failed (exit 1): fake runtime: failing")
+
+
+def test_missing_cgroup_mounts_stop_faasd_at_start(vm, faasd_unstarted):
+    """An empty /sys/fs/cgroup (in the test's own mount namespace): runc runs, but no
+    container could get its memory, cpu and pids limits."""
+    vm.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "faasd-test-no-cgroups",
+            "/sys/fs/cgroup"])
+    try:
+        assert_refuses_to_start(vm, faasd_unstarted, faasd_unstarted.runtime,
+                                "cannot start: the cgroup controller(s) memory, cpu, pids are "
+                                "not available under /sys/fs/cgroup")
+        assert not vm.exists(faasd_unstarted.socket)
+    finally:
+        vm.run(["umount", "/sys/fs/cgroup"])
 
 
 def test_nonexistent_runtime_stops_faasd_at_start(vm, faasd_unstarted):
@@ -50,7 +69,7 @@ def test_runtime_failing_to_run_gets_502(faas_unstarted, faasd_unstarted):
     faas, faasd = faas_unstarted, faasd_unstarted
     runtime = write_runtime(faas.vm, "fake-runtime", LIST_OK_ELSE_FAILS)
     faasd.start("--runtime", runtime)
-    d = faas.deploy_handler("hello")
+    d = faas.deploy_handler("hello", options=NO_CHECK)
     for _ in range(3):
         r = faas.make_request(d.ip, timeout=20)
         assert r["status"] == 502 and r["complete"], r
@@ -68,7 +87,7 @@ def test_runtime_vanishing_gets_500_and_a_closed_connection(faas_unstarted, faas
     faas, faasd = faas_unstarted, faasd_unstarted
     runtime = write_runtime(faas.vm, "fake-runtime", LIST_OK_ELSE_FAILS)
     faasd.start("--runtime", runtime)
-    d = faas.deploy_handler("hello")
+    d = faas.deploy_handler("hello", options=NO_CHECK)
     faas.vm.run(["rm", runtime])
     r = faas.make_request(d.ip, timeout=20)
     assert r["status"] == 500 and r["complete"], r
@@ -88,7 +107,7 @@ def test_runtime_hanging_gets_504_at_the_connect_timeout(faas_unstarted, faasd_u
     faas, faasd = faas_unstarted, faasd_unstarted
     runtime = write_runtime(faas.vm, "fake-runtime", LIST_OK_ELSE_HANGS)
     faasd.start("--runtime", runtime, "--connect-timeout", "1000")
-    d = faas.deploy_handler("hello")
+    d = faas.deploy_handler("hello", options=NO_CHECK)
     r = faas.make_request(d.ip, timeout=20)
     assert r["status"] == 504 and r["complete"], r
     assert r["body"] == "Gateway Timeout\n"

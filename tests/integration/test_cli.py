@@ -228,7 +228,7 @@ def test_invoke_exit_status_follows_the_answer(faasd, mirror, status, code):
 
 
 def test_invoke_faasds_own_502_exits_1(faas, faasd):
-    faas.deploy_handler("broken", "exit-nonzero")
+    faas.deploy_handler("broken", "exit-nonzero", options=("--no-start-check",))
     r = faasd.faas("invoke", "broken")
     assert r.returncode == 1, r
     assert r.stdout == "Bad Gateway\n"

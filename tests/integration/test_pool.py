@@ -409,7 +409,8 @@ def test_sigterm_stops_the_pool_at_once_and_drains_a_running_request(faas, faasd
     ("never-connects", ("--connect-timeout", "100ms"), 504),
 ], ids=["exit-nonzero", "never-connects"])
 def test_broken_handler_with_a_pool_backs_off(faas, faasd, handler, options, status):
-    d = faas.deploy_handler("broken", handler, options=("--warm", "1", *options))
+    d = faas.deploy_handler("broken", handler,
+                            options=("--warm", "1", "--no-start-check", *options))
     first = faas.wait_runtime("broken", lambda rt: rt["pool_failures"] >= 1, timeout=10,
                               what="the first pool failure")["pool_failures"]
     time.sleep(3)  # a window to count failures in: there is no condition to wait for

@@ -23,7 +23,7 @@ def assert_closed_without_answer(r):
 @pytest.mark.vmtest
 @pytest.mark.faasd_args("--connect-timeout", "1000")
 def test_connect_timeout_answers_504_and_cleans_up(faas, faasd):
-    d = faas.deploy_handler("lazy", "never-connects")
+    d = faas.deploy_handler("lazy", "never-connects", options=("--no-start-check",))
     r = faas.make_request(d.ip, timeout=20)
     assert 0.9 <= r["elapsed"] <= 6, r
     if r["raw_len"]:
@@ -61,7 +61,7 @@ def test_handler_closing_early_is_cleaned_up(faas, faasd):
 
 @pytest.mark.vmtest
 def test_handler_exiting_nonzero_before_connecting_gets_502(faas, faasd):
-    d = faas.deploy_handler("crash", "exit-nonzero")
+    d = faas.deploy_handler("crash", "exit-nonzero", options=("--no-start-check",))
     r = faas.make_request(d.ip, timeout=10)
     assert r["status"] == 502 and r["complete"], r
     assert r["body"] == "Bad Gateway\n"

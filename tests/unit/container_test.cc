@@ -79,7 +79,8 @@ class ContainerTest : public ::testing::Test {
     return std::make_shared<Container>(io_, runtime_, std::move(config), "c1", bundle(),
                                        std::move(client),
                                        Instance::Events{.done = [this](Instance*) { ++done_; },
-                                                        .idle = [this](Instance*) { ++idle_; }});
+                                                        .idle = [this](Instance*) { ++idle_; },
+                                                        .ready = [this](Instance*) { ++ready_; }});
   }
   std::string bundle() const { return dir_ + "/c1"; }
   UniqueFd Client() {
@@ -110,7 +111,7 @@ class ContainerTest : public ::testing::Test {
   FakeRuntime runtime_;
   std::string dir_;
   UniqueFd peer_;
-  int done_ = 0, idle_ = 0;
+  int done_ = 0, idle_ = 0, ready_ = 0;
 };
 
 TEST_F(ContainerTest, HandsTheClientOverAndCleansUpAfterTheHandlerExits) {
@@ -163,6 +164,58 @@ TEST_F(ContainerTest, PooledContainerWaitsReadyAndServesTheClientAttachedLater) 
   EXPECT_FALSE(client) << "the container took it";
   RunUntilDone();
   EXPECT_EQ(ClientReads(), "HTTP/1.0 200 OK\r\n\r\nhello\n");
+}
+
+TEST_F(ContainerTest, PooledContainerReportsReadyOnceItsHandlerConnects) {
+  auto container = Make(UniqueFd());
+  container->Start();
+  EXPECT_EQ(ready_, 0);
+  for (int i = 0; i < 1000 && ready_ == 0; ++i) io_.run_for(milliseconds(10));
+  EXPECT_EQ(ready_, 1);
+  EXPECT_TRUE(container->ready());
+  container->Kill("test over");
+  RunUntilDone();
+  EXPECT_EQ(ready_, 1);
+}
+
+TEST_F(ContainerTest, ContainerStartedForAClientDoesNotReportReady) {
+  auto container = Make(Client());
+  container->Start();
+  RunUntilDone();
+  EXPECT_EQ(ready_, 0);
+}
+
+TEST_F(ContainerTest, HandlerExitingBeforeItsConnectLeavesItsStatusAndLastLines) {
+  runtime_.mode = "complain";
+  auto container = Make(UniqueFd());
+  container->Start();
+  RunUntilDone();
+  EXPECT_EQ(ready_, 0);
+  EXPECT_EQ(container->outcome(), "exit 3");
+  std::vector<std::string> expected;
+  for (int i = 3; i <= 12; ++i) expected.push_back("line " + std::to_string(i));
+  EXPECT_EQ(container->last_output(), expected) << "the last ten lines, in order";
+  EXPECT_FALSE(BundleExists());
+}
+
+TEST_F(ContainerTest, ReadyCallbackMayGiveTheContainerOtherEvents) {
+  auto container = Make(UniqueFd());
+  int adopted_done = 0;
+  container->SetEvents(
+      {.done = [this](Instance*) { ++done_; },
+       .idle = {},
+       .ready =
+           [&](Instance* c) {
+             ++ready_;
+             c->SetEvents({.done = [&](Instance*) { ++adopted_done; }, .idle = {}, .ready = {}});
+           }});
+  container->Start();
+  for (int i = 0; i < 1000 && ready_ == 0; ++i) io_.run_for(milliseconds(10));
+  ASSERT_EQ(ready_, 1);
+  container->Kill("test over");
+  for (int i = 0; i < 1000 && adopted_done == 0; ++i) io_.run_for(milliseconds(10));
+  EXPECT_EQ(adopted_done, 1);
+  EXPECT_EQ(done_, 0);
 }
 
 TEST_F(ContainerTest, KilledPooledContainerRefusesAClientAndCleansUp) {

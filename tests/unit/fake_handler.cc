@@ -2,6 +2,7 @@
 // container_test: `fake_handler MODE CONTROL_SOCKET`.
 //   serve        connect, take the client, answer it, exit 0
 //   exit1        exit 1 at once, never connecting
+//   complain     write "line 1" to "line 12" to stderr, exit 3, never connecting
 //   never        never connect; wait to be killed
 //   die-after    connect, take the client, then die by SIGKILL without answering
 //   hold         connect, take the client, keep it until killed
@@ -36,6 +37,13 @@ int main(int argc, char** argv) {
   if (argc != 3) return 2;
   const std::string mode = argv[1];
   if (mode == "exit1") return 1;
+  if (mode == "complain") {
+    for (int i = 1; i <= 12; ++i) {
+      const std::string line = "line " + std::to_string(i) + "\n";
+      if (::write(2, line.data(), line.size()) != static_cast<ssize_t>(line.size())) return 5;
+    }
+    return 3;
+  }
   if (mode == "never") {
     for (;;) ::pause();
   }

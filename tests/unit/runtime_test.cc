@@ -410,16 +410,54 @@ TEST(OpenOciRuntimeTest, FindsRuncInPathAndCreatesTheStateDir) {
 
 TEST(OpenOciRuntimeTest, OtherRuntimeIsNamedAfterItsFile) {
   TempDir dir;
-  WriteExecutable(dir.path + "/fake-runtime", "#!/bin/sh\nexit 1\n", fs::perms::owner_all);
+  WriteExecutable(dir.path + "/fake-runtime", "#!/bin/sh\necho 'fake 1.0'\n", fs::perms::owner_all);
   EXPECT_EQ(OpenResult(Config(dir, dir.path + "/fake-runtime")), "ok fake-runtime");
 }
 
-TEST(OpenOciRuntimeTest, RuntimeHangingAtVersionIsTakenAsRuncLike) {
+TEST(OpenOciRuntimeTest, RuntimeFailingAtVersionIsRefusedWithWhatItSaid) {
+  TempDir dir;
+  const std::string program = dir.path + "/broken";
+  WriteExecutable(program, "#!/bin/sh\necho 'broken: no libseccomp' >&2\nexit 1\n",
+                  fs::perms::owner_all);
+  EXPECT_EQ(OpenResult(Config(dir, program)),
+            "OCI runtime " + program +
+                " does not run: `--version` failed (exit 1): broken: no libseccomp");
+  EXPECT_FALSE(fs::exists(dir.path + "/state")) << "nothing created for a failed open";
+}
+
+TEST(OpenOciRuntimeTest, RuntimeHangingAtVersionIsRefused) {
   TempDir dir;
   WriteExecutable(dir.path + "/slow", "#!/bin/sh\nexec sleep 3600\n", fs::perms::owner_all);
   auto started = std::chrono::steady_clock::now();
-  EXPECT_EQ(OpenResult(Config(dir, dir.path + "/slow")), "ok slow");
+  EXPECT_EQ(
+      OpenResult(Config(dir, dir.path + "/slow")),
+      "OCI runtime " + dir.path + "/slow does not run: `--version` did not answer within 5 s");
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
+}
+
+TEST(CgroupCheckTest, HostCgroupsHaveWhatContainersNeed) {
+  Status st = CheckCgroupControllers("/sys/fs/cgroup");
+  EXPECT_TRUE(st.ok()) << st.error().message;
+}
+
+TEST(CgroupCheckTest, MissingControllersAreNamed) {
+  TempDir dir;
+  const std::string cgroup_fs = dir.path + "/cgroup";
+  fs::create_directory(cgroup_fs);
+  std::string result = InMountNamespace([&] {
+    // A cgroup_fs where nothing is mounted: a bare tmpfs, as on a host whose cgroup
+    // mounts are missing.
+    if (::mount("tmpfs", cgroup_fs.c_str(), "tmpfs", 0, "mode=755") != 0 ||
+        ::mkdir((cgroup_fs + "/memory").c_str(), 0755) != 0)
+      return std::string("mount failed: ") + std::strerror(errno);
+    Status st = CheckCgroupControllers(cgroup_fs);
+    return st.ok() ? std::string("ok") : st.error().message;
+  });
+  EXPECT_EQ(result.rfind("the cgroup controller(s) memory, cpu, pids are not available under " +
+                             cgroup_fs + ":",
+                         0),
+            0u)
+      << result;
 }
 
 // crun under another name (it is recognised by its --version output), over the
@@ -495,7 +533,8 @@ INSTANTIATE_TEST_SUITE_P(RuncAndCrun, StateTest, testing::Values("runc", "crun")
 TEST(RuntimeTest, ListFailsWhenTheRuntimeDoes) {
   TempDir dir;
   const std::string program = dir.path + "/fake-runtime";
-  WriteExecutable(program, "#!/bin/sh\nexit 1\n", fs::perms::owner_all);
+  WriteExecutable(program, "#!/bin/sh\n[ \"$1\" = --version ] && exit 0\nexit 1\n",
+                  fs::perms::owner_all);
   auto runtime = OpenOciRuntime(Config(dir, program));
   ASSERT_TRUE(runtime.ok()) << runtime.error().message;
   auto listed = (*runtime)->List();

@@ -28,6 +28,7 @@ class FakeContainer final : public Instance {
     return true;
   }
   void Kill(const char* /*why*/) override { killed = true; }
+  void SetEvents(Events events) override { events_ = std::move(events); }
   bool ready() const override { return connected && !client_ && !killed; }
   bool served() const override { return uses_ > 0; }
   bool may_serve_again() const override { return reusable; }
@@ -73,6 +74,13 @@ class ScalerTest : public ::testing::Test {
     options.warm = 0;
     options.warm_max = 0;
     options.max_concurrency = 4;
+    return options;
+  }
+  // Options() with a pool of one.
+  static store::ScalingOptions WarmOne() {
+    auto options = Options();
+    options.warm = 1;
+    options.warm_max = 1;
     return options;
   }
 
@@ -255,9 +263,7 @@ TEST_F(ScalerTest, QueuedClientGetsTheNextFreeSlot) {
 }
 
 TEST_F(ScalerTest, PoolRefillsAndAReadyContainerTakesTheClient) {
-  auto options = Options();
-  options.warm = 1;
-  options.warm_max = 1;
+  auto options = WarmOne();
   Make(options);
   scaler_->Refill();
   ASSERT_EQ(made_.size(), 1u);
@@ -271,9 +277,7 @@ TEST_F(ScalerTest, PoolRefillsAndAReadyContainerTakesTheClient) {
 }
 
 TEST_F(ScalerTest, PooledContainersThatDieBackOffDoublingTheDelay) {
-  auto options = Options();
-  options.warm = 1;
-  options.warm_max = 1;
+  auto options = WarmOne();
   Make(options);
   scaler_->Refill();
   Made(0).Finish();  // died before getting a client
@@ -342,9 +346,7 @@ TEST_F(ScalerTest, IdlePoolStopsAfterTheIdleTimeoutAndComesBackWithAClient) {
 }
 
 TEST_F(ScalerTest, RedeployStopsTheOldPoolAndTellsWhenItIsGone) {
-  auto options = Options();
-  options.warm = 1;
-  options.warm_max = 1;
+  auto options = WarmOne();
   Make(options);
   scaler_->Refill();
   Made(0).Connect();
@@ -362,6 +364,69 @@ TEST_F(ScalerTest, RedeployStopsTheOldPoolAndTellsWhenItIsGone) {
   bool at_once = false;
   scaler_->AfterOldPoolGone([&] { at_once = true; });
   EXPECT_TRUE(at_once);
+}
+
+// A deploy's check container, ready, made outside the scaler.
+std::shared_ptr<FakeContainer> CheckedContainer(bool* done_before_adoption) {
+  auto c = std::make_shared<FakeContainer>(
+      UniqueFd(),
+      Instance::Events{.done = [done_before_adoption](Instance*) { *done_before_adoption = true; },
+                       .idle = {},
+                       .ready = {}});
+  c->Start();
+  c->Connect();
+  return c;
+}
+
+TEST_F(ScalerTest, AdoptedContainerIsTheFirstPooledOneAndTakesTheFirstClient) {
+  auto options = WarmOne();
+  Make(options);
+  bool wrong_events = false;
+  auto checked = CheckedContainer(&wrong_events);
+  scaler_->Adopt(checked);
+  scaler_->Refill();
+  EXPECT_TRUE(made_.empty()) << "the pool has its one container: nothing more started";
+  EXPECT_FALSE(checked->killed);
+  EXPECT_EQ(scaler_->size(), 1u);
+  EXPECT_EQ(scaler_->Stats()["pool_ready"], 1u);
+  scaler_->OnClient(Client());
+  EXPECT_TRUE(checked->has_client());
+  EXPECT_EQ(scaler_->Stats()["warm_starts"], 1u);
+  checked->Finish();
+  EXPECT_FALSE(wrong_events) << "its end is reported to the scaler";
+  EXPECT_EQ(scaler_->size(), 1u) << "only the refill is left";
+}
+
+TEST_F(ScalerTest, AdoptedContainerWithoutAPoolIsStoppedAndTheAnswerWaitsForIt) {
+  Make(Options());
+  bool wrong_events = false;
+  auto checked = CheckedContainer(&wrong_events);
+  scaler_->Adopt(checked);
+  scaler_->Refill();
+  EXPECT_TRUE(checked->killed);
+  EXPECT_TRUE(made_.empty());
+  bool gone = false;
+  scaler_->AfterOldPoolGone([&] { gone = true; });
+  EXPECT_FALSE(gone);
+  checked->Finish();
+  EXPECT_TRUE(gone);
+  EXPECT_FALSE(wrong_events);
+  EXPECT_EQ(scaler_->size(), 0u);
+}
+
+TEST_F(ScalerTest, RedeployWithAnAdoptedContainerPoolsItInsteadOfStartingOne) {
+  auto options = WarmOne();
+  Make(options);
+  scaler_->Refill();
+  ASSERT_EQ(made_.size(), 1u);
+  bool wrong_events = false;
+  auto checked = CheckedContainer(&wrong_events);
+  scaler_->Reload(options, checked);
+  EXPECT_TRUE(Made(0).killed) << "the old version's pooled container is stopped";
+  EXPECT_EQ(made_.size(), 1u) << "the adopted one fills the new pool";
+  EXPECT_FALSE(checked->killed);
+  scaler_->OnClient(Client());
+  EXPECT_TRUE(checked->has_client());
 }
 
 TEST_F(ScalerTest, StopAnswersQueuedClients503AndStartsNothingMore) {

@@ -369,6 +369,17 @@ TEST(LimitsTest, BadDeployOptionsAreInvalidArgument) {
   }
 }
 
+TEST(LimitsTest, StartCheckIsOnUnlessTurnedOff) {
+  EXPECT_TRUE(ParseDeployOptions("", FunctionLimits{})->start_check);
+  EXPECT_TRUE(ParseDeployOptions(R"({"start_check":true})", FunctionLimits{})->start_check);
+  EXPECT_FALSE(ParseDeployOptions(R"({"start_check":false})", FunctionLimits{})->start_check);
+  for (const char* bad : {R"({"start_check":"no"})", R"({"start_check":0})"}) {
+    auto r = ParseDeployOptions(bad, FunctionLimits{});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().message, "option 'start_check' must be true or false");
+  }
+}
+
 TEST(LimitsTest, ScalingOptionsApplyOverDefaults) {
   ScalingOptions defaults;
   defaults.queue = 5;
