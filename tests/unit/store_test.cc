@@ -380,6 +380,17 @@ TEST(LimitsTest, StartCheckIsOnUnlessTurnedOff) {
   }
 }
 
+TEST(LimitsTest, StartCheckIsForOneDeployAndNeverCarriedOver) {
+  auto first = ParseDeployOptions(R"({"start_check":false,"memory":"256M"})", FunctionLimits{});
+  ASSERT_TRUE(first.ok());
+  EXPECT_FALSE(first->start_check);
+  EXPECT_EQ(first->set, (nlohmann::json{{"memory", "256M"}})) << "start_check is not a setting";
+  auto next = ParseDeployOptions("", FunctionLimits{}, ScalingOptions{}, first->set);
+  ASSERT_TRUE(next.ok());
+  EXPECT_TRUE(next->start_check);
+  EXPECT_EQ(next->carried, std::vector<std::string>{"memory"});
+}
+
 TEST(LimitsTest, ScalingOptionsApplyOverDefaults) {
   ScalingOptions defaults;
   defaults.queue = 5;
