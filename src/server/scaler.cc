@@ -189,9 +189,7 @@ void Scaler::Refill() {
       static_cast<size_t>(std::count_if(serving_.begin(), serving_.end(), [this](Instance* c) {
         return c->may_serve_again() && !retiring_.count(c);
       }));
-  // Without a pool (warm 0) only reused containers wait here: they stay until the
-  // idle timeout.
-  if (options_.warm > 0 && pool_.size() > target_) ShrinkTo(target_, "pool shrinking");
+  if (pool_.size() > target_) ShrinkTo(target_, "pool shrinking");
   if (clock_.Now() < refill_not_before_) return ArmRefillTimer();
   // Containers beyond what may serve at once only compete for the CPU with those
   // serving: with every slot busy the pool keeps no more than `warm`.
@@ -219,7 +217,7 @@ void Scaler::ShrinkTo(size_t size, const char* why, bool redeployed) {
 }
 
 void Scaler::Tick() {
-  if (stopped_ || (target_ == 0 && pool_.empty())) return;
+  if (stopped_ || target_ == 0) return;
   auto now = clock_.Now();
   if (now - last_client_ >= std::chrono::milliseconds(options_.idle_timeout_ms)) {
     spdlog::info("{}: no request for {} ms, stopping its {} pooled container(s)", name_,

@@ -2,8 +2,8 @@
 //
 // Pool: `target` containers are kept started without a client, their handlers
 // waiting on /control.sock. With warm 0 (faasd's default) no pool is asked for: the
-// target stays 0 whatever warm_max is, so no container ever starts without a client;
-// only reused containers wait in the pool, until the idle timeout. A client takes
+// target stays 0 whatever warm_max is, so no container ever starts without a client,
+// and a reused container that no client is waiting for is stopped. A client takes
 // a ready one (else a starting one, else a container is started for it) and the
 // pool refills at once. A client that finds no ready container raises the target
 // by one, up to warm_max; every kAdaptPeriod without such a miss lowers it by one,

@@ -22,8 +22,8 @@ struct FunctionLimits {
 
 // How a function's containers are started ahead and how its requests are admitted.
 struct ScalingOptions {
-  // Containers kept started ahead. 0: no pool (each request starts its container, and
-  // the pool never grows to warm_max); only containers with reuse wait between clients.
+  // Containers kept started ahead. 0: no pool at all (each request starts its container;
+  // warm_max and reuse then keep none between requests either).
   uint32_t warm = 0;
   uint32_t warm_max = 8;              // the adaptive pool (warm >= 1) never grows past this
   uint64_t idle_timeout_ms = 300000;  // without requests this long, the pool shrinks to 0

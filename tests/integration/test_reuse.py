@@ -79,20 +79,3 @@ def test_rm_with_reused_containers_leaves_nothing(faas, faasd):
     faas.remove_handler("fn")
     faasd.wait_idle(timeout=10)
     assert faasd.leftovers() == {}
-
-
-def test_without_a_pool_a_reused_container_waits_for_its_next_client_until_idle(faas, faasd):
-    """--reuse without --warm (faasd's default 0): nothing starts ahead, but a container
-    that served a client waits for its next one, until the idle timeout stops it."""
-    d = faas.deploy_handler("fn", "reuser", options=("--reuse", "3", "--idle-timeout", "2s"))
-    assert faas.describe("fn")["scaling"]["warm"] == 0
-    first = parse(faas.make_request(d.ip))
-    faas.wait_pool_ready("fn", 1)  # back for its next client
-    second = parse(faas.make_request(d.ip))
-    assert (first["served"], second["served"]) == ("1", "2")
-    assert first["id"] == second["id"]
-    rt = faas.runtime("fn")
-    assert (rt["warm_starts"], rt["cold_starts"], rt["pool_target"]) == (1, 1, 0), rt
-    faasd.wait_idle(timeout=20)  # the idle timeout stops it: no bundle, no container left
-    rt = faas.runtime("fn")
-    assert (rt["pool_ready"], rt["pool_starting"], rt["pool_target"]) == (0, 0, 0), rt
