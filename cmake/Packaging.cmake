@@ -5,20 +5,23 @@
 #                                              init` carries the SDK files compiled in
 #                                              (sdk/c/CMakeLists.txt), so nothing else is
 #                                              installed for it
-#   FAAS_SYSTEMD_UNIT_DIR/faasd.service        the unit
+#   /lib/systemd/system/faasd.service          the unit (FAAS_SYSTEMD_UNIT_DIR, below)
 #   share/doc/faasd/README.md, docs/           the docs, links between them kept
 
 # Debian 12 ships units in /lib/systemd/system, outside the /usr prefix; other prefixes
-# keep the unit under themselves.
-if(CMAKE_INSTALL_PREFIX STREQUAL "/usr")
-  set(faas_unit_dir_default "/lib/systemd/system")
-else()
-  set(faas_unit_dir_default "lib/systemd/system")
+# keep the unit under themselves. Chosen at each configure, so a build dir whose prefix
+# changes follows it.
+set(FAAS_SYSTEMD_UNIT_DIR "" CACHE STRING
+    "Where the systemd unit is installed (relative: under the prefix; empty: \
+/lib/systemd/system with the /usr prefix, lib/systemd/system under any other)")
+set(faas_unit_dir "${FAAS_SYSTEMD_UNIT_DIR}")
+if(NOT faas_unit_dir AND CMAKE_INSTALL_PREFIX STREQUAL "/usr")
+  set(faas_unit_dir "/lib/systemd/system")
+elseif(NOT faas_unit_dir)
+  set(faas_unit_dir "lib/systemd/system")
 endif()
-set(FAAS_SYSTEMD_UNIT_DIR "${faas_unit_dir_default}" CACHE STRING
-    "Where the systemd unit is installed (relative: under CMAKE_INSTALL_PREFIX)")
 
-install(FILES packaging/faasd.service DESTINATION ${FAAS_SYSTEMD_UNIT_DIR})
+install(FILES packaging/faasd.service DESTINATION ${faas_unit_dir})
 install(FILES README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(DIRECTORY docs/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/docs
         FILES_MATCHING PATTERN "*.md" PATTERN "*.png")
