@@ -48,7 +48,7 @@ bool IsActiveUnicode(uint32_t cp) {
 }
 
 std::string Hex(const char* format, uint32_t value) {
-  char buf[8];
+  char buf[16];  // room for any uint32_t, as the compiler cannot see the callers' ranges
   std::snprintf(buf, sizeof buf, format, value);
   return buf;
 }
