@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 
 extern char** environ;
 
@@ -19,6 +20,21 @@ int PidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid
 
 int PidfdSendSignal(int pidfd, int sig) {
   return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+// faasd's environment without what its service manager gave faasd alone: runc would
+// proxy its containers' READY=1 to systemd through NOTIFY_SOCKET.
+std::vector<char*> ChildEnvironment() {
+  std::vector<char*> env;
+  for (char** var = environ; *var != nullptr; ++var) {
+    const std::string_view entry(*var);
+    if (entry.starts_with("NOTIFY_SOCKET=") || entry.starts_with("WATCHDOG_USEC=") ||
+        entry.starts_with("WATCHDOG_PID="))
+      continue;
+    env.push_back(*var);
+  }
+  env.push_back(nullptr);
+  return env;
 }
 
 }  // namespace
@@ -115,8 +131,9 @@ Result<Child> Spawn(const SpawnOptions& options) {
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
+  std::vector<char*> env = ChildEnvironment();
   pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), environ);
+  int rc = ::posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), env.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) return SysError(rc, "spawn " + options.argv[0], Errc::kInternal);

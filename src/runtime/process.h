@@ -53,7 +53,9 @@ struct SpawnOptions {
 };
 
 // posix_spawn (vfork-like, nothing allocates between fork and exec) with every fd >= 3
-// closed in the child, then pidfd_open. Fails if the program cannot be executed.
+// closed in the child, then pidfd_open. Fails if the program cannot be executed. The
+// child gets faasd's environment without NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID
+// (see server/notify.h).
 Result<Child> Spawn(const SpawnOptions& options);
 
 // Human-readable wait status: "exit 0", "killed by signal 9".

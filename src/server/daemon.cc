@@ -17,6 +17,7 @@
 #include "common/version.h"
 #include "runtime/bundle.h"
 #include "server/deploy.h"
+#include "server/notify.h"
 
 namespace faas::server {
 
@@ -64,7 +65,8 @@ class Daemon::Impl : public api::Backend {
         state_(AbsolutePath(options_.state_dir),
                options_.userns ? std::optional<gid_t>(options_.userns_base) : std::nullopt),
         pool_(static_cast<size_t>(options_.workers)),
-        signals_(io_, SIGTERM, SIGINT) {}
+        signals_(io_, SIGTERM, SIGINT),
+        notifier_(io_, [this] { return ServiceStatus(); }) {}
 
   int Run() {
     ::signal(SIGPIPE, SIG_IGN);
@@ -79,10 +81,12 @@ class Daemon::Impl : public api::Backend {
     signals_.async_wait([this](boost::system::error_code ec, int sig) {
       if (ec) return;
       spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      notifier_.Stopping();
       api_->Stop();
       functions_->Shutdown(options_.drain_timeout, [this] { io_.stop(); });
     });
     spdlog::info("faasd ready");
+    notifier_.Ready();
     RunLoop();
     pool_.join();
     spdlog::info("faasd stopped");
@@ -92,7 +96,11 @@ class Daemon::Impl : public api::Backend {
   Result<UniqueFd> StartDeploy(const std::string& name, const std::string& options_header,
                                std::shared_ptr<const api::DeployCancel> cancel,
                                DeployDone done) override {
-    return deployer_->Start(name, options_header, std::move(cancel), std::move(done));
+    return deployer_->Start(name, options_header, std::move(cancel),
+                            [this, done = std::move(done)](Result<nlohmann::json> result) {
+                              done(std::move(result));
+                              notifier_.UpdateStatus();
+                            });
   }
 
   Result<nlohmann::json> Describe(const std::string& name) override {
@@ -123,6 +131,7 @@ class Daemon::Impl : public api::Backend {
 
   Result<nlohmann::json> Remove(const std::string& name) override {
     FAAS_RETURN_IF_ERROR(functions_->Remove(name));
+    notifier_.UpdateStatus();
     return nlohmann::json{{"name", name}};
   }
 
@@ -150,6 +159,16 @@ class Daemon::Impl : public api::Backend {
   }
 
  private:
+  // What systemd shows as the service's status (`systemctl status faasd`).
+  std::string ServiceStatus() const {
+    uint64_t requests = 0;
+    for (const auto& [name, record] : functions_->registry().functions())
+      if (auto stats = functions_->RuntimeStats(name); stats.ok())
+        requests += stats->value("requests", uint64_t{0});
+    return std::to_string(functions_->registry().functions().size()) + " function(s), " +
+           std::to_string(requests) + " request(s) served";
+  }
+
   // Library code should never throw into the loop; if it does, the daemon logs it
   // and keeps serving rather than dropping every request in flight.
   void RunLoop() {
@@ -230,6 +249,7 @@ class Daemon::Impl : public api::Backend {
   std::unique_ptr<Functions> functions_;
   std::unique_ptr<Deployer> deployer_;
   std::unique_ptr<api::Server> api_;
+  ServiceNotifier notifier_;  // after functions_: its status reads them
 };
 
 Daemon::Daemon(DaemonOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -103,6 +104,22 @@ TEST(ProcessTest, ChildSeesNoInheritedFds) {
   ASSERT_GE(fd, 3);
   auto child = Spawn({{"/bin/sh", "-c", "test ! -e /proc/self/fd/" + std::to_string(fd)}});
   ::close(fd);
+  ASSERT_TRUE(child.ok());
+  EXPECT_EQ(DescribeWaitStatus(*child->Wait()), "exit 0");
+}
+
+// The service manager's socket and watchdog are faasd's alone: runc would proxy its
+// containers' notifications through them.
+TEST(ProcessTest, ChildSeesNoServiceNotificationEnvironment) {
+  ::setenv("NOTIFY_SOCKET", "/run/systemd/notify", 1);
+  ::setenv("WATCHDOG_USEC", "30000000", 1);
+  ::setenv("WATCHDOG_PID", std::to_string(::getpid()).c_str(), 1);
+  ::setenv("FAAS_TEST_KEPT", "yes", 1);
+  auto child = Spawn({{"/bin/sh", "-c",
+                       "test -z \"${NOTIFY_SOCKET+x}${WATCHDOG_USEC+x}${WATCHDOG_PID+x}\" && "
+                       "test \"$FAAS_TEST_KEPT\" = yes"}});
+  for (const char* name : {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "FAAS_TEST_KEPT"})
+    ::unsetenv(name);
   ASSERT_TRUE(child.ok());
   EXPECT_EQ(DescribeWaitStatus(*child->Wait()), "exit 0");
 }
