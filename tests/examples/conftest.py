@@ -1,5 +1,5 @@
 """Fixtures of tests/examples: image archives of examples/* and of `faas init` projects,
-built on the test host once per session with their own build scripts, exactly as a user
+built on the test host once per test run with their own build scripts, exactly as a user
 would build them.
 
     python_base      the Python base (localhost/python:3.11-slim), built by the command

@@ -1,6 +1,6 @@
 """The install rules and the Debian package (cmake/Packaging.cmake, scripts/package.sh).
 
-The package is built once per session by scripts/package.sh (a Release build in
+The package is built once per test run by scripts/package.sh (a Release build in
 build-pkg/), then installed with apt into a clean Debian 12 root made by mmdebstrap
 (variant minbase, from this machine's apt sources; its tarball is cached next to the
 handler images). apt resolves the package's Depends from the mirror, so an install that
