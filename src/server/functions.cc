@@ -387,9 +387,9 @@ Result<store::FunctionRecord> Functions::Rollback(const std::string& name,
 }
 
 // The serving version becomes the first kept one and `record` (a new version, or a
-// kept one) serves; its scaler adopts `first`, a ready container of a new version. The order of the
-// steps is a redeploy's: the registry decides what serves after a crash, and start-up points the
-// link at it again.
+// kept one) serves; its scaler adopts `first`, a ready container of a new version.
+// The order of the steps is a redeploy's: the registry decides what serves after a
+// crash, and start-up points the link at it again.
 Result<store::FunctionRecord> Functions::Swap(const std::string& name, store::FunctionRecord record,
                                               std::shared_ptr<Container> first) {
   Function& fn = *functions_.at(name);
