@@ -8,7 +8,7 @@ apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends \
   build-essential cmake ninja-build pkg-config ca-certificates \
   libarchive-dev libssl-dev nlohmann-json3-dev libboost-dev libmnl-dev \
   libcli11-dev libspdlog-dev libfmt-dev libcurl4-openssl-dev libgtest-dev libgmock-dev \
-  libsystemd-dev systemd \
+  libsystemd-dev systemd prometheus-cpp-dev prometheus \
   runc crun podman uidmap iproute2 curl zstd util-linux \
   python3 python3-pytest clang-format clang libclang-rt-14-dev \
   busybox-static mmdebstrap qemu-system-x86 linux-image-amd64 strace
