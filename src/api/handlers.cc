@@ -78,6 +78,13 @@ Reply FunctionAction(Backend& backend, verb method, const std::string& raw_targe
   return {404, ErrorJson("no such endpoint: " + raw_target.substr(0, raw_target.find('?')))};
 }
 
+Reply MetricsReply(Backend& backend, verb method) {
+  if (method != verb::get) return MethodNotAllowed();
+  std::optional<std::string> text = backend.Metrics();
+  if (!text) return {404, ErrorJson("no such endpoint: /metrics")};
+  return {.status = 200, .body = {}, .text = std::move(text), .content_type = kMetricsContentType};
+}
+
 }  // namespace
 
 nlohmann::json ErrorJson(const std::string& message) { return {{"error", message}}; }
@@ -118,6 +125,7 @@ Reply Route(Backend& backend, verb method, const std::string& raw_target) {
     if (reasons.empty()) return {200, {{"status", "ok"}}};
     return {503, {{"status", "degraded"}, {"reasons", reasons}}};
   }
+  if (target == "/metrics") return MetricsReply(backend, method);
   if (target == "/api/list") {
     if (method != verb::get) return MethodNotAllowed();
     return {200, backend.List()};
@@ -139,6 +147,12 @@ Reply Route(Backend& backend, verb method, const std::string& raw_target) {
   if (std::string action; TakeAction(target, &name, &action))
     return FunctionAction(backend, method, raw_target, name, action);
   return {404, ErrorJson("no such endpoint: " + target)};
+}
+
+Reply RouteMetricsOnly(Backend& backend, verb method, const std::string& raw_target) {
+  if (method == verb::get && raw_target.substr(0, raw_target.find('?')) == "/metrics")
+    return MetricsReply(backend, method);
+  return {404, ErrorJson("not found: this listener serves GET /metrics only")};
 }
 
 }  // namespace faas::api

@@ -3,6 +3,7 @@
 
 #include <boost/beast/http/verb.hpp>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "api/server.h"
@@ -16,9 +17,15 @@ inline constexpr char kForeignHostMessage[] =
     "the TCP API without a token only answers requests for localhost or a loopback address "
     "(Host header)";
 
+// The media type of GET /metrics: the Prometheus text format.
+inline constexpr char kMetricsContentType[] = "text/plain; version=0.0.4; charset=utf-8";
+
 struct Reply {
   int status = 200;
   nlohmann::json body;
+  // A body that is not JSON (the metrics), sent as it is with `content_type`.
+  std::optional<std::string> text;
+  std::string content_type;
 };
 
 nlohmann::json ErrorJson(const std::string& message);
@@ -35,5 +42,9 @@ bool IsLoopbackHost(const std::string& host);
 // Maps a method and target to the backend; unknown paths are 404, known paths with
 // the wrong method 405.
 Reply Route(Backend& backend, boost::beast::http::verb method, const std::string& target);
+
+// The metrics listener's one route: GET /metrics; anything else is 404.
+Reply RouteMetricsOnly(Backend& backend, boost::beast::http::verb method,
+                       const std::string& target);
 
 }  // namespace faas::api

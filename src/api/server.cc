@@ -34,6 +34,8 @@ constexpr auto kHeaderTimeout = std::chrono::seconds(15);
 // A TCP client that has not yet sent an authorized request gets less: a flood of
 // idle connections from anyone who can reach the port is shed quickly.
 constexpr auto kFirstTcpHeaderTimeout = std::chrono::seconds(5);
+// A metrics client (a scraper) gets as long for each request and each answer.
+constexpr auto kMetricsTimeout = std::chrono::seconds(5);
 constexpr auto kLinger = std::chrono::seconds(2);
 constexpr size_t kChunk = 256 << 10;
 constexpr size_t kReadRoom = 64 << 10;
@@ -53,10 +55,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   static constexpr bool kTcp = std::is_same_v<Socket, asio::ip::tcp::socket>;
 
  public:
-  Session(Socket socket, Backend& backend, const Options& options)
+  // `metrics_only`: a session of the metrics listener (GET /metrics alone, no token).
+  Session(Socket socket, Backend& backend, const Options& options, bool metrics_only)
       : socket_(std::move(socket)),
         backend_(backend),
         options_(options),
+        metrics_only_(metrics_only),
         timer_(socket_.get_executor()),
         pipe_(socket_.get_executor()) {}
 
@@ -83,7 +87,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
     parser_->body_limit(options_.max_image_bytes);
-    if (kTcp && !authorized_once_) {
+    if (metrics_only_) {
+      ArmTimer(kMetricsTimeout);
+    } else if (kTcp && !authorized_once_) {
       ArmTimer(kFirstTcpHeaderTimeout);
     } else {
       ArmTimer(kHeaderTimeout);
@@ -106,10 +112,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     const auto& req = parser_->get();
     if (!Authorized(req)) return Respond(401, ErrorJson("missing or wrong bearer token"), false);
-    if (kTcp && options_.token.empty() && !IsLoopbackHost(std::string(req[http::field::host])))
+    if (kTcp && !metrics_only_ && options_.token.empty() &&
+        !IsLoopbackHost(std::string(req[http::field::host])))
       return Respond(403, ErrorJson(kForeignHostMessage), false);
     authorized_once_ = true;
-    if (req.target() == "/api/new") {
+    if (!metrics_only_ && req.target() == "/api/new") {
       if (req.method() == http::verb::post) return StartDeploy();
       return Respond(405, ErrorJson("method not allowed: deploy with POST"), false);
     }
@@ -118,9 +125,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     DrainSmallBody();
   }
 
-  // The unix socket (mode 0600) is root's: only TCP clients need the token.
+  // The unix socket (mode 0600) is root's: only TCP clients need the token, and the
+  // metrics listener has none.
   bool Authorized(const http::request<http::buffer_body>& req) const {
-    if (!kTcp || options_.token.empty()) return true;
+    if (!kTcp || metrics_only_ || options_.token.empty()) return true;
     auto it = req.find(http::field::authorization);
     return it != req.end() && it->value() == "Bearer " + options_.token;
   }
@@ -144,7 +152,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void Dispatch() {
     const auto& req = parser_->get();
-    Reply reply = Route(backend_, req.method(), std::string(req.target()));
+    const std::string target(req.target());
+    Reply reply = metrics_only_ ? RouteMetricsOnly(backend_, req.method(), target)
+                                : Route(backend_, req.method(), target);
+    if (reply.text)
+      return Send(reply.status, reply.content_type, std::move(*reply.text), req.keep_alive());
     Respond(reply.status, reply.body, req.keep_alive());
   }
 
@@ -261,14 +273,20 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   void Respond(int status, const nlohmann::json& body, bool keep_alive) {
+    Send(status, "application/json", DumpJson(body) + "\n", keep_alive);
+  }
+
+  void Send(int status, const std::string& content_type, std::string body, bool keep_alive) {
     timer_.cancel();
+    // A scraper that does not read its answer cannot hold one of the few slots.
+    if (metrics_only_) ArmTimer(kMetricsTimeout);
     auto res = std::make_shared<http::response<http::string_body>>();
     res->result(static_cast<unsigned>(status));
     res->version(11);
     res->set(http::field::server, "faasd");
-    res->set(http::field::content_type, "application/json");
+    res->set(http::field::content_type, content_type);
     res->keep_alive(keep_alive);
-    res->body() = DumpJson(body) + "\n";
+    res->body() = std::move(body);
     res->prepare_payload();
     http::async_write(socket_, *res,
                       [self = this->shared_from_this(), res, keep_alive](error_code ec, size_t) {
@@ -324,6 +342,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   Socket socket_;
   Backend& backend_;
   const Options& options_;
+  const bool metrics_only_;
   asio::steady_timer timer_;
   asio::posix::stream_descriptor pipe_;
   beast::flat_buffer buffer_;
@@ -362,6 +381,7 @@ struct Listener {
   asio::steady_timer pause;
   std::chrono::steady_clock::time_point last_error_log{};
   size_t cap = 0;
+  bool metrics_only = false;  // the metrics listener's sessions answer GET /metrics alone
   SessionList sessions;
   bool refusing = false;  // logs once per episode of being full, not per connection
 };
@@ -375,7 +395,8 @@ void AcceptLoop(Listener<Acceptor>& listener, Backend& backend, const Options& o
     if (ec == asio::error::operation_aborted) return;
     if (!ec) {
       using SocketType = decltype(socket);
-      auto session = std::make_shared<Session<SocketType>>(std::move(socket), backend, options);
+      auto session = std::make_shared<Session<SocketType>>(std::move(socket), backend, options,
+                                                           listener.metrics_only);
       auto& sessions = listener.sessions;
       std::erase_if(sessions, [](const auto& weak) { return weak.expired(); });
       if (sessions.size() >= listener.cap) {
@@ -410,8 +431,11 @@ Result<asio::ip::tcp::endpoint> ParseTcp(const std::string& spec) {
   auto colon = spec.rfind(':');
   if (colon == std::string::npos)
     return MakeError(Errc::kInvalidArgument, "expected HOST:PORT, got '" + spec + "'");
+  std::string host = spec.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')  // [::1]:PORT
+    host = host.substr(1, host.size() - 2);
   error_code ec;
-  auto address = asio::ip::make_address(spec.substr(0, colon), ec);
+  auto address = asio::ip::make_address(host, ec);
   if (ec) return MakeError(Errc::kInvalidArgument, "bad address in '" + spec + "'");
   int port = 0;
   try {
@@ -424,25 +448,52 @@ Result<asio::ip::tcp::endpoint> ParseTcp(const std::string& spec) {
   return asio::ip::tcp::endpoint(address, static_cast<unsigned short>(port));
 }
 
+// Opens, binds and listens on `endpoint` (`spec` as given, for the error).
+Status ListenOn(asio::ip::tcp::acceptor& acceptor, const asio::ip::tcp::endpoint& endpoint,
+                const std::string& spec) {
+  error_code ec;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec && endpoint.address().is_v6()) acceptor.set_option(asio::ip::v6_only(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return MakeError(Errc::kIo, "listen on " + spec + ": " + ec.message());
+  return Ok();
+}
+
 }  // namespace
+
+Status CheckListenAddress(const std::string& spec) {
+  auto endpoint = ParseTcp(spec);
+  if (!endpoint.ok()) return std::move(endpoint).error();
+  return Ok();
+}
 
 class Server::Impl {
  public:
   Impl(asio::io_context& io, Backend& backend, Options options)
-      : backend_(backend), options_(std::move(options)), unix_(io, "unix"), tcp_(io, "TCP") {
+      : backend_(backend),
+        options_(std::move(options)),
+        unix_(io, "unix"),
+        tcp_(io, "TCP"),
+        metrics_(io, "metrics") {
     unix_.cap = options_.max_unix_connections;
     tcp_.cap = options_.max_tcp_connections;
+    metrics_.cap = options_.max_metrics_connections;
+    metrics_.metrics_only = true;
   }
 
   Status Start() {
     if (!options_.unix_path.empty()) FAAS_RETURN_IF_ERROR(ListenUnix());
     if (!options_.tcp_listen.empty()) FAAS_RETURN_IF_ERROR(ListenTcp());
+    if (!options_.metrics_listen.empty()) FAAS_RETURN_IF_ERROR(ListenMetrics());
     return Ok();
   }
 
   void Stop() {
     unix_.Close();
     tcp_.Close();
+    metrics_.Close();
     if (!options_.unix_path.empty()) ::unlink(options_.unix_path.c_str());
   }
 
@@ -468,13 +519,7 @@ class Server::Impl {
     if (!endpoint.address().is_loopback() && options_.token.empty())
       return MakeError(Errc::kInvalidArgument,
                        "--listen-tcp on a non-loopback address needs --token-file");
-    error_code ec;
-    auto& acceptor = tcp_.acceptor;
-    acceptor.open(endpoint.protocol(), ec);
-    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor.bind(endpoint, ec);
-    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return MakeError(Errc::kIo, "listen on " + options_.tcp_listen + ": " + ec.message());
+    FAAS_RETURN_IF_ERROR(ListenOn(tcp_.acceptor, endpoint, options_.tcp_listen));
     AcceptLoop(tcp_, backend_, options_);
     if (options_.token.empty()) {
       spdlog::warn(
@@ -487,10 +532,25 @@ class Server::Impl {
     return Ok();
   }
 
+  Status ListenMetrics() {
+    const std::string& spec = options_.metrics_listen;
+    FAAS_ASSIGN_OR_RETURN(auto endpoint, ParseTcp(spec));
+    FAAS_RETURN_IF_ERROR(ListenOn(metrics_.acceptor, endpoint, spec));
+    AcceptLoop(metrics_, backend_, options_);
+    if (endpoint.address().is_loopback()) {
+      spdlog::info("metrics on http://{}/metrics", spec);
+    } else {
+      spdlog::info(
+          "metrics on http://{}/metrics, without a token: whoever reaches it can read them", spec);
+    }
+    return Ok();
+  }
+
   Backend& backend_;
   Options options_;
   Listener<asio::local::stream_protocol::acceptor> unix_;
   Listener<asio::ip::tcp::acceptor> tcp_;
+  Listener<asio::ip::tcp::acceptor> metrics_;
 };
 
 Server::Server(asio::io_context& io, Backend& backend, Options options)

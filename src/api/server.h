@@ -12,6 +12,7 @@
 //                                {"name","ip","version","from_version"}
 //   GET    /api/version          {"version","api","runtime"}
 //   GET    /healthz              {"status":"ok"}, or 503 {"status":"degraded","reasons":[...]}
+//   GET    /metrics              Prometheus text format (kMetricsContentType)
 //
 // Errors are {"error": "..."} with the status of their Errc. Runs on the event
 // loop thread; the backend is called on that thread only.
@@ -21,6 +22,10 @@
 // a request without the right token gets a 401 and the connection is closed. The TCP
 // API without a token answers only requests whose Host names a loopback address or
 // localhost (a web page that rebinds its DNS name to 127.0.0.1 gets a 403).
+//
+// The metrics listener (Options::metrics_listen) is a TCP listener of its own that
+// answers GET /metrics and nothing else (404), without a token; it has its own small
+// connection cap and short deadlines, so its clients cannot take the control API's.
 //
 // A deploy's client that closes the connection (or its sending side) before the
 // answer calls the deploy off: nobody would learn that it committed.
@@ -77,6 +82,8 @@ class Backend {
   // Why faasd cannot serve fully right now (e.g. a function's listener paused for
   // lack of fds), one sentence each; empty when healthy.
   virtual std::vector<std::string> Degraded() { return {}; }
+  // The metrics in the Prometheus text format; none: faasd keeps none (404).
+  virtual std::optional<std::string> Metrics() { return std::nullopt; }
   // {"version": faasd's release, "api": kApiVersion (common/version.h), ...}.
   virtual nlohmann::json Version() = 0;
 };
@@ -92,7 +99,13 @@ struct Options {
   std::chrono::milliseconds idle_timeout{60000};
   size_t max_unix_connections = 256;  // beyond these a new connection is closed at once
   size_t max_tcp_connections = 64;
+  std::string metrics_listen;  // "127.0.0.1:9100" or "[::1]:9100"; empty: no metrics listener
+  size_t max_metrics_connections = 8;
 };
+
+// Checks a TCP listen address, HOST:PORT with an IPv6 HOST in brackets; the error
+// (kInvalidArgument) says what is wrong.
+Status CheckListenAddress(const std::string& spec);
 
 class Server {
  public:

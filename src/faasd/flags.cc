@@ -29,6 +29,11 @@ void AddServingFlags(CLI::App& app, Flags& flags) {
                  "Control API unix socket (default RUN_DIR/faasd.sock)");
   app.add_option("--listen-tcp", options.listen_tcp, "Also serve the control API on HOST:PORT");
   app.add_option("--token-file", options.token_file, "Bearer token required by the TCP API");
+  app.add_option("--metrics-listen", options.metrics_listen,
+                 "Serve Prometheus metrics (GET /metrics, plain HTTP, no token) on HOST:PORT, "
+                 "e.g. 127.0.0.1:9100 or [::1]:9100; default none. A non-loopback HOST is "
+                 "allowed: it exposes the metrics alone, to whoever reaches it. The control API "
+                 "also answers GET /metrics");
   app.add_option("--pool", options.functions.pool, "Address pool for functions")
       ->capture_default_str();
   app.add_option("--port", options.functions.listener.port, "Port functions listen on")
@@ -161,6 +166,10 @@ Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags) {
   FAAS_ASSIGN_OR_RETURN(uint64_t first_byte,
                         store::ParseDuration(flags.first_byte_timeout, "--first-byte-timeout",
                                              {.zero_allowed = true}));
+  if (!flags.options.metrics_listen.empty()) {
+    if (auto st = api::CheckListenAddress(flags.options.metrics_listen); !st.ok())
+      return MakeError(Errc::kInvalidArgument, "--metrics-listen: " + st.error().message);
+  }
   server::DaemonOptions options = flags.options;
   options.runtime.program = flags.runtime;  // looked up in PATH when it is a name
   options.defaults.connect_timeout_ms = connect;

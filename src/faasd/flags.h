@@ -44,7 +44,7 @@ Flags ParseFlags(int argc, char** argv);
 // found) and --warm-max raised to at least --warm. Fails with kInvalidArgument naming
 // the first of --connect-timeout, --run-timeout, --drain-timeout, --idle-timeout,
 // --queue-timeout, --rate-limit, --api-timeout and --first-byte-timeout (in that
-// order) that does not parse.
+// order) that does not parse, or --metrics-listen when it is not a HOST:PORT.
 Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags);
 
 }  // namespace faas::faasd

@@ -17,6 +17,7 @@
 #include "common/version.h"
 #include "runtime/bundle.h"
 #include "server/deploy.h"
+#include "server/metrics.h"
 #include "server/notify.h"
 
 namespace faas::server {
@@ -42,6 +43,20 @@ nlohmann::json VersionJson(const store::FunctionRecord& record, bool serving) {
   out.erase("rootfs");
   out["serving"] = serving;
   return out;
+}
+
+// What a scrape reads of the deployed functions (Scaler::Stats).
+std::vector<FunctionLoad> FunctionLoads(const Functions& functions) {
+  std::vector<FunctionLoad> loads;
+  for (const auto& [name, record] : functions.registry().functions()) {
+    auto stats = functions.RuntimeStats(name);
+    if (!stats.ok()) continue;
+    loads.push_back({.name = name,
+                     .pool_ready = stats->value("pool_ready", uint64_t{0}),
+                     .pool_starting = stats->value("pool_starting", uint64_t{0}),
+                     .active = stats->value("active", uint64_t{0})});
+  }
+  return loads;
 }
 
 std::string AbsolutePath(const std::string& path) {
@@ -154,6 +169,8 @@ class Daemon::Impl : public api::Backend {
         {"name", name}, {"ip", record.ip}, {"version", record.version}, {"from_version", from}};
   }
 
+  std::optional<std::string> Metrics() override { return metrics_.Render(); }
+
   nlohmann::json Version() override {
     return {{"version", kVersion}, {"api", kApiVersion}, {"runtime", options_.runtime.program}};
   }
@@ -208,6 +225,12 @@ class Daemon::Impl : public api::Backend {
           asio::post(pool_, [path = std::move(path)] { RemoveRetired(path); });
         });
     FAAS_RETURN_IF_ERROR(functions_->Start());
+    metrics_.SetSources({
+        .functions = [this] { return FunctionLoads(*functions_); },
+        .containers_running =
+            [this] { return static_cast<uint64_t>(functions_->ContainersAlive()); },
+        .dropped_lines = {},
+    });
     deployer_ =
         std::make_unique<Deployer>(io_, pool_, state_, *functions_,
                                    DeployerOptions{
@@ -222,6 +245,7 @@ class Daemon::Impl : public api::Backend {
         options_.socket.empty() ? options_.run_dir + "/faasd.sock" : options_.socket;
     api_options.tcp_listen = options_.listen_tcp;
     api_options.token = token;
+    api_options.metrics_listen = options_.metrics_listen;
     api_options.max_image_bytes = options_.limits.max_image_bytes;
     api_options.idle_timeout = options_.api_timeout;
     api_ = std::make_unique<api::Server>(io_, *this, api_options);
@@ -246,6 +270,7 @@ class Daemon::Impl : public api::Backend {
   asio::io_context io_;
   asio::thread_pool pool_;
   asio::signal_set signals_;
+  server::Metrics metrics_;  // before functions_: they report to it
   std::unique_ptr<Functions> functions_;
   std::unique_ptr<Deployer> deployer_;
   std::unique_ptr<api::Server> api_;

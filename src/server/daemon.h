@@ -20,6 +20,7 @@ struct DaemonOptions {
   std::string socket;  // default: RUN_DIR/faasd.sock
   std::string listen_tcp;
   std::string token_file;
+  std::string metrics_listen;  // HOST:PORT of the metrics listener; empty: none
   std::chrono::milliseconds drain_timeout{10000};
   std::chrono::milliseconds api_timeout{60000};  // api::Options::idle_timeout
   int workers = 2;

@@ -86,6 +86,8 @@ class Functions {
   // Names of the functions whose listener is paused now (accept failed for lack of
   // fds or memory: see Listener).
   std::vector<std::string> PausedListeners() const;
+  // The containers faasd owns now (pooled, serving, finishing; of removed functions too).
+  size_t ContainersAlive() const;
 
   // Stops accepting and waits for running requests and deploys; after `drain` the
   // requests are killed. Removes every address it added, then calls `done`.
@@ -122,7 +124,6 @@ class Functions {
   void OnContainerGone();
   void Sweep();
   void Tick();
-  size_t ContainersAlive() const;
   void MaybeFinishShutdown();
   std::string NextContainerId();
 

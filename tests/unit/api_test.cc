@@ -48,6 +48,8 @@ class FakeBackend : public Backend {
   }
   std::vector<std::string> Degraded() override { return degraded; }
   nlohmann::json Version() override { return {{"version", "9.9.9"}, {"api", 1}}; }
+  std::optional<std::string> Metrics() override { return metrics; }
+  std::optional<std::string> metrics = "faasd_functions_deployed 1\n";
   std::vector<std::pair<std::string, std::optional<uint64_t>>> rollbacks;
   std::vector<std::string> removed;
   std::vector<std::string> degraded;
@@ -131,6 +133,37 @@ TEST(ApiRouteTest, VersionIsTheBackendsAnswerAndGetOnly) {
   EXPECT_EQ(r.body, backend.Version());
   EXPECT_EQ(Route(backend, verb::post, "/api/version").status, 405);
   EXPECT_EQ(Route(backend, verb::get, "/api/version/x").status, 404);
+}
+
+TEST(ApiRouteTest, MetricsAreTextInThePrometheusFormatAndGetOnly) {
+  FakeBackend backend;
+  Reply r = Route(backend, verb::get, "/metrics");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.text, backend.metrics);
+  EXPECT_EQ(r.content_type, "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_EQ(Route(backend, verb::post, "/metrics").status, 405);
+  backend.metrics.reset();
+  EXPECT_EQ(Route(backend, verb::get, "/metrics").status, 404);
+}
+
+TEST(ApiRouteTest, TheMetricsListenerAnswersGetMetricsAndNothingElse) {
+  FakeBackend backend;
+  Reply r = RouteMetricsOnly(backend, verb::get, "/metrics?x=1");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.text, backend.metrics);
+  for (const char* target : {"/api/list", "/healthz", "/metrics/x", "/"})
+    EXPECT_EQ(RouteMetricsOnly(backend, verb::get, target).status, 404) << target;
+  EXPECT_EQ(RouteMetricsOnly(backend, verb::post, "/metrics").status, 404);
+  EXPECT_EQ(RouteMetricsOnly(backend, verb::delete_, "/api/functions/hello").status, 404);
+  EXPECT_TRUE(backend.removed.empty());
+}
+
+TEST(ApiListenAddressTest, HostPortWithIpv6InBrackets) {
+  for (const char* good : {"127.0.0.1:9100", "[::1]:9100", "0.0.0.0:1", "[::]:65535"})
+    EXPECT_TRUE(CheckListenAddress(good).ok()) << good;
+  for (const char* bad : {"127.0.0.1", "localhost:9100", "127.0.0.1:0", "127.0.0.1:70000", "[::1]",
+                          "[::1]:x", "300.1.1.1:80", ""})
+    EXPECT_FALSE(CheckListenAddress(bad).ok()) << bad;
 }
 
 TEST(ApiRouteTest, DeleteMapsErrorsToStatuses) {
@@ -252,6 +285,15 @@ TEST_F(ApiServerTest, SmallChunkedBodyOnGetIsDropped) {
       "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
   EXPECT_EQ(StatusLine(reply), "HTTP/1.1 200 OK") << reply;
   EXPECT_NE(reply.find("10.0.0.10"), std::string::npos) << reply;
+}
+
+TEST_F(ApiServerTest, MetricsComeAsPlainTextWithTheExpositionFormatsType) {
+  std::string reply = Exchange("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(StatusLine(reply), "HTTP/1.1 200 OK") << reply;
+  EXPECT_NE(reply.find("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            std::string::npos)
+      << reply;
+  EXPECT_TRUE(reply.ends_with("\r\n\r\nfaasd_functions_deployed 1\n")) << reply;
 }
 
 TEST_F(ApiServerTest, BodyOverTheCapIs413) {
