@@ -81,7 +81,9 @@ class Daemon::Impl : public api::Backend {
                options_.userns ? std::optional<gid_t>(options_.userns_base) : std::nullopt),
         pool_(static_cast<size_t>(options_.workers)),
         signals_(io_, SIGTERM, SIGINT),
-        notifier_(io_, [this] { return ServiceStatus(); }) {}
+        notifier_(io_, [this] { return ServiceStatus(); }) {
+    telemetry_.Add(&metrics_);
+  }
 
   int Run() {
     ::signal(SIGPIPE, SIG_IGN);
@@ -221,9 +223,11 @@ class Daemon::Impl : public api::Backend {
     FAAS_ASSIGN_OR_RETURN(runtime_, runtime::OpenOciRuntime(runtime_config));
     FAAS_RETURN_IF_ERROR(runtime::CheckCgroupControllers(runtime_config.cgroup_fs));
     functions_ = std::make_unique<Functions>(
-        io_, state_, *runtime_, options_.functions, [this](std::string path) {
+        io_, state_, *runtime_, options_.functions,
+        [this](std::string path) {
           asio::post(pool_, [path = std::move(path)] { RemoveRetired(path); });
-        });
+        },
+        telemetry_);
     FAAS_RETURN_IF_ERROR(functions_->Start());
     metrics_.SetSources({
         .functions = [this] { return FunctionLoads(*functions_); },
@@ -232,7 +236,7 @@ class Daemon::Impl : public api::Backend {
         .dropped_lines = {},
     });
     deployer_ =
-        std::make_unique<Deployer>(io_, pool_, state_, *functions_,
+        std::make_unique<Deployer>(io_, pool_, state_, *functions_, telemetry_,
                                    DeployerOptions{
                                        .limits = options_.limits,
                                        .defaults = options_.defaults,
@@ -270,7 +274,8 @@ class Daemon::Impl : public api::Backend {
   asio::io_context io_;
   asio::thread_pool pool_;
   asio::signal_set signals_;
-  server::Metrics metrics_;  // before functions_: they report to it
+  server::Metrics metrics_;    // a sink of telemetry_
+  TelemetryFanout telemetry_;  // its sinks outlive functions_ and deployer_
   std::unique_ptr<Functions> functions_;
   std::unique_ptr<Deployer> deployer_;
   std::unique_ptr<api::Server> api_;
