@@ -82,7 +82,7 @@ Reply MetricsReply(Backend& backend, verb method) {
   if (method != verb::get) return MethodNotAllowed();
   std::optional<std::string> text = backend.Metrics();
   if (!text) return {404, ErrorJson("no such endpoint: /metrics")};
-  return {.status = 200, .body = {}, .text = std::move(text), .content_type = kMetricsContentType};
+  return Reply::Text(std::move(*text), kMetricsContentType);
 }
 
 }  // namespace
