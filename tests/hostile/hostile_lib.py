@@ -11,6 +11,10 @@ and crashes. They build on the fixtures of tests/conftest.py (`vm`, `faasd`, `fa
                                             attack: /healthz, hello answers, no bundle,
                                             runc container, cgroup or process left, and
                                             faasd's fd table as at .mark()
+    apiclient(vm)                           path in the VM of tests/lib/apiclient.py
+    raw(vm, "HOST:PORT", request)           one raw HTTP exchange with apiclient.py
+    start_flood(...), assert_flood_shed(...) idle connections to an API listener past its
+                                            cap, and how soon faasd closed them
 """
 
 from __future__ import annotations
@@ -20,7 +24,46 @@ import os
 import re
 from typing import Optional
 
+from lib.daemon import LIB_DIR
 from lib.helpers import DEPLOYED_RE, Deployed, FaaSTestHelper
+from lib.vm import wait_for
+
+
+def apiclient(vm) -> str:
+    return vm.import_file(str(LIB_DIR / "apiclient.py"))
+
+
+def start_flood(vm, faasd, host: str, port: int, count: int, listener: str):
+    """Opens `count` idle connections to HOST:PORT (apiclient.py flood, watched for 30 s)
+    and returns its process once faasd logged that its `listener` socket is full."""
+    ready = f"{vm.run_dir}/flood-ready"
+    flood = vm.spawn(["/usr/bin/python3", apiclient(vm), "flood", host, str(port), str(count),
+                      ready, "30"], log_name="flood")
+    wait_for(lambda: vm.run(["test", "-e", ready], check=False).returncode == 0, 30,
+             what="the flood to open its connections")
+    wait_for(lambda: f"connections open on the {listener} socket, refusing more" in faasd.log(),
+             10, what=f"the {listener} cap to be reached")
+    return flood
+
+
+def assert_flood_shed(flood, count: int, deadline: float, cap: int) -> None:
+    """Every connection of the flood was closed within `deadline` s (and some slack),
+    and no more than `cap` of them were held past 1 s."""
+    assert flood.wait(60) == 0, flood.stderr_text()
+    result = json.loads(flood.stdout_text())
+    assert result["opened"] == count and result["open_errors"] == 0, result
+    lifetimes = result["lifetimes"]
+    assert None not in lifetimes, f"connections left open after 30 s: {lifetimes}"
+    assert max(lifetimes) < deadline + 3, sorted(lifetimes)[-10:]
+    held = [t for t in lifetimes if t > 1]
+    assert len(held) <= cap, f"{len(held)} connections held past 1 s"
+
+
+def raw(vm, where, request, timeout=10) -> dict:
+    """Sends `request` (\\r\\n escapes allowed) to `where` and reads until close."""
+    r = vm.run(["/usr/bin/python3", apiclient(vm), "raw", where, request, str(timeout)],
+               timeout=timeout + 30)
+    return json.loads(r.stdout)
 
 
 def deploy(faas: FaaSTestHelper, name: str, handler: str, *options: str,

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lib.daemon import LIB_DIR
+from hostile_lib import apiclient, assert_flood_shed, raw, start_flood
 from lib.vm import wait_for
 
 pytestmark = pytest.mark.integration
@@ -21,10 +21,6 @@ FIRST_HEADER_SECONDS = 5
 TCP_CAP = 64
 
 
-def apiclient(vm) -> str:
-    return vm.import_file(str(LIB_DIR / "apiclient.py"))
-
-
 def start_with_token(vm, faasd, *extra):
     token_file = f"{vm.run_dir}/token"
     vm.write_file(token_file, (TOKEN + "\n").encode())
@@ -34,12 +30,6 @@ def start_with_token(vm, faasd, *extra):
 def tcp_faas(faasd, *args, token=TOKEN):
     return faasd.vm.run([faasd.faas_bin, "--url", f"http://127.0.0.1:{PORT}", "--token", token,
                          *args], check=False, timeout=60)
-
-
-def raw(vm, where, request, timeout=10) -> dict:
-    r = vm.run(["/usr/bin/python3", apiclient(vm), "raw", where, request, str(timeout)],
-               timeout=timeout + 30)
-    return json.loads(r.stdout)
 
 
 def assert_no_function(faas, faasd, name):
@@ -59,14 +49,8 @@ def test_idle_tcp_flood_does_not_starve_unix_socket_and_is_shed_fast(faas_unstar
     and each is closed within the short first-header deadline."""
     faasd = faasd_unstarted
     start_with_token(vm, faasd)
-    ready = f"{vm.run_dir}/flood-ready"
     count = 300
-    flood = vm.spawn(["/usr/bin/python3", apiclient(vm), "flood", "127.0.0.1", str(PORT),
-                      str(count), ready, "30"], log_name="flood")
-    wait_for(lambda: vm.run(["test", "-e", ready], check=False).returncode == 0, 30,
-             what="the flood to open its connections")
-    wait_for(lambda: "connections open on the TCP socket, refusing more" in faasd.log(), 10,
-             what="the TCP cap to be reached")
+    flood = start_flood(vm, faasd, "127.0.0.1", PORT, count, "TCP")
 
     started = time.monotonic()
     r = faasd.faas("list", "--json")
@@ -75,14 +59,7 @@ def test_idle_tcp_flood_does_not_starve_unix_socket_and_is_shed_fast(faas_unstar
     d = faas_unstarted.deploy_handler("fn")
     assert faasd.faas("ip", "fn").stdout.strip() == d.ip
 
-    assert flood.wait(60) == 0, flood.stderr_text()
-    result = json.loads(flood.stdout_text())
-    assert result["opened"] == count and result["open_errors"] == 0, result
-    lifetimes = result["lifetimes"]
-    assert None not in lifetimes, f"connections left open after 30 s: {lifetimes}"
-    assert max(lifetimes) < FIRST_HEADER_SECONDS + 3, sorted(lifetimes)[-10:]
-    held = [t for t in lifetimes if t > 1]
-    assert len(held) <= TCP_CAP, f"{len(held)} connections held past 1 s"
+    assert_flood_shed(flood, count, FIRST_HEADER_SECONDS, TCP_CAP)
     # With the flood gone, an authorized TCP client is served; a keep-alive request
     # with a wrong token gets a 401 and the connection closed at once.
     r = tcp_faas(faasd, "ip", "fn")
