@@ -110,6 +110,45 @@ def test_calls_are_counted_by_outcome_on_both_listeners(faas, faasd, vm):
     assert samples[invocations("hello", "ok")] == burst.count(200)
 
 
+def test_queue_rejections_queue_wait_and_active_requests(faas, faasd):
+    d = faas.deploy_handler("slow", "slow", options=("--env", "SLEEP_MS=2000",
+                                                     "--max-concurrency", "1", "--queue", "1"))
+    first = faas.start_requests(d.ip, timeout=30, log_name="first")
+    faas.wait_runtime("slow", lambda rt: rt["active"] == 1, what="the first client to be served")
+    samples = parse_samples(control_metrics(faasd))
+    assert samples['faasd_function_active_requests{function="slow"}'] == 1
+    assert samples["faasd_containers_running"] == 1
+    second = faas.start_requests(d.ip, timeout=30, log_name="second")
+    faas.wait_runtime("slow", lambda rt: rt["queued"] == 1, what="the second client to queue")
+    assert faas.make_request(d.ip, timeout=10)["status"] == 503
+    assert first.results()[0]["status"] == 200
+    assert second.results()[0]["status"] == 200
+    faas.wait_for_cleanup()
+
+    samples = parse_samples(control_metrics(faasd))
+    assert samples[invocations("slow", "ok")] == 2
+    assert samples[invocations("slow", "rejected_queue")] == 1
+    assert samples['faasd_function_active_requests{function="slow"}'] == 0
+    # Three clients passed the rate limit (there is none); the second waited for the
+    # rest of the first one's 2 s of work, the others not at all.
+    assert samples['faasd_function_queue_wait_seconds_count{function="slow"}'] == 3
+    assert samples['faasd_function_queue_wait_seconds_bucket{function="slow",le="0.5"}'] == 2
+    assert samples['faasd_function_queue_wait_seconds_bucket{function="slow",le="5"}'] == 3
+    # The two served clients took at least the handler's 2 s each.
+    assert samples['faasd_function_duration_seconds_count{function="slow"}'] == 2
+    assert samples['faasd_function_duration_seconds_bucket{function="slow",le="1"}'] == 0
+
+
+def test_a_handler_that_never_connects_counts_as_a_timeout(faas, faasd):
+    d = faas.deploy_handler("silent", "never-connects",
+                            options=("--no-start-check", "--connect-timeout", "500ms"))
+    assert faas.make_request(d.ip, timeout=30)["status"] == 504
+    faas.wait_for_cleanup()
+    samples = parse_samples(control_metrics(faasd))
+    assert samples[invocations("silent", "timeout")] == 1
+    assert samples['faasd_function_starts_total{function="silent",kind="cold"}'] == 1
+
+
 @pytest.mark.faasd_args("--metrics-listen", LISTEN, "--warm", "1")
 def test_pool_gauges_and_warm_starts(faas, faasd):
     d = faas.deploy_handler("hello")
