@@ -21,19 +21,18 @@ inline constexpr char kForeignHostMessage[] =
 inline constexpr char kMetricsContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 
 struct Reply {
-  Reply(int status = 200, nlohmann::json body = {}) : status(status), body(std::move(body)) {}
   // A body that is not JSON (the metrics), sent as it is with `content_type`.
   static Reply Text(std::string text, std::string content_type) {
-    Reply reply;
-    reply.text = std::move(text);
-    reply.content_type = std::move(content_type);
-    return reply;
+    return {.status = 200,
+            .body = {},
+            .text = std::move(text),
+            .content_type = std::move(content_type)};
   }
 
-  int status;
+  int status = 200;
   nlohmann::json body;
-  std::optional<std::string> text;  // set: sent instead of `body`
-  std::string content_type;
+  std::optional<std::string> text = std::nullopt;  // set: sent instead of `body`
+  std::string content_type = {};
 };
 
 nlohmann::json ErrorJson(const std::string& message);
