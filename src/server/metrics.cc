@@ -34,6 +34,14 @@ constexpr std::array kDeployOutcomes = {DeployOutcome::kOk,          DeployOutco
                                         DeployOutcome::kStartFailed, DeployOutcome::kConflict,
                                         DeployOutcome::kCancelled,   DeployOutcome::kFailed};
 
+// FunctionSeries::invocations is indexed by the Outcome's value.
+constexpr bool OutcomesInEnumOrder() {
+  for (size_t i = 0; i < kOutcomes.size(); ++i)
+    if (static_cast<size_t>(kOutcomes[i]) != i) return false;
+  return true;
+}
+static_assert(OutcomesInEnumOrder());
+
 double Seconds(std::chrono::microseconds us) { return static_cast<double>(us.count()) / 1e6; }
 
 bool Rejected(Outcome outcome) {

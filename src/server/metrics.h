@@ -13,9 +13,9 @@
 // faasd_open_fds.
 //
 // A function's series are created with all their label values at 0 when it is
-// first seen (a deploy or a request), and removed by OnRemoved and at a scrape that
-// no longer finds it deployed (a request of a removed function that ends after
-// the removal would bring them back until then).
+// first seen (a deploy or a request), and removed by OnRemoved; a scrape also drops
+// the series of any function it does not find deployed, so nothing reported late
+// about a removed function lingers.
 //
 // Lives on the event loop thread, like Telemetry; not thread-safe.
 #pragma once
