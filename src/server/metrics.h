@@ -56,9 +56,6 @@ struct ScrapeSources {
   std::function<uint64_t(const std::string&)> dropped_lines;
 };
 
-// The exposition's media type (the Prometheus text format).
-inline constexpr char kMetricsContentType[] = "text/plain; version=0.0.4; charset=utf-8";
-
 class Metrics final : public Telemetry {
  public:
   explicit Metrics(ScrapeSources sources = {});
@@ -72,7 +69,8 @@ class Metrics final : public Telemetry {
   // is made: the daemon sets them once they do).
   void SetSources(ScrapeSources sources) { sources_ = std::move(sources); }
 
-  // The exposition in the text format (kMetricsContentType), read now.
+  // The exposition in the Prometheus text format 0.0.4 (api::kMetricsContentType), read
+  // now.
   std::string Render();
 
  private:
