@@ -10,6 +10,9 @@
 //                                 "deployed_at","serving","options","limits","scaling",...}]}
 //   POST   /api/functions/NAME/rollback[?version=N]
 //                                {"name","ip","version","from_version"}
+//   GET    /api/functions/NAME/logs[?since=DUR|TIME&tail=N&stream=stdout|stderr|request&follow=1]
+//                                the function's log records, NDJSON (logs/function_log.h); with
+//                                follow=1 chunked and kept open, new records as they are written
 //   GET    /api/version          {"version","api","runtime"}
 //   GET    /healthz              {"status":"ok"}, or 503 {"status":"degraded","reasons":[...]}
 //
@@ -38,6 +41,7 @@
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "logs/query.h"
 
 namespace faas::api {
 
@@ -77,6 +81,17 @@ class Backend {
   // Why faasd cannot serve fully right now (e.g. a function's listener paused for
   // lack of fds), one sentence each; empty when healthy.
   virtual std::vector<std::string> Degraded() { return {}; }
+  // The records of `name`'s log that match `query`, NDJSON, oldest first. With a
+  // `follower` it also gets each matching record written from now on, until
+  // `subscription` is dropped or its OnEnd runs. kNotFound for an unknown function.
+  struct LogAnswer {
+    std::string records;
+    std::shared_ptr<void> subscription;
+  };
+  virtual Result<LogAnswer> Logs(const std::string& name, const logs::LogQuery& /*query*/,
+                                 logs::LogFollower* /*follower*/) {
+    return MakeError(Errc::kNotFound, "no log kept for '" + name + "'");
+  }
   // {"version": faasd's release, "api": kApiVersion (common/version.h), ...}.
   virtual nlohmann::json Version() = 0;
 };
