@@ -146,6 +146,32 @@ hello_c() {
   faas rm "$1" >/dev/null
 }
 
+# chatty NAME LINES: hello-c with --warm 1 writing LINES lines to stdout per request
+# (HELLO_LOG_LINES), while /metrics is scraped every second as Prometheus would: the
+# warm latency of kLatencyRequests requests, then 10 clients for kLoadSeconds. What
+# the function log and the metrics cost on the request path; then it is removed.
+chatty() {
+  local scraper
+  faas new "$1" --warm 1 --env "HELLO_LOG_LINES=$2" <"$images/hello-c.tar" >/dev/null
+  wait_pool "$1"
+  for _ in $(seq 300); do
+    curl -sf --unix-socket "$FAAS_SOCKET" -o /dev/null http://faasd/metrics || true
+    sleep 1
+  done &
+  scraper=$!
+  log "logging cost: hello-c writing $2 line(s) per request, warm latency"
+  "$bench_bin/loadgen" -a "$(faas ip "$1")" -c 1 -n "$kLatencyRequests" -t 60 \
+    -R "$FAAS_SOCKET" -N "$1" >"$results/latency-$1.json"
+  sleep 2
+  log "logging cost: hello-c writing $2 line(s) per request, 10 clients, ${kLoadSeconds} s"
+  "$bench_bin/loadgen" -a "$(faas ip "$1")" -c 10 -n "$kLoadMax" -t "$kLoadSeconds" \
+    >"$results/load-$1-c10.json"
+  kill "$scraper"
+  wait "$scraper" 2>/dev/null || true
+  faas logs "$1" --json --tail 1000000 | wc -l >"$results/log-lines-$1.txt"
+  faas rm "$1" >/dev/null
+}
+
 for c in 1 10 50; do
   if [ "$c" != 50 ]; then
     sleep 2
@@ -164,6 +190,8 @@ for c in 1 10 50; do
     # The same handler (hello-c) with a fresh container per request, then with reuse.
     hello_c hello-c 1
     hello_c hello-reuse 100
+    chatty log-quiet 0
+    chatty log-chatty 100
   fi
 done
 stop_faasd

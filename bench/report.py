@@ -27,6 +27,7 @@ CLIENTS = (1, 10, 50)
 POOLS = (1, 0)  # --warm 1 (the warm path) and --warm 0 (the default)
 REUSE = 100  # clients one hello-reuse container serves in turn (--reuse)
 REUSE_TARGET = 5  # reuse target: 10 clients at this many times the runc rate (10 workers)
+CHATTY_LINES = 100  # lines the chatty hello-c writes per request (HELLO_LOG_LINES)
 
 
 # ---- reading and summarising --------------------------------------------------------------
@@ -143,6 +144,12 @@ class Results:
         self.hello_c = {reuse: (load(results, f"load-{name}-c10"),
                                 load(results, f"describe-{name}"))
                         for reuse, name in ((1, "hello-c"), (REUSE, "hello-reuse"))}
+        # hello-c --warm 1, quiet and writing CHATTY_LINES lines per request.
+        self.logging = {lines: (Series(f"hello-c `--warm 1`, {plural(lines, 'line')} per request",
+                                       samples(results, f"latency-log-{name}", "latency_us")
+                                       if load(results, f"latency-log-{name}") else []),
+                                load(results, f"load-log-{name}-c10"))
+                        for lines, name in ((0, "quiet"), (CHATTY_LINES, "chatty"))}
         self.pool_memory = load(results, "pool-memory")
         runs = sorted(results.glob("deploy-faas-*.json"))
         faas = [load(results, p.stem)["to_exit_us"] for p in runs]
@@ -409,6 +416,48 @@ def method(r: Results) -> list:
     ]
 
 
+def logging_rows(r: Results) -> list:
+    """Warm latency and throughput of hello-c, quiet and chatty, the chatty one as a
+    ratio to the quiet one."""
+    (quiet, quiet_load), (chatty, chatty_load) = (r.logging[0], r.logging[CHATTY_LINES])
+    rows = []
+    for series, run, base, base_run in ((quiet, quiet_load, None, None),
+                                        (chatty, chatty_load, quiet, quiet_load)):
+        if not series.samples or run is None:
+            rows.append(f"| {series.label} | missing | | | |")
+            continue
+        cells = []
+        for q in (50, 90):
+            cell = f"{fmt(series.p(q))} ms"
+            if base is not None and base.samples:
+                cell += f" ({ratio(series.p(q), base.p(q))})"
+            cells.append(cell)
+        load_cell = f"{rate(run):.1f}"
+        if base_run is not None:
+            load_cell += f" ({ratio(rate(run), rate(base_run))})"
+        rows.append(f"| {series.label} | {' | '.join(cells)} | {load_cell} | {errors(run)} |")
+    return rows
+
+
+def logging_section(r: Results) -> list:
+    requests = len(r.logging[0][0].samples)
+    return [
+        "## Function logs and metrics",
+        "",
+        "What the per-function log and the metrics cost on the request path: the C SDK's",
+        f"example with `--warm 1`, once quiet and once writing {CHATTY_LINES} lines to stdout",
+        "per request (`HELLO_LOG_LINES`), each line kept in the function's log; `/metrics`",
+        f"is scraped every second during both. Warm latency over {requests} requests (each",
+        "sent once a container is ready), then 10 clients for 10 s; in parentheses, the",
+        "chatty run as a ratio to the quiet one.",
+        "",
+        "| handler | warm p50 | warm p90 | requests/s, 10 clients | errors |",
+        "|---|---|---|---|---|",
+        *logging_rows(r),
+        "",
+    ]
+
+
 def page(r: Results) -> str:
     f = r.facts
     return "\n".join([
@@ -455,6 +504,7 @@ def page(r: Results) -> str:
         "",
         "![throughput](img/throughput.png)",
         "",
+        *logging_section(r),
         "## Deploy and memory",
         "",
         f"A {f['image_bytes'] / 1e6:.0f} MB image (`podman save` of {f['layers']} layers, "

@@ -5,7 +5,9 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <iostream>
 
+#include "common/text.h"
 #include "common/version.h"
 #include "logs/function_log.h"
 #include "store/limits.h"
@@ -173,7 +175,13 @@ Flags ParseFlags(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    flags.exit_code = app.exit(e);
+    if (e.get_exit_code() == 0) {
+      flags.exit_code = app.exit(e);  // --help, --version
+    } else {
+      // Like every other usage error of faasd and faas: "Error: ..." and exit 2.
+      std::cerr << "Error: " << EscapeControl(e.what()) << "\nRun 'faasd --help' for usage.\n";
+      flags.exit_code = 2;
+    }
   }
   flags.unpack = unpack->parsed();
   return flags;

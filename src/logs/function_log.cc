@@ -159,7 +159,6 @@ void FunctionLogs::OnOutput(const server::OutputLine& line) {
   record["container"] = line.container;
   record["line"] = text;
   if (cut) record["cut"] = true;
-  spdlog::debug("{} {} {} | {}", function, line.container, server::StreamName(line.stream), text);
   if (Append(function, Dump(record)) && options_.journald) SendToJournal(line, text);
 }
 

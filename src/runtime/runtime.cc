@@ -227,8 +227,9 @@ class OciRuntime final : public Runtime {
     return config_.cgroup_parent + "/" + id;
   }
 
-  Result<Child> Run(const std::string& id, const std::string& bundle_dir, int output_fd) override {
-    return Spawn({Command({"run", "--bundle", bundle_dir, id}), -1, output_fd, output_fd});
+  Result<Child> Run(const std::string& id, const std::string& bundle_dir, int stdout_fd,
+                    int stderr_fd) override {
+    return Spawn({Command({"run", "--bundle", bundle_dir, id}), -1, stdout_fd, stderr_fd});
   }
 
   bool HasState(const std::string& id) const override {

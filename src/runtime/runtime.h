@@ -36,10 +36,11 @@ class Runtime {
   virtual std::string CgroupsPath(const std::string& id) const = 0;
 
   // Starts `run` in the foreground: the child exits when the container does. The
-  // runtime's and the container's stdout and stderr go to `output_fd` (borrowed; -1:
-  // inherit). No shell; every other fd is closed in the child.
-  virtual Result<Child> Run(const std::string& id, const std::string& bundle_dir,
-                            int output_fd) = 0;
+  // runtime's and the container's stdout go to `stdout_fd`, their stderr to
+  // `stderr_fd` (both borrowed; -1: inherit). No shell; every other fd is closed in
+  // the child.
+  virtual Result<Child> Run(const std::string& id, const std::string& bundle_dir, int stdout_fd,
+                            int stderr_fd) = 0;
   // True while the runtime keeps state for `id` (a state dir under root, even a
   // half-written one): then Delete is needed.
   virtual bool HasState(const std::string& id) const = 0;

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -78,15 +79,23 @@ void AnswerClient(int fd, int status, const char* reason) {
   ::shutdown(fd, SHUT_WR);
 }
 
+// The exit code as a shell reports it: 128+N for signal N.
+int ExitCode(int wait_status) {
+  if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
+  if (WIFSIGNALED(wait_status)) return 128 + WTERMSIG(wait_status);
+  return -1;
+}
+
 }  // namespace
 
 Container::Container(asio::io_context& io, runtime::Runtime& runtime, ContainerConfig config,
-                     std::string id, std::string bundle_dir, UniqueFd client, Events events)
+                     std::string id, std::string bundle_dir, Client client, Events events)
     : runtime_(runtime),
       config_(std::move(config)),
       id_(std::move(id)),
       bundle_dir_(std::move(bundle_dir)),
       client_(std::move(client)),
+      request_open_(static_cast<bool>(client_)),
       events_(std::move(events)),
       uses_(client_ ? 1 : 0),
       started_(std::chrono::steady_clock::now()),
@@ -96,7 +105,8 @@ Container::Container(asio::io_context& io, runtime::Runtime& runtime, ContainerC
       helper_wait_(io),
       timer_(io),
       cgroup_retry_(io),
-      output_(io) {}
+      stdout_(io, Stream::kStdout),
+      stderr_(io, Stream::kStderr) {}
 
 Container::~Container() {
   if (state_ == State::kCleaned || state_ == State::kNew) return;
@@ -114,6 +124,7 @@ void Container::Start() {
   phases_.prepared = std::chrono::steady_clock::now();
   if (auto st = Spawn(); !st.ok()) return Fail(st.error());
   phases_.spawned = std::chrono::steady_clock::now();
+  if (config_.telemetry) config_.telemetry->OnContainerStarted(config_.function, !client_);
   state_ = State::kWaitingForConnect;
   spdlog::debug("container {}: waiting for connect (runtime pid {})", id_, run_.pid());
   WaitForExit();
@@ -140,14 +151,19 @@ Status Container::Prepare() {
   return runtime::WriteBundle(bundle_dir_, spec);
 }
 
-// Starts the runtime with its output (and the handler's) on a pipe the loop reads.
+// Starts the runtime with its stdout and stderr (and the handler's) on two pipes the
+// loop reads.
 Status Container::Spawn() {
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC | O_NONBLOCK) != 0) return SysError(errno, "pipe");
-  UniqueFd out_write(out[1]);
-  output_.assign(out[0]);
-  ReadOutput();
-  FAAS_ASSIGN_OR_RETURN(run_, runtime_.Run(id_, bundle_dir_, out_write.get()));
+  UniqueFd write_ends[2];
+  for (OutputPipe* pipe : {&stdout_, &stderr_}) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) return SysError(errno, "pipe");
+    write_ends[pipe == &stderr_ ? 1 : 0] = UniqueFd(fds[1]);
+    pipe->reader.assign(fds[0]);
+    ReadOutput(*pipe);
+  }
+  FAAS_ASSIGN_OR_RETURN(run_,
+                        runtime_.Run(id_, bundle_dir_, write_ends[0].get(), write_ends[1].get()));
   exit_wait_.assign(run_.TakeExitFd().Release());
   return Ok();
 }
@@ -155,7 +171,8 @@ Status Container::Spawn() {
 void Container::Fail(const Error& error) {
   spdlog::error("container {} ({}): {}", id_, config_.function, error.message);
   outcome_ = "failed: " + error.message;
-  if (client_) AnswerClient(client_.get(), 500, "Internal Server Error");
+  EndRequest(Outcome::kRuntimeError, client_ ? 500 : 0);
+  if (client_) AnswerClient(client_.fd.get(), 500, "Internal Server Error");
   Cleanup();
 }
 
@@ -185,6 +202,7 @@ void Container::OnControlReadable() {
   if (next) {
     spdlog::info("request {} {}: served ({} of {}) in {} ms", config_.function, id_, uses_,
                  config_.spec.reuse, MillisSince(attached_at_));
+    EndRequest(Outcome::kOk, 0);
     state_ = State::kReady;
     if (events_.idle) events_.idle(this);
     return;
@@ -193,7 +211,8 @@ void Container::OnControlReadable() {
   if (config_.spec.reuse <= 1) CloseControlListener();  // a second connect is refused
   if (client_) {
     if (!HandOver()) {
-      AnswerClient(client_.get(), 502, "Bad Gateway");
+      EndRequest(Outcome::kRuntimeError, 502);
+      AnswerClient(client_.fd.get(), 502, "Bad Gateway");
       Kill("hand-over failed");
     }
     return;
@@ -224,7 +243,7 @@ Status Container::CheckPeer(int conn) const {
 
 void Container::CloseControlListener() { control_listener_.close(); }
 
-bool Container::Attach(UniqueFd& client) {
+bool Container::Attach(Client& client) {
   const bool waiting = state_ == State::kWaitingForConnect && !client_ && uses_ == 0;
   if (killed_ || (!waiting && state_ != State::kReady)) return false;
   client_ = std::move(client);
@@ -236,17 +255,19 @@ bool Container::Attach(UniqueFd& client) {
     Kill("hand-over failed");
     return false;
   }
+  request_open_ = true;
+  start_ = waiting ? StartKind::kCold : StartKind::kWarm;
   return true;
 }
 
 bool Container::HandOver() {
-  if (auto st = runtime::SendFd(control_conn_.get(), client_.get(), runtime::kSocketPayload);
+  if (auto st = runtime::SendFd(control_conn_.get(), client_.fd.get(), runtime::kSocketPayload);
       !st.ok()) {
     spdlog::warn("container {}: handing over the client failed: {}", id_, st.error().message);
     return false;
   }
   phases_.handed = std::chrono::steady_clock::now();
-  client_.Reset();
+  client_.fd.Reset();
   control_conn_.Reset();
   state_ = State::kHanded;
   if (config_.spec.reuse > 1) {
@@ -278,10 +299,21 @@ void Container::OnExited() {
   exit_wait_.close();
   phases_.exited = std::chrono::steady_clock::now();
   if (outcome_.empty()) outcome_ = runtime::DescribeWaitStatus(*status);
+  const int exit_code = ExitCode(*status);
   if ((state_ == State::kWaitingForConnect || state_ == State::kReady) && !killed_) {
     spdlog::warn("container {} ({}): runtime {} before the handler {}", id_, config_.function,
                  outcome_, state_ == State::kReady ? "got a client" : "connected");
-    if (client_) AnswerClient(client_.get(), 502, "Bad Gateway");
+    if (client_) {
+      EndRequest(Outcome::kHandlerError, 502, exit_code);
+      AnswerClient(client_.fd.get(), 502, "Bad Gateway");
+    }
+  }
+  if (run_timed_out_) {
+    EndRequest(Outcome::kTimeout, 0, exit_code);
+  } else if (killed_) {
+    EndRequest(Outcome::kRuntimeError, 0, exit_code);
+  } else {
+    EndRequest(exit_code == 0 ? Outcome::kOk : Outcome::kHandlerError, 0, exit_code);
   }
   state_ = State::kExited;
   Cleanup();
@@ -299,11 +331,15 @@ void Container::OnTimeout(const char* what) {
     spdlog::warn("container {} ({}): handler did not connect within {} ms", id_, config_.function,
                  config_.connect_timeout.count());
     outcome_ = "connect timeout";
-    if (client_) AnswerClient(client_.get(), 504, "Gateway Timeout");
+    if (client_) {
+      EndRequest(Outcome::kTimeout, 504);
+      AnswerClient(client_.fd.get(), 504, "Gateway Timeout");
+    }
   } else {
     spdlog::warn("container {} ({}): handler still running after {} ms", id_, config_.function,
                  config_.spec.run_timeout_ms);
     outcome_ = std::string(what) + " timeout";
+    run_timed_out_ = true;
   }
   Kill(what);
 }
@@ -322,42 +358,87 @@ void Container::Kill(const char* why) {
   }
 }
 
-void Container::ReadOutput() {
-  output_.async_read_some(
-      asio::buffer(output_buffer_),
-      [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-        if (ec) return self->LogOutput(/*flush=*/true);
-        if (self->output_logged_ < kMaxOutputLogged) {
-          self->output_line_.append(self->output_buffer_.data(), n);
-          self->LogOutput(/*flush=*/false);
-        }
-        self->ReadOutput();  // past the cap: keep draining so the handler never blocks
+void Container::ReadOutput(OutputPipe& pipe) {
+  pipe.reader.async_read_some(
+      asio::buffer(pipe.buffer),
+      [self = shared_from_this(), &pipe](boost::system::error_code ec, size_t n) {
+        if (ec) return self->Flush(pipe);
+        self->Feed(pipe, std::string_view(pipe.buffer.data(), n));
+        self->ReadOutput(pipe);
       });
 }
 
-void Container::LogOutput(bool flush) {
-  size_t start = 0;
-  for (size_t nl; (nl = output_line_.find('\n', start)) != std::string::npos; start = nl + 1) {
-    output_logged_ += nl - start + 1;
-    LogLine(output_line_.substr(start, nl - start));
-  }
-  output_line_.erase(0, start);
-  if (output_line_.size() > 1024 || (flush && !output_line_.empty())) {
-    output_logged_ += output_line_.size();
-    LogLine(std::move(output_line_));
-    output_line_.clear();
-  }
-  if (output_logged_ >= kMaxOutputLogged && !output_truncated_) {
-    output_truncated_ = true;
-    spdlog::warn("{} {}: output beyond {} bytes is not logged", config_.function, id_,
-                 kMaxOutputLogged);
+// Splits what a pipe gave into lines; a line longer than kMaxLine is reported cut,
+// and the rest of it is dropped.
+void Container::Feed(OutputPipe& pipe, std::string_view data) {
+  while (!data.empty()) {
+    const size_t newline = data.find('\n');
+    const std::string_view part = data.substr(0, newline);
+    if (!pipe.skipping) {
+      const size_t room = kMaxLine - pipe.line.size();
+      pipe.line.append(part.substr(0, room));
+      if (part.size() > room) {
+        EmitLine(pipe, /*cut=*/true);
+        pipe.skipping = true;
+      }
+    }
+    if (newline == std::string_view::npos) return;
+    if (!pipe.skipping) EmitLine(pipe, /*cut=*/false);
+    pipe.skipping = false;
+    data.remove_prefix(newline + 1);
   }
 }
 
-void Container::LogLine(std::string line) {
-  spdlog::info("{} {} | {}", config_.function, id_, line);
+// The end of a pipe: a last line without its newline is still a line.
+void Container::Flush(OutputPipe& pipe) {
+  if (!pipe.skipping && !pipe.line.empty()) EmitLine(pipe, /*cut=*/false);
+  pipe.skipping = false;
+}
+
+void Container::EmitLine(OutputPipe& pipe, bool cut) {
+  spdlog::debug("{} {} {} | {}", config_.function, id_, StreamName(pipe.stream), pipe.line);
+  if (config_.telemetry) {
+    config_.telemetry->OnOutput({.function = config_.function,
+                                 .version = config_.version,
+                                 .container = id_,
+                                 .stream = pipe.stream,
+                                 .time = std::chrono::system_clock::now(),
+                                 .text = pipe.line,
+                                 .cut = cut});
+  }
   if (output_tail_.size() == kTailLines) output_tail_.pop_front();
-  output_tail_.push_back(std::move(line));
+  output_tail_.push_back(std::move(pipe.line));
+  pipe.line.clear();
+}
+
+// Everything that wrote to the pipe is gone: reads what is left in it, then closes it.
+void Container::DrainOutput(OutputPipe& pipe) {
+  if (!pipe.reader.is_open()) return;
+  for (ssize_t n;
+       (n = ::read(pipe.reader.native_handle(), pipe.buffer.data(), pipe.buffer.size())) > 0;)
+    Feed(pipe, std::string_view(pipe.buffer.data(), static_cast<size_t>(n)));
+  Flush(pipe);
+  boost::system::error_code ignored;
+  pipe.reader.close(ignored);
+}
+
+// Reports the request of the client this container serves, once.
+void Container::EndRequest(Outcome outcome, int answered, std::optional<int> exit_status) {
+  if (!request_open_) return;
+  request_open_ = false;
+  if (!config_.telemetry) return;
+  config_.telemetry->OnRequest({.function = config_.function,
+                                .version = config_.version,
+                                .client = client_.peer,
+                                .container = id_,
+                                .start = start_,
+                                .outcome = outcome,
+                                .accepted = client_.accepted_wall,
+                                .queue_wait = client_.queue_wait,
+                                .duration = std::chrono::duration_cast<std::chrono::microseconds>(
+                                    std::chrono::steady_clock::now() - client_.accepted),
+                                .exit_status = exit_status,
+                                .answered = answered});
 }
 
 void Container::Cleanup() {
@@ -366,7 +447,8 @@ void Container::Cleanup() {
   timer_.cancel();
   CloseControlListener();
   control_conn_.Reset();
-  client_.Reset();
+  EndRequest(Outcome::kRuntimeError, 0);
+  client_.fd.Reset();
   if (run_.running()) {
     // Reached only from Fail() after the spawn: stop the runtime first.
     killed_ = true;
@@ -451,15 +533,8 @@ void Container::Finish() {
     spdlog::error("container {}: its cgroup {} stays busy; left behind", id_,
                   runtime_.CgroupsPath(id_));
   }
-  // Everything that wrote to the pipe is gone by now: log what is left in it.
-  for (ssize_t n;
-       output_.is_open() && output_logged_ < kMaxOutputLogged &&
-       (n = ::read(output_.native_handle(), output_buffer_.data(), output_buffer_.size())) > 0;) {
-    output_line_.append(output_buffer_.data(), static_cast<size_t>(n));
-    LogOutput(/*flush=*/false);
-  }
-  LogOutput(/*flush=*/true);
-  output_.close();
+  DrainOutput(stdout_);
+  DrainOutput(stderr_);
   RemoveBundle();
 }
 

@@ -23,7 +23,9 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -33,6 +35,7 @@
 #include "runtime/runtime.h"
 #include "server/clock.h"
 #include "server/instance.h"
+#include "server/telemetry.h"
 
 namespace faas::server {
 
@@ -61,10 +64,14 @@ class RootfsVersion {
 // functions.cc for the one place that builds it from the function's record).
 struct ContainerConfig {
   std::string function;                   // its name, for logs
+  uint64_t version = 0;                   // the function's version it runs
   std::shared_ptr<RootfsVersion> rootfs;  // held for the container's life
   // All but control_socket and cgroups_path, which the container fills in.
   runtime::ContainerSpec spec;
   std::chrono::milliseconds connect_timeout{5000};
+  // Gets the handler's output lines and a record of each client's request; none: not
+  // reported. Must outlive the container.
+  Telemetry* telemetry = nullptr;
 };
 
 class Container final : public Instance, public std::enable_shared_from_this<Container> {
@@ -84,7 +91,7 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
   // Its bundle is `bundle_dir` (created by Start, removed at the end); `runtime`
   // must outlive it.
   Container(boost::asio::io_context& io, runtime::Runtime& runtime, ContainerConfig config,
-            std::string id, std::string bundle_dir, UniqueFd client, Events events);
+            std::string id, std::string bundle_dir, Client client, Events events);
   ~Container() override;
 
   // Writes the bundle and starts the runtime. Failures end in cleanup, then on_done.
@@ -93,7 +100,7 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
   // reuse) its client: handed over now when the handler is ready, else as soon as
   // it connects. False (and the client is left with the caller) when the container
   // cannot take one.
-  bool Attach(UniqueFd& client) override;
+  bool Attach(Client& client) override;
   // Kills the container now (shutdown, drain timeout, pool shrinking). Cleanup
   // follows as usual.
   void Kill(const char* why) override;
@@ -103,12 +110,15 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
   const std::shared_ptr<RootfsVersion>& rootfs() const { return config_.rootfs; }
   // How it ended ("exit 3", "connect timeout", "failed: ..."): complete once `done`.
   const std::string& outcome() const { return outcome_; }
-  // The last lines (at most kTailLines) of the runtime's and the handler's output
-  // that were logged: complete once `done`.
+  // The last lines (at most kTailLines) of the runtime's and the handler's output,
+  // stdout and stderr: complete once `done`.
   std::vector<std::string> last_output() const {
     return {output_tail_.begin(), output_tail_.end()};
   }
   static constexpr size_t kTailLines = 10;
+  // Output lines longer than this are cut here (OutputLine::cut) and the rest of the
+  // line is dropped.
+  static constexpr size_t kMaxLine = 16 << 10;
   const std::string& function_name() const { return config_.function; }
   State state() const { return state_; }
   bool ready() const override { return state_ == State::kReady; }
@@ -128,9 +138,13 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
   void OnExited();
   void StartTimer(std::chrono::milliseconds after, const char* what);
   void OnTimeout(const char* what);
-  void ReadOutput();
-  void LogOutput(bool flush);
-  void LogLine(std::string line);
+  struct OutputPipe;
+  void ReadOutput(OutputPipe& pipe);
+  void Feed(OutputPipe& pipe, std::string_view data);
+  void Flush(OutputPipe& pipe);
+  void EmitLine(OutputPipe& pipe, bool cut);
+  void DrainOutput(OutputPipe& pipe);
+  void EndRequest(Outcome outcome, int answered, std::optional<int> exit_status = {});
   void Cleanup();
   void DeleteRuntimeState();
   void Finish();
@@ -142,7 +156,10 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
   ContainerConfig config_;
   std::string id_;
   std::string bundle_dir_;
-  UniqueFd client_;
+  Client client_;              // its fd is empty once handed over; the rest stays for the record
+  bool request_open_ = false;  // a client's request is under way: EndRequest reports it
+  StartKind start_ = StartKind::kCold;
+  bool run_timed_out_ = false;
   Events events_;
   State state_ = State::kNew;
   bool bundle_created_ = false;
@@ -167,14 +184,19 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
   boost::asio::steady_timer cgroup_retry_;  // also paces RetryLater
   int cgroup_attempts_ = 0;
   std::chrono::milliseconds retry_delay_{0};
-  // The runtime's and the handler's stdout and stderr, logged line by line up to a cap.
-  boost::asio::posix::stream_descriptor output_;
-  std::array<char, 4096> output_buffer_{};
-  std::string output_line_;
+  // The runtime's and the handler's stdout and stderr, each on its pipe, reported
+  // line by line.
+  struct OutputPipe {
+    OutputPipe(boost::asio::io_context& io, Stream stream) : reader(io), stream(stream) {}
+    boost::asio::posix::stream_descriptor reader;
+    Stream stream;
+    std::array<char, 4096> buffer{};
+    std::string line;       // the line so far
+    bool skipping = false;  // the rest of a line that was cut
+  };
+  OutputPipe stdout_;
+  OutputPipe stderr_;
   std::deque<std::string> output_tail_;
-  size_t output_logged_ = 0;
-  bool output_truncated_ = false;
-  static constexpr size_t kMaxOutputLogged = 16 << 10;
 };
 
 }  // namespace faas::server

@@ -218,14 +218,17 @@ class Daemon::Impl : public api::Backend {
     FAAS_ASSIGN_OR_RETURN(runtime_, runtime::OpenOciRuntime(runtime_config));
     FAAS_RETURN_IF_ERROR(runtime::CheckCgroupControllers(runtime_config.cgroup_fs));
     CreateLogs();
+    telemetry_.Add(logs_.get());
     functions_ = std::make_unique<Functions>(
-        io_, state_, *runtime_, options_.functions, [this](std::string path) {
+        io_, state_, *runtime_, options_.functions,
+        [this](std::string path) {
           asio::post(pool_, [path = std::move(path)] { RemoveRetired(path); });
-        });
+        },
+        telemetry_);
     FAAS_RETURN_IF_ERROR(functions_->Start());
     StartLogs();
     deployer_ =
-        std::make_unique<Deployer>(io_, pool_, state_, *functions_,
+        std::make_unique<Deployer>(io_, pool_, state_, *functions_, telemetry_,
                                    DeployerOptions{
                                        .limits = options_.limits,
                                        .defaults = options_.defaults,
@@ -277,7 +280,8 @@ class Daemon::Impl : public api::Backend {
   asio::io_context io_;
   asio::thread_pool pool_;
   asio::signal_set signals_;
-  std::unique_ptr<logs::FunctionLogs> logs_;  // before functions_: they report to it
+  std::unique_ptr<logs::FunctionLogs> logs_;  // a sink of telemetry_
+  TelemetryFanout telemetry_;                 // its sinks outlive functions_ and deployer_
   std::unique_ptr<Functions> functions_;
   std::unique_ptr<Deployer> deployer_;
   std::unique_ptr<api::Server> api_;

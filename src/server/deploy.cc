@@ -85,12 +85,47 @@ struct Deployer::Job {
   // The start check's container, until it is adopted by the function's scaler or
   // gone; its events hold the job meanwhile.
   std::shared_ptr<Container> check;
-  std::optional<Error> failure;  // why the check's container was stopped
+  std::optional<Error> failure;                    // why the check's container was stopped
+  bool start_failed = false;                       // the check's handler did not connect
+  std::chrono::steady_clock::time_point imported;  // set by the import when it succeeds
 };
 
 Deployer::Deployer(asio::io_context& io, asio::thread_pool& workers, const store::StateDir& state,
-                   Functions& functions, DeployerOptions options)
-    : io_(io), workers_(workers), state_(state), functions_(functions), options_(options) {}
+                   Functions& functions, Telemetry& telemetry, DeployerOptions options)
+    : io_(io),
+      workers_(workers),
+      state_(state),
+      functions_(functions),
+      telemetry_(telemetry),
+      options_(options) {}
+
+// Tells the telemetry how a deploy ended: when `job` is null, it ended in Start.
+void Deployer::Report(const std::string& name, const Job* job, const Status& result) const {
+  auto micros = [](std::chrono::steady_clock::duration d) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(d);
+  };
+  DeployRecord record{.function = name};
+  if (result.ok()) {
+    record.outcome = DeployOutcome::kOk;
+  } else if (result.error().code == Errc::kConflict) {
+    record.outcome = DeployOutcome::kConflict;
+  } else if (job != nullptr && job->cancel->cancelled()) {
+    record.outcome = DeployOutcome::kCancelled;
+  } else if (job != nullptr && job->start_failed) {
+    record.outcome = DeployOutcome::kStartFailed;
+  } else if (result.error().code == Errc::kBadImage) {
+    record.outcome = DeployOutcome::kBadImage;
+  } else {
+    record.outcome = DeployOutcome::kFailed;
+  }
+  if (job != nullptr) {
+    record.version = result.ok() ? job->version : 0;
+    if (job->imported != std::chrono::steady_clock::time_point{})
+      record.import = micros(job->imported - job->started);
+    record.total = micros(std::chrono::steady_clock::now() - job->started);
+  }
+  telemetry_.OnDeploy(record);
+}
 
 Result<UniqueFd> Deployer::Start(const std::string& name, const std::string& options_header,
                                  std::shared_ptr<const api::DeployCancel> cancel,
@@ -106,12 +141,20 @@ Result<UniqueFd> Deployer::Start(const std::string& name, const std::string& opt
                                           options_header, options_.defaults, options_.scaling,
                                           previous ? previous->options : nlohmann::json::object()));
   job->cancel = std::move(cancel);
-  job->done = std::move(done);
-  FAAS_RETURN_IF_ERROR(functions_.BeginDeploy(name));
+  // `done` runs as job->done, so the job is alive then.
+  job->done = [this, job = job.get(), done = std::move(done)](Result<nlohmann::json> answer) {
+    Report(job->name, job, answer.ok() ? Ok() : Status(answer.error()));
+    done(std::move(answer));
+  };
+  if (auto st = functions_.BeginDeploy(name); !st.ok()) {
+    Report(name, nullptr, st);
+    return std::move(st).error();
+  }
   auto input = Begin(job);
   if (!input.ok()) {
     Discard(*job);
     functions_.EndDeploy(name);
+    Report(name, job.get(), Status(input.error()));
     return std::move(input).error();
   }
   spdlog::info("deploy of {} started", name);
@@ -146,6 +189,7 @@ void Deployer::Import(std::shared_ptr<Job> job, UniqueFd input) {
   input.Reset();
   if (status.ok() && job->cancel->cancelled()) status = CancelledError();
   if (!status.ok()) return Abort(std::move(job), std::move(status).error());
+  job->imported = std::chrono::steady_clock::now();
   spdlog::info("imported {}: {} layer(s), {} files, {} bytes in {} ms", job->name,
                job->stats.layers, job->stats.files, job->stats.rootfs_bytes,
                MillisSince(job->started));
@@ -238,6 +282,7 @@ void Deployer::OnCheckReady(const std::shared_ptr<Job>& job) {
 // The check's container ended before its handler connected, or was stopped.
 void Deployer::OnCheckDone(const std::shared_ptr<Job>& job) {
   const std::shared_ptr<Container> check = std::move(job->check);
+  job->start_failed = !job->failure;
   Error error =
       job->failure ? std::move(*job->failure)
                    : CheckFailed(job->name, *check,

@@ -36,6 +36,7 @@
 #include "image/prepare.h"
 #include "server/clock.h"
 #include "server/functions.h"
+#include "server/telemetry.h"
 #include "store/limits.h"
 #include "store/state_dir.h"
 
@@ -50,8 +51,11 @@ struct DeployerOptions {
 
 class Deployer {
  public:
+  // `telemetry` gets a record of each deploy that Start accepted or refused; it must
+  // outlive the deployer.
   Deployer(boost::asio::io_context& io, boost::asio::thread_pool& workers,
-           const store::StateDir& state, Functions& functions, DeployerOptions options);
+           const store::StateDir& state, Functions& functions, Telemetry& telemetry,
+           DeployerOptions options);
 
   // Begins a deploy of `name` with the options of the X-Faas-Options header: the
   // write end of a pipe for the image archive (non-blocking), or why not. `done`
@@ -76,11 +80,13 @@ class Deployer {
   static nlohmann::json CarriedOver(const Job& job);
   void Abort(std::shared_ptr<Job> job, Error error);
   void Discard(const Job& job) const;
+  void Report(const std::string& name, const Job* job, const Status& result) const;
 
   boost::asio::io_context& io_;
   boost::asio::thread_pool& workers_;
   const store::StateDir& state_;
   Functions& functions_;
+  Telemetry& telemetry_;
   DeployerOptions options_;
 };
 

@@ -47,8 +47,11 @@ std::string RandomHex(int digits) {
 }
 
 // The one place a function's settings become what its containers run.
-ContainerConfig ConfigFor(const std::string& name, const store::FunctionRecord& record,
-                          std::shared_ptr<RootfsVersion> rootfs) {
+}  // namespace
+
+// The one place a function's record becomes a container's spec.
+ContainerConfig Functions::ConfigFor(const std::string& name, const store::FunctionRecord& record,
+                                     std::shared_ptr<RootfsVersion> rootfs) {
   runtime::ContainerSpec spec{
       .rootfs = rootfs->path(),
       .args = record.cmd,
@@ -64,20 +67,39 @@ ContainerConfig ConfigFor(const std::string& name, const store::FunctionRecord& 
       .userns_base = record.userns_base,
   };
   return {.function = name,
+          .version = record.version,
           .rootfs = std::move(rootfs),
           .spec = std::move(spec),
-          .connect_timeout = std::chrono::milliseconds(record.limits.connect_timeout_ms)};
+          .connect_timeout = std::chrono::milliseconds(record.limits.connect_timeout_ms),
+          .telemetry = &gate_};
 }
 
-}  // namespace
+bool Functions::Gate::Open(std::string_view function) const {
+  const std::string name(function);
+  return functions_.functions_.count(name) > 0 || functions_.deploying_.count(name) > 0;
+}
+
+void Functions::Gate::OnRequest(const RequestRecord& record) {
+  if (Open(record.function)) sink_.OnRequest(record);
+}
+
+void Functions::Gate::OnOutput(const OutputLine& line) {
+  if (Open(line.function)) sink_.OnOutput(line);
+}
+
+void Functions::Gate::OnContainerStarted(std::string_view function, bool pooled) {
+  if (Open(function)) sink_.OnContainerStarted(function, pooled);
+}
 
 Functions::Functions(asio::io_context& io, const store::StateDir& state, runtime::Runtime& runtime,
-                     FunctionsOptions options, RootfsVersion::Remover remover)
+                     FunctionsOptions options, RootfsVersion::Remover remover, Telemetry& telemetry)
     : io_(io),
       state_(state),
       runtime_(runtime),
       options_(std::move(options)),
       remover_(std::move(remover)),
+      telemetry_(telemetry),
+      gate_(*this, telemetry),
       clock_(io),
       registry_(state.RegistryPath()),
       rejector_(io),
@@ -200,8 +222,8 @@ std::unique_ptr<Functions::Function> Functions::MakeFunction(
   fn->rootfs = std::move(rootfs);
   fn->listener = std::move(listener);
   fn->scaler = std::make_unique<Scaler>(
-      clock_, rejector_, name, record.scaling,
-      [this, name](UniqueFd client, Instance::Events events) {
+      clock_, rejector_, gate_, name, record.scaling,
+      [this, name](Client client, Instance::Events events) {
         return MakeContainer(name, std::move(client), std::move(events));
       },
       [this] { OnContainerGone(); });
@@ -242,7 +264,7 @@ void Functions::RemoveAddress(net::Ipv4 ip) {
 Result<std::unique_ptr<Listener>> Functions::Listen(const std::string& name, net::Ipv4 ip) {
   FAAS_ASSIGN_OR_RETURN(
       auto listener,
-      Listener::Open(io_, name, ip, options_.listener, waiting_, [this, name](UniqueFd client) {
+      Listener::Open(io_, name, ip, options_.listener, waiting_, [this, name](Client client) {
         if (shutting_down_) return;
         if (auto it = functions_.find(name); it != functions_.end())
           it->second->scaler->OnClient(std::move(client));
@@ -262,7 +284,7 @@ std::string Functions::NextContainerId() { return id_prefix_ + std::to_string(++
 
 // A container of the function's current version (the scaler of a removed function
 // starts none).
-std::shared_ptr<Instance> Functions::MakeContainer(const std::string& name, UniqueFd client,
+std::shared_ptr<Instance> Functions::MakeContainer(const std::string& name, Client client,
                                                    Instance::Events events) {
   auto it = functions_.find(name);
   const store::FunctionRecord* record = registry_.Find(name);
@@ -282,8 +304,7 @@ std::shared_ptr<Container> Functions::MakeCandidate(const std::string& name,
   std::string id = NextContainerId();
   std::string bundle = state_.BundlePath(id);
   return std::make_shared<Container>(io_, runtime_, ConfigFor(name, record, std::move(rootfs)),
-                                     std::move(id), std::move(bundle), UniqueFd(),
-                                     std::move(events));
+                                     std::move(id), std::move(bundle), Client{}, std::move(events));
 }
 
 std::shared_ptr<RootfsVersion> Functions::VersionOf(const std::string& name,
@@ -493,6 +514,7 @@ Status Functions::Remove(const std::string& name) {
     removed_.push_back(std::move(fn));
     OnContainerGone();  // drops it at once when no container is left
   }
+  telemetry_.OnRemoved(name);
   spdlog::info("removed {}", name);
   return Ok();
 }

@@ -23,6 +23,7 @@
 #include "server/listener.h"
 #include "server/reject.h"
 #include "server/scaler.h"
+#include "server/telemetry.h"
 #include "store/registry.h"
 #include "store/state_dir.h"
 
@@ -37,8 +38,11 @@ struct FunctionsOptions {
 class Functions {
  public:
   // `runtime` starts the containers; `remover` deletes a retired rootfs off the loop.
+  // `telemetry` gets the functions' request records and handler output while the
+  // function is deployed or being deployed (a removed function's last requests are
+  // not reported after OnRemoved); it must outlive this object.
   Functions(boost::asio::io_context& io, const store::StateDir& state, runtime::Runtime& runtime,
-            FunctionsOptions options, RootfsVersion::Remover remover);
+            FunctionsOptions options, RootfsVersion::Remover remover, Telemetry& telemetry);
   ~Functions();
 
   // Start-up: claims the address pool in this network namespace (kConflict when
@@ -77,7 +81,8 @@ class Functions {
   // any more (a redeploy stops them; their cleanup takes a few ms): at once if none.
   void AfterOldPoolGone(const std::string& name, std::function<void()> then);
 
-  // Stops listening, removes the address, the rootfs and the registry entry.
+  // Stops listening, removes the address, the rootfs and the registry entry; tells
+  // the telemetry (OnRemoved).
   Status Remove(const std::string& name);
 
   const store::Registry& registry() const { return registry_; }
@@ -93,6 +98,19 @@ class Functions {
 
  private:
   struct Function;
+  // Passes the reports of functions that are deployed (or being deployed) on.
+  class Gate final : public Telemetry {
+   public:
+    Gate(const Functions& functions, Telemetry& sink) : functions_(functions), sink_(sink) {}
+    void OnRequest(const RequestRecord& record) override;
+    void OnOutput(const OutputLine& line) override;
+    void OnContainerStarted(std::string_view function, bool pooled) override;
+
+   private:
+    bool Open(std::string_view function) const;
+    const Functions& functions_;
+    Telemetry& sink_;
+  };
 
   Status RemoveLeftovers();
   void AnswerClaimQueries();
@@ -117,8 +135,10 @@ class Functions {
   Result<store::FunctionRecord> DeployNew(const std::string& name, store::FunctionRecord record,
                                           std::shared_ptr<Container> first);
   Result<std::unique_ptr<Listener>> Listen(const std::string& name, net::Ipv4 ip);
-  std::shared_ptr<Instance> MakeContainer(const std::string& name, UniqueFd client,
+  std::shared_ptr<Instance> MakeContainer(const std::string& name, Client client,
                                           Instance::Events events);
+  ContainerConfig ConfigFor(const std::string& name, const store::FunctionRecord& record,
+                            std::shared_ptr<RootfsVersion> rootfs);
   void OnContainerGone();
   void Sweep();
   void Tick();
@@ -131,6 +151,8 @@ class Functions {
   runtime::Runtime& runtime_;
   FunctionsOptions options_;
   RootfsVersion::Remover remover_;
+  Telemetry& telemetry_;
+  Gate gate_;
   LoopClock clock_;
   store::Registry registry_;
   std::optional<net::IpPool> pool_;

@@ -2,11 +2,24 @@
 // unit tests use fakes). Lives on the event loop thread.
 #pragma once
 
+#include <chrono>
 #include <functional>
+#include <string>
 
 #include "common/fd.h"
 
 namespace faas::server {
+
+// A client connection on its way to a container, with what its request record needs.
+struct Client {
+  UniqueFd fd;
+  std::string peer;  // "ADDR:PORT"
+  std::chrono::system_clock::time_point accepted_wall = std::chrono::system_clock::now();
+  std::chrono::steady_clock::time_point accepted = std::chrono::steady_clock::now();
+  std::chrono::microseconds queue_wait{0};  // in the admission queue (set by the scaler)
+
+  explicit operator bool() const { return static_cast<bool>(fd); }
+};
 
 class Instance {
  public:
@@ -25,7 +38,7 @@ class Instance {
   virtual void Start() = 0;
   // Gives a container without a client its client. False (and the client is left
   // with the caller) when it cannot take one.
-  virtual bool Attach(UniqueFd& client) = 0;
+  virtual bool Attach(Client& client) = 0;
   // Reports to `events` from now on (a container started by a deploy's check and
   // adopted by its function's scaler).
   virtual void SetEvents(Events events) = 0;

@@ -31,11 +31,12 @@ void WaitingClients::Remove(uint32_t address) {
 }
 
 struct Listener::Waiting {
-  Waiting(asio::io_context& io, int fd, uint32_t address)
-      : socket(io, fd), timer(io), address(address) {}
+  Waiting(asio::io_context& io, Client from, uint32_t address)
+      : socket(io, from.fd.Release()), timer(io), address(address), client(std::move(from)) {}
   asio::posix::stream_descriptor socket;
   asio::steady_timer timer;
   uint32_t address;
+  Client client;  // all but its fd, which `socket` owns while it waits
 };
 
 namespace {
@@ -57,6 +58,11 @@ bool ConnectionError(int error) {
     default:
       return false;
   }
+}
+
+std::string PeerName(const sockaddr_in& peer) {
+  return net::Ipv4{ntohl(peer.sin_addr.s_addr)}.ToString() + ":" +
+         std::to_string(ntohs(peer.sin_port));
 }
 
 bool Readable(int fd) {
@@ -154,8 +160,9 @@ void Listener::Pause(int error) {
   });
 }
 
-void Listener::Admit(UniqueFd client, const sockaddr_in& peer) {
-  if (options_.first_byte_timeout.count() == 0 || Readable(client.get()))
+void Listener::Admit(UniqueFd fd, const sockaddr_in& peer) {
+  Client client{.fd = std::move(fd), .peer = PeerName(peer)};
+  if (options_.first_byte_timeout.count() == 0 || Readable(client.fd.get()))
     return on_client_(std::move(client));
   const uint32_t address = ntohl(peer.sin_addr.s_addr);
   if (!all_waiting_.TryAdd(address, options_.max_waiting_per_address)) {
@@ -164,7 +171,7 @@ void Listener::Admit(UniqueFd client, const sockaddr_in& peer) {
                   net::Ipv4{address}.ToString(), options_.max_waiting_per_address);
     return;
   }
-  auto waiting = std::make_shared<Waiting>(io_, client.Release(), address);
+  auto waiting = std::make_shared<Waiting>(io_, std::move(client), address);
   waiting_.insert(waiting);
   waiting->timer.expires_after(options_.first_byte_timeout);
   waiting->timer.async_wait([this, alive = alive_, waiting](boost::system::error_code ec) {
@@ -174,12 +181,14 @@ void Listener::Admit(UniqueFd client, const sockaddr_in& peer) {
                              [this, alive = alive_, waiting](boost::system::error_code ec) {
                                if (ec || !*alive || !waiting_.count(waiting)) return;
                                waiting->timer.cancel();
-                               UniqueFd client(waiting->socket.release());
+                               Client client = std::move(waiting->client);
+                               client.fd = UniqueFd(waiting->socket.release());
                                Drop(waiting, /*timed_out=*/false);
                                // Waiting made it non-blocking; the handler expects a
                                // plain socket.
-                               int flags = ::fcntl(client.get(), F_GETFL);
-                               if (flags >= 0) ::fcntl(client.get(), F_SETFL, flags & ~O_NONBLOCK);
+                               int fd = client.fd.get();
+                               int flags = ::fcntl(fd, F_GETFL);
+                               if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
                                on_client_(std::move(client));
                              });
 }

@@ -28,6 +28,7 @@
 #include "common/error.h"
 #include "common/fd.h"
 #include "net/addresses.h"
+#include "server/instance.h"
 
 namespace faas::server {
 
@@ -55,7 +56,7 @@ class WaitingClients {
 
 class Listener {
  public:
-  using OnClient = std::function<void(UniqueFd client)>;
+  using OnClient = std::function<void(Client client)>;
 
   struct Stats {
     uint64_t accept_errors = 0;        // failed accepts (each one pauses the listener)
@@ -64,7 +65,8 @@ class Listener {
   };
 
   // Binds ip:port and listens; `on_client` gets every client that sent its first byte
-  // (with its fd in blocking mode, as the handler expects it).
+  // (with its fd in blocking mode, as the handler expects it, and its peer and accept
+  // time filled in).
   static Result<std::unique_ptr<Listener>> Open(boost::asio::io_context& io, std::string name,
                                                 net::Ipv4 ip, const ListenerOptions& options,
                                                 WaitingClients& waiting, OnClient on_client);
@@ -90,7 +92,7 @@ class Listener {
   void Arm();
   void OnReadable();
   void Pause(int error);
-  void Admit(UniqueFd client, const sockaddr_in& peer);
+  void Admit(UniqueFd fd, const sockaddr_in& peer);
   void Drop(const std::shared_ptr<Waiting>& waiting, bool timed_out);
 
   boost::asio::io_context& io_;

@@ -4,13 +4,15 @@
 #include <cmath>
 
 #include "common/log.h"
+#include "server/telemetry.h"
 
 namespace faas::server {
 
-Scaler::Scaler(Clock& clock, Rejector& rejector, std::string name, store::ScalingOptions options,
-               Factory make, std::function<void()> on_gone)
+Scaler::Scaler(Clock& clock, Rejector& rejector, Telemetry& telemetry, std::string name,
+               store::ScalingOptions options, Factory make, std::function<void()> on_gone)
     : clock_(clock),
       rejector_(rejector),
+      telemetry_(telemetry),
       name_(std::move(name)),
       options_(options),
       make_(std::move(make)),
@@ -31,7 +33,7 @@ Instance::Events Scaler::MyEvents() {
           .ready = {}};
 }
 
-std::shared_ptr<Instance> Scaler::Create(UniqueFd client) {
+std::shared_ptr<Instance> Scaler::Create(Client client) {
   auto container = make_(std::move(client), MyEvents());
   if (container) all_.emplace(container.get(), container);
   return container;
@@ -44,7 +46,7 @@ void Scaler::Adopt(std::shared_ptr<Instance> container) {
   ShrinkTo(stopped_ ? 0 : target_, "started only to check the deploy", /*redeployed=*/true);
 }
 
-void Scaler::OnClient(UniqueFd client) {
+void Scaler::OnClient(Client client) {
   if (stopped_) return;
   ++counters_.requests;
   last_client_ = clock_.Now();
@@ -52,22 +54,45 @@ void Scaler::OnClient(UniqueFd client) {
   if (options_.rate_limit > 0 && !TakeToken()) {
     ++counters_.rejected_429;
     int retry = static_cast<int>(std::ceil((1.0 - tokens_) / options_.rate_limit));
-    rejector_.Reject(std::move(client), 429, "Too Many Requests", std::max(1, retry));
+    Reported(client, Outcome::kRejectedRate, 429);
+    rejector_.Reject(std::move(client.fd), 429, "Too Many Requests", std::max(1, retry));
     return;
   }
   if (serving_.size() < options_.max_concurrency) return Dispatch(std::move(client));
   if (queue_.size() < options_.queue) {
-    queue_.push_back(
-        {std::move(client), last_client_ + std::chrono::milliseconds(options_.queue_timeout_ms)});
+    queue_.push_back({std::move(client), last_client_,
+                      last_client_ + std::chrono::milliseconds(options_.queue_timeout_ms)});
     if (queue_.size() == 1) ArmQueueTimer();
     return;
   }
   Reject503(std::move(client));
 }
 
-void Scaler::Reject503(UniqueFd client) {
+// A queued client leaving the queue, its wait recorded.
+Client Scaler::Waited(Queued queued) const {
+  queued.client.queue_wait =
+      std::chrono::duration_cast<std::chrono::microseconds>(clock_.Now() - queued.since);
+  return std::move(queued.client);
+}
+
+void Scaler::Reject503(Client client) {
   ++counters_.rejected_503;
-  rejector_.Reject(std::move(client), 503, "Service Unavailable", 1);
+  Reported(client, Outcome::kRejectedQueue, 503);
+  rejector_.Reject(std::move(client.fd), 503, "Service Unavailable", 1);
+}
+
+// The record of a client faasd answers itself, without a container.
+void Scaler::Reported(const Client& client, Outcome outcome, int status) {
+  RequestRecord record;
+  record.function = name_;
+  record.client = client.peer;
+  record.outcome = outcome;
+  record.accepted = client.accepted_wall;
+  record.queue_wait = client.queue_wait;
+  record.duration = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - client.accepted);
+  record.answered = status;
+  telemetry_.OnRequest(record);
 }
 
 // Token bucket: `rate_limit` tokens a second, holding at most max(1, rate_limit).
@@ -81,7 +106,7 @@ bool Scaler::TakeToken() {
   return true;
 }
 
-void Scaler::Dispatch(UniqueFd client) {
+void Scaler::Dispatch(Client client) {
   if (AttachPooled(client)) return Refill();
   ++counters_.cold_starts;
   Missed();
@@ -93,7 +118,7 @@ void Scaler::Dispatch(UniqueFd client) {
 }
 
 // Gives the client to a ready pooled container, else to one still starting.
-bool Scaler::AttachPooled(UniqueFd& client) {
+bool Scaler::AttachPooled(Client& client) {
   while (!pool_.empty()) {
     auto it = std::find_if(pool_.begin(), pool_.end(), [](Instance* c) { return c->ready(); });
     if (it == pool_.end()) it = pool_.begin();
@@ -175,7 +200,7 @@ void Scaler::OnPooledFailed() {
 
 void Scaler::DrainQueue() {
   while (!queue_.empty() && serving_.size() < options_.max_concurrency) {
-    UniqueFd client = std::move(queue_.front().client);
+    Client client = Waited(std::move(queue_.front()));
     queue_.pop_front();
     Dispatch(std::move(client));
   }
@@ -198,7 +223,7 @@ void Scaler::Refill() {
   for (size_t started = 0; pool_.size() + returning < target_ &&
                            pool_.size() + serving_.size() < cap && started < target_;
        ++started) {
-    auto container = Create(UniqueFd());
+    auto container = Create(Client{});
     if (!container) return;
     pool_.push_back(container.get());
     container->Start();
@@ -257,7 +282,7 @@ void Scaler::AfterOldPoolGone(std::function<void()> then) {
 void Scaler::Stop() {
   stopped_ = true;
   ShrinkTo(0, "stopped");
-  for (auto& queued : queue_) Reject503(std::move(queued.client));
+  for (auto& queued : queue_) Reject503(Waited(std::move(queued)));
   queue_.clear();
   queue_timer_->Cancel();
   refill_timer_->Cancel();
@@ -282,7 +307,7 @@ void Scaler::ArmQueueTimer() {
 void Scaler::OnQueueTimer() {
   auto now = clock_.Now();
   while (!queue_.empty() && queue_.front().deadline <= now) {
-    Reject503(std::move(queue_.front().client));
+    Reject503(Waited(std::move(queue_.front())));
     queue_.pop_front();
   }
   ArmQueueTimer();

@@ -40,6 +40,7 @@
 #include "server/clock.h"
 #include "server/instance.h"
 #include "server/reject.h"
+#include "server/telemetry.h"
 #include "store/limits.h"
 
 namespace faas::server {
@@ -49,18 +50,18 @@ class Scaler {
   // Creates (does not start) a container of the function's current version that
   // reports to `events`; `client` may be empty (a pooled container). nullptr when no
   // container may start (the function is going away).
-  using Factory =
-      std::function<std::shared_ptr<Instance>(UniqueFd client, Instance::Events events)>;
+  using Factory = std::function<std::shared_ptr<Instance>(Client client, Instance::Events events)>;
 
   // `on_gone` runs after each container of this scaler is gone, as the last thing the
   // scaler does then (its owner may decide to drop the scaler, though not from inside
-  // the call).
-  Scaler(Clock& clock, Rejector& rejector, std::string name, store::ScalingOptions options,
-         Factory make, std::function<void()> on_gone);
+  // the call). `telemetry` gets a record of each client answered 429 or 503 here (the
+  // containers report the clients they serve); it must outlive the scaler.
+  Scaler(Clock& clock, Rejector& rejector, Telemetry& telemetry, std::string name,
+         store::ScalingOptions options, Factory make, std::function<void()> on_gone);
   ~Scaler();
 
-  // A client connected to the function's address.
-  void OnClient(UniqueFd client);
+  // A client connected to the function's address. Its queue wait is set here.
+  void OnClient(Client client);
   // Starts containers until the pool has its target size (or a back-off holds it).
   void Refill();
   // Periodic (about once a second): idle timeout, adaptation, refills.
@@ -97,19 +98,22 @@ class Scaler {
 
  private:
   struct Queued {
-    UniqueFd client;
+    Client client;
+    Clock::TimePoint since;
     Clock::TimePoint deadline;
   };
 
   Instance::Events MyEvents();
-  std::shared_ptr<Instance> Create(UniqueFd client);
+  std::shared_ptr<Instance> Create(Client client);
   void OnDone(Instance* container);
   void OnIdle(Instance* container);
   void OnPooledFailed();
   bool TakeToken();
-  void Reject503(UniqueFd client);  // full queue, queue timeout, stopped
-  void Dispatch(UniqueFd client);
-  bool AttachPooled(UniqueFd& client);
+  void Reject503(Client client);  // full queue, queue timeout, stopped
+  void Reported(const Client& client, Outcome outcome, int status);
+  Client Waited(Queued queued) const;
+  void Dispatch(Client client);
+  bool AttachPooled(Client& client);
   void Missed();
   void DrainQueue();
   void ShrinkTo(size_t size, const char* why, bool redeployed = false);
@@ -120,6 +124,7 @@ class Scaler {
 
   Clock& clock_;
   Rejector& rejector_;
+  Telemetry& telemetry_;
   std::string name_;
   store::ScalingOptions options_;
   Factory make_;

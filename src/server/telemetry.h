@@ -82,9 +82,9 @@ const char* DeployOutcomeName(DeployOutcome outcome);
 struct DeployRecord {
   std::string function;
   DeployOutcome outcome = DeployOutcome::kOk;
-  uint64_t version = 0;                   // the new version, when committed
-  std::chrono::microseconds import{0};    // reading and unpacking the image
-  std::chrono::microseconds total{0};     // from the first byte to the answer
+  uint64_t version = 0;                 // the new version, when committed
+  std::chrono::microseconds import{0};  // reading and unpacking the image
+  std::chrono::microseconds total{0};   // from the first byte to the answer
 };
 
 // Every method has an empty default: implement what you need.

@@ -324,6 +324,16 @@ def test_faasd_bad_duration_is_refused_at_start(faasd_unstarted, flag, value):
     assert r.stderr.startswith(f"Error: invalid {flag} '{value}': "), r.stderr
 
 
+@pytest.mark.parametrize("args,message", [
+    (("--bogus",), "The following argument was not expected: --bogus"),
+    (("--warm", "x"), "--warm: Value x not in range 0 to 64"),
+])
+def test_faasd_bad_flag_is_a_usage_error(faasd_unstarted, args, message):
+    r = faasd_unstarted.vm.run([faasd_unstarted.faasd_bin, *args], check=False, timeout=30)
+    assert r.returncode == 2, r
+    assert r.stderr == f"Error: {message}\nRun 'faasd --help' for usage.\n"
+
+
 def test_faasd_help_shows_the_duration_forms(faasd_unstarted):
     r = faasd_unstarted.vm.run([faasd_unstarted.faasd_bin, "--help"], check=True)
     assert "Durations: 500ms, 5s, 2m or 1h." in r.stdout, r.stdout

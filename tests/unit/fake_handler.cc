@@ -6,6 +6,9 @@
 //   never        never connect; wait to be killed
 //   die-after    connect, take the client, then die by SIGKILL without answering
 //   hold         connect, take the client, keep it until killed
+//   chatty       connect, take the client, write to stdout and stderr (a line of
+//                20000 bytes among them, and a last one without its newline),
+//                answer, exit 0
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -51,6 +54,12 @@ int main(int argc, char** argv) {
   if (mode == "die-after") ::raise(SIGKILL);
   if (mode == "hold") {
     for (;;) ::pause();
+  }
+  if (mode == "chatty") {
+    const std::string out = "out 1\n" + std::string(20000, 'x') + "\nout 2\nno newline";
+    const std::string err = "err 1\n";
+    if (::write(1, out.data(), out.size()) != static_cast<ssize_t>(out.size())) return 5;
+    if (::write(2, err.data(), err.size()) != static_cast<ssize_t>(err.size())) return 5;
   }
   const char answer[] = "HTTP/1.0 200 OK\r\n\r\nhello\n";
   return ::write(client.get(), answer, sizeof answer - 1) == sizeof answer - 1 ? 0 : 5;

@@ -682,7 +682,7 @@ TEST_F(RuncTest, RunsAContainerUntilDeleteRemovesIt) {
   int fds[2];
   ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
   UniqueFd read_end(fds[0]), write_end(fds[1]);
-  auto run = runtime.Run(id, bundle, write_end.get());
+  auto run = runtime.Run(id, bundle, write_end.get(), write_end.get());
   write_end.Reset();
   ASSERT_TRUE(run.ok()) << run.error().message;
   ASSERT_NE(ReadUntil(read_end.get(), "hello\n").find("hello\n"), std::string::npos);

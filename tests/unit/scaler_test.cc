@@ -18,10 +18,10 @@ using std::chrono::milliseconds;
 // A container whose life the test drives: Connect() makes it ready, Finish() ends it.
 class FakeContainer final : public Instance {
  public:
-  explicit FakeContainer(UniqueFd client, Events events)
+  explicit FakeContainer(Client client, Events events)
       : client_(std::move(client)), events_(std::move(events)), uses_(client_ ? 1 : 0) {}
   void Start() override { started = true; }
-  bool Attach(UniqueFd& client) override {
+  bool Attach(Client& client) override {
     if (killed || ended) return false;
     client_ = std::move(client);
     ++uses_;
@@ -36,7 +36,7 @@ class FakeContainer final : public Instance {
   void Connect() { connected = true; }
   // A reusable container done with its client connects again for the next one.
   void Idle() {
-    client_.Reset();
+    client_.fd.Reset();
     auto idle = events_.idle;
     idle(this);
   }
@@ -47,21 +47,28 @@ class FakeContainer final : public Instance {
     done(this);
   }
   bool has_client() const { return static_cast<bool>(client_); }
+  const Client& client() const { return client_; }
 
   bool started = false, connected = false, killed = false, ended = false, reusable = false;
 
  private:
-  UniqueFd client_;
+  Client client_;
   Events events_;
   int uses_;
+};
+
+class RecordingTelemetry final : public Telemetry {
+ public:
+  void OnRequest(const RequestRecord& record) override { requests.push_back(record); }
+  std::vector<RequestRecord> requests;
 };
 
 class ScalerTest : public ::testing::Test {
  protected:
   void Make(store::ScalingOptions options) {
     scaler_ = std::make_unique<Scaler>(
-        clock_, rejector_, "fn", options,
-        [this](UniqueFd client, Instance::Events events) {
+        clock_, rejector_, telemetry_, "fn", options,
+        [this](server::Client client, Instance::Events events) {
           auto c = std::make_shared<FakeContainer>(std::move(client), std::move(events));
           made_.push_back(c);
           return c;
@@ -84,12 +91,13 @@ class ScalerTest : public ::testing::Test {
     return options;
   }
 
-  // A client connection: the scaler gets one end, the test keeps the other.
-  UniqueFd Client() {
+  // A client connection: the scaler gets one end, the test keeps the other. The
+  // i-th client's peer is "192.0.2.1:i".
+  server::Client Client() {
     int fds[2];
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
     peers_.emplace_back(fds[1]);
-    return UniqueFd(fds[0]);
+    return {.fd = UniqueFd(fds[0]), .peer = "192.0.2.1:" + std::to_string(peers_.size() - 1)};
   }
   // What faasd answered the i-th client itself ("" if nothing yet).
   std::string Answer(size_t i) {
@@ -110,6 +118,7 @@ class ScalerTest : public ::testing::Test {
   boost::asio::io_context io_;
   FakeClock clock_;
   Rejector rejector_{io_};
+  RecordingTelemetry telemetry_;
   std::unique_ptr<Scaler> scaler_;
   std::vector<std::weak_ptr<FakeContainer>> made_;
   std::vector<UniqueFd> peers_;
@@ -213,6 +222,16 @@ TEST_F(ScalerTest, TokenBucketAllowsTheRateAndAnswers429Beyond) {
   scaler_->OnClient(Client());
   EXPECT_EQ(made_.size(), 3u);
   EXPECT_EQ(scaler_->Stats()["rejected_429"], 2);
+  // The clients served are the containers' to report; the scaler reports its own answers.
+  ASSERT_EQ(telemetry_.requests.size(), 2u);
+  const RequestRecord& rejected = telemetry_.requests[0];
+  EXPECT_EQ(rejected.function, "fn");
+  EXPECT_EQ(rejected.client, "192.0.2.1:2");
+  EXPECT_EQ(rejected.outcome, Outcome::kRejectedRate);
+  EXPECT_EQ(rejected.answered, 429);
+  EXPECT_EQ(rejected.start, StartKind::kNone);
+  EXPECT_TRUE(rejected.container.empty());
+  EXPECT_EQ(telemetry_.requests[1].client, "192.0.2.1:3");
 }
 
 TEST_F(ScalerTest, QueuedClientGets503AtItsDeadlineAndAFullQueue503AtOnce) {
@@ -233,6 +252,15 @@ TEST_F(ScalerTest, QueuedClientGets503AtItsDeadlineAndAFullQueue503AtOnce) {
   EXPECT_EQ(Answer(1).rfind("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n", 0), 0u);
   EXPECT_EQ(scaler_->Stats()["queued"], 0);
   EXPECT_EQ(scaler_->Stats()["rejected_503"], 2);
+  ASSERT_EQ(telemetry_.requests.size(), 2u);
+  EXPECT_EQ(telemetry_.requests[0].client, "192.0.2.1:2");  // the full queue's, at once
+  EXPECT_EQ(telemetry_.requests[0].queue_wait.count(), 0);
+  EXPECT_EQ(telemetry_.requests[1].client, "192.0.2.1:1");  // the queue timeout's
+  EXPECT_EQ(telemetry_.requests[1].queue_wait, std::chrono::seconds(10));
+  for (const auto& record : telemetry_.requests) {
+    EXPECT_EQ(record.outcome, Outcome::kRejectedQueue);
+    EXPECT_EQ(record.answered, 503);
+  }
 }
 
 TEST_F(ScalerTest, QueuedClientGetsTheNextFreeSlot) {
@@ -242,9 +270,12 @@ TEST_F(ScalerTest, QueuedClientGetsTheNextFreeSlot) {
   scaler_->OnClient(Client());
   scaler_->OnClient(Client());
   ASSERT_EQ(made_.size(), 1u);
+  clock_.Advance(milliseconds(250));
   Made(0).Finish();
   ASSERT_EQ(made_.size(), 2u);
   EXPECT_TRUE(Made(1).has_client());
+  EXPECT_EQ(Made(1).client().peer, "192.0.2.1:1");
+  EXPECT_EQ(Made(1).client().queue_wait, milliseconds(250));
   EXPECT_EQ(Answer(1), "");
 }
 
@@ -360,7 +391,7 @@ TEST_F(ScalerTest, RedeployStopsTheOldPoolAndTellsWhenItIsGone) {
 // A deploy's check container, ready, made outside the scaler.
 std::shared_ptr<FakeContainer> CheckedContainer(bool* done_before_adoption) {
   auto c = std::make_shared<FakeContainer>(
-      UniqueFd(),
+      Client{},
       Instance::Events{.done = [done_before_adoption](Instance*) { *done_before_adoption = true; },
                        .idle = {},
                        .ready = {}});
