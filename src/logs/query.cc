@@ -137,10 +137,11 @@ Result<Clock::time_point> ParseTime(std::string_view text) {
   tm.tm_hour = Digits(text, 11, 2);
   tm.tm_min = Digits(text, 14, 2);
   tm.tm_sec = Digits(text, 17, 2);
-  if (tm.tm_year < 0 || tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
-      tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 || tm.tm_min > 59 || tm.tm_sec < 0 ||
-      tm.tm_sec > 60 || !At(text, 4, "-") || !At(text, 7, "-") || !At(text, 10, "Tt ") ||
-      !At(text, 13, ":") || !At(text, 16, ":"))
+  // From 1970 to 2200: a system_clock time point counts nanoseconds in 64 bits.
+  if (tm.tm_year < 70 || tm.tm_year > 300 || tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 ||
+      tm.tm_mday > 31 || tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 || tm.tm_min > 59 ||
+      tm.tm_sec < 0 || tm.tm_sec > 60 || !At(text, 4, "-") || !At(text, 7, "-") ||
+      !At(text, 10, "Tt ") || !At(text, 13, ":") || !At(text, 16, ":"))
     return bad();
   size_t pos = 19;
   int64_t nanos = 0;

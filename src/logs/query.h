@@ -33,7 +33,8 @@ Result<LogQuery> ParseLogQuery(std::string_view query, Clock::time_point now);
 std::string FormatTime(Clock::time_point time);
 
 // An RFC 3339 time: "2026-12-06T05:12:03Z", with optional fractional seconds and a
-// "Z" or "+HH:MM"/"-HH:MM" offset ('t', 'z' and a space for 'T' accepted too).
+// "Z" or "+HH:MM"/"-HH:MM" offset ('t', 'z' and a space for 'T' accepted too), in the
+// years 1970 to 2200.
 Result<Clock::time_point> ParseTime(std::string_view text);
 
 // Decodes %XX and '+' (a space) of a URL's query component.

@@ -315,6 +315,7 @@ TEST(LogQueryTest, TimesRoundTripInUtcWithMilliseconds) {
   EXPECT_EQ(FormatTime(*ParseTime("2026-12-06T00:00:00-02:30")), "2026-12-06T02:30:00.000Z");
   EXPECT_FALSE(ParseTime("2026-12-06 05:12").ok());
   EXPECT_FALSE(ParseTime("2026-12-06T05:12:03+0100").ok());
+  EXPECT_FALSE(ParseTime("2999-01-01T00:00:00Z").ok()) << "past what a time point holds";
 }
 
 TEST(LogRouteTest, RecognisesOnlyTheLogsPath) {
