@@ -231,3 +231,14 @@ def test_unknown_function_and_bad_arguments(faas, faasd):
     assert r.returncode == 1 and r.stderr.startswith("Error: invalid since"), r
     r = faasd.faas("logs", "chatty", "--stream", "stdin")
     assert r.returncode == 2, r
+
+
+def test_a_follower_ends_cleanly_when_faasd_stops(faas, faasd):
+    d = faas.deploy_handler("chatty", "chatty")
+    call(faas, d.ip, "/before")
+    wait_records(faasd, "chatty", lambda rs: requests_of(rs), "the request line")
+    follower = faasd.vm.spawn([faasd.faas_bin, "--socket", faasd.socket, "logs", "chatty", "-f"],
+                              log_name="follower")
+    wait_for(lambda: "out /before" in follower.stdout_text(), 10, what="the old line")
+    assert faasd.stop() == 0
+    assert follower.wait(10) == 0, follower.stderr_text()
