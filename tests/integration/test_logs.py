@@ -242,3 +242,21 @@ def test_a_follower_ends_cleanly_when_faasd_stops(faas, faasd):
     wait_for(lambda: "out /before" in follower.stdout_text(), 10, what="the old line")
     assert faasd.stop() == 0
     assert follower.wait(10) == 0, follower.stderr_text()
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--log-size", "100K"), "invalid --log-size '100K': at least 256K"),
+    (("--log-size", "lots"), "invalid --log-size 'lots': expected bytes or a size like 8M"),
+    (("--log-rate", "1MB"), "invalid --log-rate '1MB': expected bytes or a size like 8M"),
+    (("--log-driver", "syslog"), "--log-driver: syslog not in {file,journald}"),
+])
+def test_faasd_bad_log_flags_are_refused_at_start(faasd_unstarted, args, message):
+    r = faasd_unstarted.vm.run(faasd_unstarted.command(*args), check=False, timeout=30)
+    assert r.returncode == 2, r
+    assert r.stderr.startswith(f"Error: {message}"), r.stderr
+
+
+def test_faasd_help_names_the_log_flags(faasd_unstarted):
+    r = faasd_unstarted.vm.run([faasd_unstarted.faasd_bin, "--help"], check=True)
+    for flag in ("--log-size", "--log-rate", "--log-driver"):
+        assert flag in r.stdout, r.stdout
