@@ -59,6 +59,18 @@ bool Matches(std::string_view record, const LogQuery& query, const std::string& 
   return since.empty() || TimeOf(record) >= since;
 }
 
+// Adds the whole records of `data` that match to `picked`; one cut short (by a full
+// disk, a crash) is left out.
+void Pick(std::string_view data, const LogQuery& query, const std::string& since,
+          std::vector<std::string_view>& picked) {
+  for (size_t nl; (nl = data.find('\n')) != std::string_view::npos;) {
+    const std::string_view record = data.substr(0, nl + 1);
+    data.remove_prefix(nl + 1);
+    const bool whole = record.starts_with("{\"time\":\"") && record.ends_with("}\n");
+    if (whole && Matches(record, query, since)) picked.push_back(record);
+  }
+}
+
 Result<std::string> ReadIfThere(const std::string& path, size_t max) {
   auto data = ReadFile(path, max);
   if (!data.ok() && data.error().sys_errno == ENOENT) return std::string();
@@ -245,12 +257,17 @@ Status FunctionLogs::Rotate(const std::string& function, FunctionState& state) {
     if (::rename(current.c_str(), (dir + kPrevious).c_str()) != 0 && errno != ENOENT)
       return SysError(errno, "rename " + current);
   }
-  UniqueFd fd(::open(current.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
+  UniqueFd fd(::open(current.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
   if (!fd) return SysError(errno, "open " + current);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return SysError(errno, "stat " + current);
+  // A record cut short (a full disk, a crash) ends here, not glued to the next one
+  // (read through this fd, which is why it is O_RDWR).
+  char last = '\n';
+  if (st.st_size > 0 && ::pread(fd.get(), &last, 1, st.st_size - 1) == 1 && last != '\n')
+    FAAS_RETURN_IF_ERROR(WriteAll(fd.get(), "\n"));
   state.fd = std::move(fd);
-  state.size = static_cast<uint64_t>(st.st_size);
+  state.size = static_cast<uint64_t>(st.st_size) + (last != '\n' ? 1 : 0);
   if (state.size >= options_.max_bytes / 2) return Rotate(function, state);
   return Ok();
 }
@@ -297,19 +314,12 @@ Result<std::string> FunctionLogs::Read(const std::string& function, const LogQue
   const std::string dir = Dir(function);
   // Both files are bounded by max_bytes; the slack covers a record written past it.
   const size_t max = options_.max_bytes + (1 << 20);
-  FAAS_ASSIGN_OR_RETURN(std::string data, ReadIfThere(dir + kPrevious, max));
-  FAAS_ASSIGN_OR_RETURN(std::string current, ReadIfThere(dir + kCurrent, max));
-  data += current;
+  FAAS_ASSIGN_OR_RETURN(const std::string previous, ReadIfThere(dir + kPrevious, max));
+  FAAS_ASSIGN_OR_RETURN(const std::string current, ReadIfThere(dir + kCurrent, max));
   const std::string since = query.since ? FormatTime(*query.since) : std::string();
   std::vector<std::string_view> picked;
-  std::string_view rest = data;
-  while (!rest.empty()) {
-    const size_t nl = rest.find('\n');
-    if (nl == std::string_view::npos) break;  // a record still being written
-    const std::string_view record = rest.substr(0, nl + 1);
-    rest.remove_prefix(nl + 1);
-    if (Matches(record, query, since)) picked.push_back(record);
-  }
+  Pick(previous, query, since, picked);
+  Pick(current, query, since, picked);
   const size_t skip = query.tail && *query.tail < picked.size() ? picked.size() - *query.tail : 0;
   std::string out;
   for (size_t i = skip; i < picked.size(); ++i) out += picked[i];

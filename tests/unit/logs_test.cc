@@ -4,6 +4,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -209,6 +210,23 @@ TEST_F(FunctionLogsTest, SurvivesARestartAndDropsTheLogsOfFunctionsGone) {
   ASSERT_EQ(records.size(), 2u);
   EXPECT_EQ(records[0]["line"], "before");
   EXPECT_EQ(records[1]["line"], "after");
+}
+
+TEST_F(FunctionLogsTest, ARecordCutShortIsLeftOutAndNotGluedToTheNext) {
+  {
+    auto logs = Make();
+    Out(*logs, "whole");
+  }
+  {
+    std::ofstream current(root_ + "/logs/f/current.log", std::ios::app);
+    current << "{\"time\":\"2026-12-06T05:12:03.200Z\",\"stream\":\"stdout\",\"li";
+  }
+  auto logs = Make();
+  EXPECT_EQ(Records(*logs->Read("f", {})).size(), 1u);
+  Out(*logs, "next");
+  auto records = Records(*logs->Read("f", {}));
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[1]["line"], "next");
 }
 
 TEST_F(FunctionLogsTest, DropsAFloodOverTheBudgetCountsItAndMarksItsEnd) {
