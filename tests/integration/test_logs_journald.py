@@ -73,9 +73,10 @@ def test_the_file_driver_sends_nothing_to_journald(vm, journald, faasd_unstarted
     faasd_unstarted.launcher = ["env", "JOURNAL_STREAM=8:12345"]
     faasd_unstarted.start("--log-driver", "file")
     deploy_and_call(faas_unstarted, "/not-to-journal")
-    r = faasd_unstarted.faas("logs", "chatty", "--stream", "request", check=True)
-    assert " ok" in r.stdout, r
-    # journald got the request's lines or never will: faasd wrote them before the
-    # request line, synchronously.
+    wait_for(lambda: " ok" in faasd_unstarted.faas("logs", "chatty", "--stream", "request",
+                                                   check=True).stdout,
+             10, interval=0.1, what="the request line")
+    # journald got the request's lines or never will: faasd sent them before it wrote
+    # the request line, and --sync waits until journald has written what it received.
     vm.run(["journalctl", "--directory", JOURNAL_DIR, "--sync"], check=False)
     assert journal_entries(vm, "chatty") == []
