@@ -171,6 +171,7 @@ Status Container::Spawn() {
 void Container::Fail(const Error& error) {
   spdlog::error("container {} ({}): {}", id_, config_.function, error.message);
   outcome_ = "failed: " + error.message;
+  ending_ = Ending::kFailed;
   EndRequest(Outcome::kRuntimeError, client_ ? 500 : 0);
   if (client_) AnswerClient(client_.fd.get(), 500, "Internal Server Error");
   Cleanup();
@@ -299,6 +300,7 @@ void Container::OnExited() {
   exit_wait_.close();
   phases_.exited = std::chrono::steady_clock::now();
   if (outcome_.empty()) outcome_ = runtime::DescribeWaitStatus(*status);
+  if (ending_ == Ending::kNone) ending_ = Ending::kExited;
   const int exit_code = ExitCode(*status);
   if ((state_ == State::kWaitingForConnect || state_ == State::kReady) && !killed_) {
     spdlog::warn("container {} ({}): runtime {} before the handler {}", id_, config_.function,
@@ -308,7 +310,7 @@ void Container::OnExited() {
       AnswerClient(client_.fd.get(), 502, "Bad Gateway");
     }
   }
-  if (run_timed_out_) {
+  if (ending_ == Ending::kRunTimeout) {
     EndRequest(Outcome::kTimeout, 0, exit_code);
   } else if (killed_) {
     EndRequest(Outcome::kRuntimeError, 0, exit_code);
@@ -331,6 +333,7 @@ void Container::OnTimeout(const char* what) {
     spdlog::warn("container {} ({}): handler did not connect within {} ms", id_, config_.function,
                  config_.connect_timeout.count());
     outcome_ = "connect timeout";
+    ending_ = Ending::kConnectTimeout;
     if (client_) {
       EndRequest(Outcome::kTimeout, 504);
       AnswerClient(client_.fd.get(), 504, "Gateway Timeout");
@@ -339,7 +342,7 @@ void Container::OnTimeout(const char* what) {
     spdlog::warn("container {} ({}): handler still running after {} ms", id_, config_.function,
                  config_.spec.run_timeout_ms);
     outcome_ = std::string(what) + " timeout";
-    run_timed_out_ = true;
+    ending_ = Ending::kRunTimeout;
   }
   Kill(what);
 }
@@ -348,6 +351,7 @@ void Container::Kill(const char* why) {
   if (killed_ || state_ >= State::kExited) return;
   killed_ = true;
   if (outcome_.empty()) outcome_ = std::string("killed: ") + why;
+  if (ending_ == Ending::kNone) ending_ = Ending::kKilled;
   spdlog::debug("container {}: killing ({})", id_, why);
   // Killing the runtime's `run` leaves the container's processes; its `delete`
   // in the cleanup that follows the exit kills them and removes the cgroup.

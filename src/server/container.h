@@ -108,8 +108,11 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
 
   const std::string& id() const { return id_; }
   const std::shared_ptr<RootfsVersion>& rootfs() const { return config_.rootfs; }
-  // How it ended ("exit 3", "connect timeout", "failed: ..."): complete once `done`.
+  // How it ended, for logs ("exit 3", "connect timeout", "failed: ..."), and as a
+  // kind: complete once `done`.
   const std::string& outcome() const { return outcome_; }
+  enum class Ending { kNone, kExited, kConnectTimeout, kRunTimeout, kKilled, kFailed };
+  Ending ending() const { return ending_; }
   // The last lines (at most kTailLines) of the runtime's and the handler's output,
   // stdout and stderr: complete once `done`.
   std::vector<std::string> last_output() const {
@@ -159,13 +162,13 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
   Client client_;              // its fd is empty once handed over; the rest stays for the record
   bool request_open_ = false;  // a client's request is under way: EndRequest reports it
   StartKind start_ = StartKind::kCold;
-  bool run_timed_out_ = false;
   Events events_;
   State state_ = State::kNew;
   bool bundle_created_ = false;
   bool killed_ = false;
   uint32_t uses_ = 0;  // clients attached so far
   std::string outcome_;
+  Ending ending_ = Ending::kNone;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point attached_at_;
   // Where a container's time goes, logged at debug level when it is cleaned up.

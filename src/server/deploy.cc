@@ -49,12 +49,12 @@ Error CheckFailed(const std::string& name, const Container& check,
   const std::string& outcome = check.outcome();
   std::string why;
   Errc code = Errc::kBadImage;  // the container ran, its handler did not start
-  if (outcome == "connect timeout") {
+  if (check.ending() == Container::Ending::kConnectTimeout) {
     why = "its handler did not connect to /control.sock within " +
           std::to_string(connect_timeout.count()) + " ms";
-  } else if (outcome.rfind("failed: ", 0) == 0) {
-    why = outcome.substr(8);
-    code = Errc::kInternal;  // faasd could not even start it
+  } else if (check.ending() == Container::Ending::kFailed) {
+    why = outcome.substr(outcome.find(": ") + 2);  // "failed: WHY"
+    code = Errc::kInternal;                        // faasd could not even start it
   } else {
     why = "its container ended (" + outcome + ") before the handler connected to /control.sock";
   }

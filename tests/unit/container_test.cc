@@ -213,6 +213,7 @@ TEST_F(ContainerTest, HandlerThatNeverConnectsIsKilledAndTheClientGets504) {
   const RequestRecord& record = OnlyRequest();
   EXPECT_EQ(record.outcome, Outcome::kTimeout);
   EXPECT_EQ(record.answered, 504);
+  EXPECT_EQ(container->ending(), Container::Ending::kConnectTimeout);
   EXPECT_FALSE(record.exit_status) << "reported when faasd answered, before the kill";
 }
 
@@ -275,6 +276,7 @@ TEST_F(ContainerTest, HandlerExitingBeforeItsConnectLeavesItsStatusAndLastLines)
   RunUntilDone();
   EXPECT_EQ(ready_, 0);
   EXPECT_EQ(container->outcome(), "exit 3");
+  EXPECT_EQ(container->ending(), Container::Ending::kExited);
   std::vector<std::string> expected;
   for (int i = 3; i <= 12; ++i) expected.push_back("line " + std::to_string(i));
   EXPECT_EQ(container->last_output(), expected) << "the last ten lines, in order";
@@ -324,6 +326,7 @@ TEST_F(ContainerTest, RunTimeoutKillsAHandlerThatKeepsItsClient) {
   const RequestRecord& record = OnlyRequest();
   EXPECT_EQ(record.outcome, Outcome::kTimeout);
   EXPECT_EQ(record.exit_status, 128 + SIGKILL);
+  EXPECT_EQ(container->ending(), Container::Ending::kRunTimeout);
 }
 
 }  // namespace
