@@ -260,3 +260,12 @@ def test_faasd_help_names_the_log_flags(faasd_unstarted):
     r = faasd_unstarted.vm.run([faasd_unstarted.faasd_bin, "--help"], check=True)
     for flag in ("--log-size", "--log-rate", "--log-driver"):
         assert flag in r.stdout, r.stdout
+
+
+def test_faasd_removes_at_start_the_logs_of_functions_not_deployed(vm, faasd_unstarted):
+    ghost = f"{faasd_unstarted.state_dir}/logs/ghost"
+    vm.run(["mkdir", "-p", ghost])
+    vm.write_file(f"{ghost}/current.log", b'{"time":"2026-12-06T05:12:03.123Z"}\n')
+    faasd_unstarted.start()
+    assert not vm.exists(ghost)
+    assert vm.exists(f"{faasd_unstarted.state_dir}/logs")
