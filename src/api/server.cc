@@ -16,8 +16,10 @@
 #include <cerrno>
 #include <optional>
 #include <type_traits>
+#include <variant>
 
 #include "api/handlers.h"
+#include "api/log_route.h"
 #include "common/log.h"
 
 namespace faas::api {
@@ -41,6 +43,9 @@ constexpr auto kLinger = std::chrono::seconds(2);
 constexpr size_t kChunk = 256 << 10;
 constexpr size_t kReadRoom = 64 << 10;
 constexpr uint64_t kMaxSmallBody = 64 << 10;
+// A log follower that lets this much output wait unread is dropped (its connection
+// closed): a reader that stops reading cannot grow faasd's memory.
+constexpr size_t kMaxFollowPending = 1 << 20;
 
 // Lets the server close live sessions on shutdown whatever their socket type.
 class SessionBase {
@@ -52,7 +57,9 @@ class SessionBase {
 using SessionList = std::vector<std::weak_ptr<SessionBase>>;
 
 template <typename Socket>
-class Session : public SessionBase, public std::enable_shared_from_this<Session<Socket>> {
+class Session : public SessionBase,
+                public logs::LogFollower,
+                public std::enable_shared_from_this<Session<Socket>> {
   static constexpr bool kTcp = std::is_same_v<Socket, asio::ip::tcp::socket>;
 
  public:
@@ -70,6 +77,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // Closing the socket fails the pending read; an upload in progress then closes
   // its pipe, so the import ends and the daemon can finish shutting down.
   void Shutdown() override {
+    if (subscription_) return OnEnd();  // a followed log ends with its last chunk
     error_code ignored;
     socket_.cancel(ignored);
     Close();
@@ -154,6 +162,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void Dispatch() {
     const auto& req = parser_->get();
     const std::string target(req.target());
+    if (!metrics_only_) {
+      if (auto logs = ParseLogsRequest(req.method(), target, logs::Clock::now()))
+        return ServeLogs(std::move(*logs), req.keep_alive());
+    }
     Reply reply = metrics_only_ ? RouteMetricsOnly(backend_, req.method(), target)
                                 : Route(backend_, req.method(), target);
     if (reply.text)
@@ -326,6 +338,61 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                             });
   }
 
+  void ServeLogs(std::variant<Reply, LogsRequest> request, bool keep_alive) {
+    if (const auto* reply = std::get_if<Reply>(&request))
+      return Respond(reply->status, reply->body, keep_alive);
+    const auto& [name, query] = std::get<LogsRequest>(request);
+    auto answer = backend_.Logs(name, query, query.follow ? this : nullptr);
+    if (!answer.ok())
+      return Respond(HttpStatusFor(answer.error().code), ErrorJson(answer.error().message),
+                     keep_alive);
+    if (!query.follow) return Send(200, kNdjson, std::move(answer->records), keep_alive);
+    timer_.cancel();
+    subscription_ = std::move(answer->subscription);
+    follow_pending_ = std::string("HTTP/1.1 200 OK\r\nServer: faasd\r\nContent-Type: ") + kNdjson +
+                      "\r\nTransfer-Encoding: chunked\r\n\r\n" + Chunk(answer->records);
+    // A follower sends nothing more: readable means it closed (or broke the protocol).
+    socket_.async_wait(Socket::wait_read, [self = this->shared_from_this()](error_code ec) {
+      if (ec != asio::error::operation_aborted) self->Close();
+    });
+    WriteFollow();
+  }
+
+  void OnRecord(std::string_view record) override {
+    if (follow_ended_) return;
+    follow_pending_ += Chunk(record);
+    if (follow_pending_.size() > kMaxFollowPending) {
+      spdlog::warn("api: a log follower left {} bytes unread: dropping it", follow_pending_.size());
+      return Close();
+    }
+    WriteFollow();
+  }
+
+  void OnEnd() override {
+    if (follow_ended_) return;
+    follow_ended_ = true;
+    follow_pending_ += kEndOfChunks;
+    ArmTimer(kLinger);  // the last chunk gets this long to go
+    WriteFollow();
+  }
+
+  void WriteFollow() {
+    if (follow_writing_ || !socket_.is_open()) return;
+    if (follow_pending_.empty()) {
+      if (follow_ended_) Close();
+      return;
+    }
+    follow_writing_ = true;
+    follow_sending_ = std::move(follow_pending_);
+    follow_pending_.clear();
+    asio::async_write(socket_, asio::buffer(follow_sending_),
+                      [self = this->shared_from_this()](error_code ec, size_t) {
+                        self->follow_writing_ = false;
+                        if (ec) return self->Close();
+                        self->WriteFollow();
+                      });
+  }
+
   // Nobody will read the answer of a deploy still under way: it must not commit.
   void Close() {
     if (cancel_ && !deploy_result_ && !cancel_->cancelled()) {
@@ -335,6 +402,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     timer_.cancel();
     ClosePipe();
+    subscription_.reset();
     error_code ignored;
     socket_.shutdown(Socket::shutdown_both, ignored);
     socket_.close(ignored);
@@ -357,6 +425,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool client_gone_ = false;
   bool authorized_once_ = false;
   uint64_t drained_ = 0;
+  // A followed log: the store's subscription, what waits to be sent, what is being sent.
+  static constexpr char kNdjson[] = "application/x-ndjson";
+  std::shared_ptr<void> subscription_;
+  std::string follow_pending_, follow_sending_;
+  bool follow_writing_ = false;
+  bool follow_ended_ = false;
 };
 
 // One listening socket with its own sessions and cap: a flood on one listener

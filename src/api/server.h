@@ -10,6 +10,9 @@
 //                                 "deployed_at","serving","options","limits","scaling",...}]}
 //   POST   /api/functions/NAME/rollback[?version=N]
 //                                {"name","ip","version","from_version"}
+//   GET    /api/functions/NAME/logs[?since=DUR|TIME&tail=N&stream=stdout|stderr|request&follow=1]
+//                                the function's log records, NDJSON (logs/function_log.h); with
+//                                follow=1 chunked and kept open, new records as they are written
 //   GET    /api/version          {"version","api","runtime"}
 //   GET    /healthz              {"status":"ok"}, or 503 {"status":"degraded","reasons":[...]}
 //   GET    /metrics              Prometheus text format (kMetricsContentType)
@@ -43,6 +46,7 @@
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "logs/query.h"
 
 namespace faas::api {
 
@@ -84,6 +88,17 @@ class Backend {
   virtual std::vector<std::string> Degraded() { return {}; }
   // The metrics in the Prometheus text format; none: faasd keeps none (404).
   virtual std::optional<std::string> Metrics() { return std::nullopt; }
+  // The records of `name`'s log that match `query`, NDJSON, oldest first. With a
+  // `follower` it also gets each matching record written from now on, until
+  // `subscription` is dropped or its OnEnd runs. kNotFound for an unknown function.
+  struct LogAnswer {
+    std::string records;
+    std::shared_ptr<void> subscription;
+  };
+  virtual Result<LogAnswer> Logs(const std::string& name, const logs::LogQuery& /*query*/,
+                                 logs::LogFollower* /*follower*/) {
+    return MakeError(Errc::kNotFound, "no log kept for '" + name + "'");
+  }
   // {"version": faasd's release, "api": kApiVersion (common/version.h), ...}.
   virtual nlohmann::json Version() = 0;
 };

@@ -57,12 +57,15 @@ struct Request {
   std::string path;
   std::vector<std::string> headers;
   const BodySource* body = nullptr;  // set for a streamed POST
+  const BodySink* sink = nullptr;    // set for a streamed GET
 };
 
 // What the libcurl callbacks of one transfer share.
 struct Transfer {
+  CURL* curl = nullptr;
   const BodySource* source = nullptr;
   std::optional<Error> source_error;
+  const BodySink* sink = nullptr;
   std::string reply;
   bool reply_too_large = false;
   UniqueFd socket;  // of a streamed POST, kept from libcurl's close to read an early answer
@@ -71,6 +74,16 @@ struct Transfer {
 size_t OnWrite(char* data, size_t size, size_t count, void* user) {
   auto* transfer = static_cast<Transfer*>(user);
   const size_t len = size * count;
+  long status = 0;  // NOLINT(runtime/int): libcurl's type
+  if (transfer->sink &&
+      curl_easy_getinfo(transfer->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+      status >= 200 && status < 300) {
+    if (Status st = (*transfer->sink)(std::string_view(data, len)); !st.ok()) {
+      transfer->source_error = std::move(st).error();
+      return 0;  // aborts the transfer
+    }
+    return len;
+  }
   if (transfer->reply.size() + len > kMaxReplyBytes) {
     transfer->reply_too_large = true;
     return 0;  // aborts the transfer
@@ -265,9 +278,11 @@ Result<Response> Perform(const Endpoint& endpoint, const Request& request) {
   InitCurlOnce();
   Transfer transfer;  // these outlive the handle, whose cleanup may call OnCloseSocket
   transfer.source = request.body;
+  transfer.sink = request.sink;
   Slist headers;
   EasyHandle curl(curl_easy_init());
   if (!curl) return MakeError(Errc::kInternal, "cannot initialize libcurl");
+  transfer.curl = curl.get();
   FAAS_RETURN_IF_ERROR(SetHeaders(curl.get(), endpoint, request, headers));
   SetOptions(curl.get(), endpoint, request, transfer);
   char detail[CURL_ERROR_SIZE] = "";
@@ -359,21 +374,25 @@ std::string ErrorMessage(const Response& response, const nlohmann::ordered_json&
 Client::Client(Endpoint endpoint) : endpoint_(std::move(endpoint)) {}
 
 Result<Response> Client::Get(const std::string& path) const {
-  return Perform(endpoint_, Request{"GET", path, {}, nullptr});
+  return Perform(endpoint_, Request{"GET", path, {}, nullptr, nullptr});
+}
+
+Result<Response> Client::GetStream(const std::string& path, BodySink sink) const {
+  return Perform(endpoint_, Request{"GET", path, {}, nullptr, &sink});
 }
 
 Result<Response> Client::Delete(const std::string& path) const {
-  return Perform(endpoint_, Request{"DELETE", path, {}, nullptr});
+  return Perform(endpoint_, Request{"DELETE", path, {}, nullptr, nullptr});
 }
 
 Result<Response> Client::Post(const std::string& path) const {
-  return Perform(endpoint_, Request{"POST", path, {}, nullptr});
+  return Perform(endpoint_, Request{"POST", path, {}, nullptr, nullptr});
 }
 
 Result<Response> Client::PostStream(const std::string& path,
                                     const std::vector<std::string>& headers,
                                     BodySource body) const {
-  return Perform(endpoint_, Request{"POST", path, headers, &body});
+  return Perform(endpoint_, Request{"POST", path, headers, &body, nullptr});
 }
 
 Result<long> SendCall(const Call& call, std::FILE* out, bool with_head) {  // NOLINT(runtime/int)

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -33,6 +34,10 @@ struct Response {
 // An error aborts the request, and the request returns that error.
 using BodySource = std::function<Result<size_t>(char* buf, size_t len)>;
 
+// Takes the next part of a 2xx answer's body as it arrives (any size, any boundary). An
+// error aborts the request, and the request returns that error.
+using BodySink = std::function<Status(std::string_view data)>;
+
 // One blocking request per call. A non-2xx status is still a Response; errors are for requests
 // that got no answer: faasd unreachable (Errc::kUnavailable, the message names the socket or
 // URL), a broken connection, or the BodySource's own error.
@@ -42,6 +47,9 @@ class Client {
 
   Result<Response> Get(const std::string& path) const;
   Result<Response> Delete(const std::string& path) const;
+  // A GET whose 2xx body goes to `sink` as it arrives, however long it lasts (a followed
+  // log); the Response's body is empty then. Other answers are kept as Get keeps them.
+  Result<Response> GetStream(const std::string& path, BodySink sink) const;
   // A POST without a body (the path, query included, says it all).
   Result<Response> Post(const std::string& path) const;
 

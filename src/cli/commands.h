@@ -32,6 +32,7 @@ Verb AddVersionsCommand(CLI::App& app);
 Verb AddRollbackCommand(CLI::App& app);
 Verb AddVersionCommand(CLI::App& app);
 Verb AddInvokeCommand(CLI::App& app);
+Verb AddLogsCommand(CLI::App& app);
 Verb AddHelpCommand(CLI::App& app);  // keeps a reference to `app`, for its verbs
 
 // Prints "Error: <message>" on stderr, control characters escaped (EscapeControl), and

@@ -109,7 +109,7 @@ int Main(int argc, char** argv) {
       AddNewCommand(app),      AddIpCommand(app),       AddListCommand(app),
       AddRmCommand(app),       AddDescribeCommand(app), AddVersionsCommand(app),
       AddRollbackCommand(app), AddInitCommand(app),     AddVersionCommand(app),
-      AddInvokeCommand(app),   AddHelpCommand(app),
+      AddInvokeCommand(app),   AddLogsCommand(app),     AddHelpCommand(app),
   };
   try {
     app.parse(argc, argv);

@@ -2,10 +2,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
 #include <iostream>
 
 #include "common/text.h"
 #include "common/version.h"
+#include "logs/function_log.h"
 #include "store/limits.h"
 
 namespace faas::faasd {
@@ -125,6 +129,38 @@ void AddLimitFlags(CLI::App& app, Flags& flags) {
       ->check(CLI::Range(1u, 0xfffeffffu));
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
+  app.add_option("--log-size", flags.log_size,
+                 "Disk kept for each function's log (`faas logs`): two files of half this "
+                 "size, the older dropped when the newer is full, e.g. 8M")
+      ->capture_default_str();
+  app.add_option("--log-rate", flags.log_rate,
+                 "Bytes per second each function may log, with a burst as large; lines over "
+                 "it are dropped and counted, e.g. 1M")
+      ->capture_default_str();
+  app.add_option("--log-driver", flags.log_driver,
+                 "file: functions' lines go to STATE/logs only; journald: to journald too "
+                 "(default: journald when started by systemd, $JOURNAL_STREAM set)")
+      ->check(CLI::IsMember({"file", "journald"}));
+}
+
+// "8M", "512K", "1G", "65536": bytes (binary units), from `min`.
+Result<uint64_t> ParseSize(const std::string& text, const char* flag, uint64_t min) {
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  const std::string_view unit(end, static_cast<size_t>(text.data() + text.size() - end));
+  int shift = unit.empty() ? 0 : -1;
+  if (unit.size() == 1) {
+    const size_t at = std::string_view("KMG").find(static_cast<char>(std::toupper(unit[0])));
+    if (at != std::string_view::npos) shift = 10 * static_cast<int>(at + 1);
+  }
+  if (ec != std::errc() || shift < 0 || value > (UINT64_MAX >> 30))
+    return MakeError(Errc::kInvalidArgument, std::string("invalid ") + flag + " '" + text +
+                                                 "': expected bytes or a size like 8M");
+  value <<= shift;
+  if (value < min)
+    return MakeError(Errc::kInvalidArgument, std::string("invalid ") + flag + " '" + text +
+                                                 "': at least " + std::to_string(min >> 10) + "K");
+  return value;
 }
 
 }  // namespace
@@ -178,7 +214,14 @@ Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags) {
     if (auto st = api::CheckListenAddress(flags.options.metrics_listen); !st.ok())
       return MakeError(Errc::kInvalidArgument, "--metrics-listen: " + st.error().message);
   }
+  FAAS_ASSIGN_OR_RETURN(uint64_t log_size,
+                        ParseSize(flags.log_size, "--log-size", logs::kMinLogBytes));
+  FAAS_ASSIGN_OR_RETURN(uint64_t log_rate, ParseSize(flags.log_rate, "--log-rate", 1024));
   server::DaemonOptions options = flags.options;
+  options.log_size = log_size;
+  options.log_rate = log_rate;
+  options.log_journald = flags.log_driver == "journald" ||
+                         (flags.log_driver.empty() && std::getenv("JOURNAL_STREAM") != nullptr);
   options.runtime.program = flags.runtime;  // looked up in PATH when it is a name
   options.defaults.connect_timeout_ms = connect;
   options.defaults.timeout_ms = run;

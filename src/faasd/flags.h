@@ -26,6 +26,10 @@ struct Flags {
   std::string rate_limit = "0";
   std::string first_byte_timeout = "5s";
   std::string api_timeout = "60s";
+  // Per-function logs: sizes as typed (bytes, or with K, M or G), and where lines go.
+  std::string log_size = "8M";
+  std::string log_rate = "1M";
+  std::string log_driver;  // "file", "journald"; empty: journald too under systemd
   // `faasd unpack IMAGE DIR`: import IMAGE into DIR instead of serving.
   bool unpack = false;
   std::string unpack_image;  // a path, or "-" for stdin
@@ -44,7 +48,9 @@ Flags ParseFlags(int argc, char** argv);
 // found) and --warm-max raised to at least --warm. Fails with kInvalidArgument naming
 // the first of --connect-timeout, --run-timeout, --drain-timeout, --idle-timeout,
 // --queue-timeout, --rate-limit, --api-timeout and --first-byte-timeout (in that
-// order) that does not parse, or --metrics-listen when it is not a HOST:PORT.
+// order) that does not parse, then --metrics-listen when it is not a HOST:PORT, then
+// --log-size, --log-rate and --log-driver. Without --log-driver, journald gets the
+// functions' lines too when $JOURNAL_STREAM is set.
 Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags);
 
 }  // namespace faas::faasd

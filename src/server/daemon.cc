@@ -11,10 +11,12 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <set>
 
 #include "common/file.h"
 #include "common/log.h"
 #include "common/version.h"
+#include "logs/function_log.h"
 #include "runtime/bundle.h"
 #include "server/deploy.h"
 #include "server/metrics.h"
@@ -152,6 +154,18 @@ class Daemon::Impl : public api::Backend {
     return nlohmann::json{{"name", name}};
   }
 
+  Result<LogAnswer> Logs(const std::string& name, const logs::LogQuery& query,
+                         logs::LogFollower* follower) override {
+    if (!functions_->registry().Find(name))
+      return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+    LogAnswer answer;
+    if (!query.follow || query.tail != 0u) {
+      FAAS_ASSIGN_OR_RETURN(answer.records, logs_->Read(name, query));
+    }
+    if (follower) answer.subscription = logs_->Follow(name, query, follower);
+    return answer;
+  }
+
   Result<nlohmann::json> Versions(const std::string& name) override {
     const auto* serving = functions_->registry().Find(name);
     if (!serving) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
@@ -222,6 +236,8 @@ class Daemon::Impl : public api::Backend {
     if (runtime_config.root.empty()) runtime_config.root = options_.run_dir + "/runc";
     FAAS_ASSIGN_OR_RETURN(runtime_, runtime::OpenOciRuntime(runtime_config));
     FAAS_RETURN_IF_ERROR(runtime::CheckCgroupControllers(runtime_config.cgroup_fs));
+    CreateLogs();
+    telemetry_.Add(logs_.get());
     functions_ = std::make_unique<Functions>(
         io_, state_, *runtime_, options_.functions,
         [this](std::string path) {
@@ -233,8 +249,9 @@ class Daemon::Impl : public api::Backend {
         .functions = [this] { return FunctionLoads(*functions_); },
         .containers_running =
             [this] { return static_cast<uint64_t>(functions_->ContainersAlive()); },
-        .dropped_lines = {},
+        .dropped_lines = [this](const std::string& name) { return logs_->DroppedLines(name); },
     });
+    StartLogs();
     deployer_ =
         std::make_unique<Deployer>(io_, pool_, state_, *functions_, telemetry_,
                                    DeployerOptions{
@@ -256,6 +273,21 @@ class Daemon::Impl : public api::Backend {
     return api_->Start();
   }
 
+  // Before Functions, which reports to it; stale logs go once the registry is loaded.
+  void CreateLogs() {
+    logs_ = std::make_unique<logs::FunctionLogs>(
+        io_, logs::LogOptions{.dir = state_.LogsDir(),
+                              .max_bytes = options_.log_size,
+                              .rate_bytes = options_.log_rate,
+                              .journald = options_.log_journald});
+  }
+
+  void StartLogs() {
+    std::set<std::string> live;
+    for (const auto& [name, record] : functions_->registry().functions()) live.insert(name);
+    for (const Error& e : logs_->Start(live)) spdlog::warn("logs: {}", e.message);
+  }
+
   // With a user namespace a container's root is an unprivileged host user: it must
   // traverse to its bundle's control socket (its group may search, nobody else).
   Status PrepareBundlesDir() {
@@ -274,8 +306,9 @@ class Daemon::Impl : public api::Backend {
   asio::io_context io_;
   asio::thread_pool pool_;
   asio::signal_set signals_;
-  server::Metrics metrics_;    // a sink of telemetry_
-  TelemetryFanout telemetry_;  // its sinks outlive functions_ and deployer_
+  server::Metrics metrics_;                   // a sink of telemetry_
+  std::unique_ptr<logs::FunctionLogs> logs_;  // a sink of telemetry_
+  TelemetryFanout telemetry_;                 // its sinks outlive functions_ and deployer_
   std::unique_ptr<Functions> functions_;
   std::unique_ptr<Deployer> deployer_;
   std::unique_ptr<api::Server> api_;

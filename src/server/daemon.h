@@ -34,6 +34,10 @@ struct DaemonOptions {
   // an operator keeps in RUN_DIR).
   runtime::RuntimeConfig runtime;
   FunctionsOptions functions;
+  // Per-function logs (logs/function_log.h): STATE/logs; journald: also sent there.
+  uint64_t log_size = 8ull << 20;
+  uint64_t log_rate = 1ull << 20;
+  bool log_journald = false;
 };
 
 class Daemon {

@@ -13,6 +13,8 @@
 //   STATE/images/NAME/.new-*    an import in progress (removed at start-up)
 //   STATE/bundles/<id>/         one OCI bundle per request, removed after it
 //   STATE/tmp/                  spooled uploads; emptied at start-up
+//   STATE/logs/NAME/            NAME's log (logs/function_log.h), root's alone (0700);
+//                               removed with NAME and, at start-up, when NAME is gone
 //
 // Access: STATE/images/NAME/vN is the root of NAME's containers and keeps the image's
 // mode, so what guards the image's files on the host is the directories above it.
@@ -81,6 +83,7 @@ class StateDir {
   std::string BundlesDir() const { return root_ + "/bundles"; }
   std::string BundlePath(const std::string& id) const { return BundlesDir() + "/" + id; }
   std::string TmpDir() const { return root_ + "/tmp"; }
+  std::string LogsDir() const { return root_ + "/logs"; }
 
  private:
   // Gives the directory at `path` (not a symlink) root as owner, `group` and `mode`.

@@ -11,7 +11,7 @@ from lib.helpers import DEPLOYED_RE, hello_body
 
 pytestmark = pytest.mark.integration
 
-VERBS = ["new", "ip", "list", "rm", "describe", "init", "version", "invoke", "help"]
+VERBS = ["new", "ip", "list", "rm", "describe", "init", "version", "invoke", "logs", "help"]
 
 
 def client_version(faasd) -> str:
@@ -68,11 +68,12 @@ def test_help_prints_the_help_of_faas_and_of_a_verb(faasd_unstarted):
         assert "Usage:" in r.stdout, r.stdout
 
 
-@pytest.mark.parametrize("argv", [("logs",), ("help", "logs"), ("--token", "t", "logs", "-f")],
+@pytest.mark.parametrize("argv", [("frobnicate",), ("help", "frobnicate"),
+                                  ("--token", "t", "frobnicate", "-f")],
                          ids=["verb", "help-verb", "after-global-flag"])
 def test_unknown_verb_is_a_usage_error_listing_the_verbs(faasd_unstarted, argv):
     r = faasd_unstarted.faas(*argv)
-    assert_usage_error(r, 'unknown command "logs"\n')
+    assert_usage_error(r, 'unknown command "frobnicate"\n')
     assert_command_list(r.stderr)
 
 

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <future>
 #include <thread>
 
 #include "api/handlers.h"
@@ -47,6 +49,20 @@ class FakeBackend : public Backend {
     return nlohmann::json{{"name", name}, {"version", version.value_or(1)}};
   }
   std::vector<std::string> Degraded() override { return degraded; }
+  Result<LogAnswer> Logs(const std::string& name, const logs::LogQuery& query,
+                         logs::LogFollower* follower) override {
+    if (name != "hello") return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+    LogAnswer answer{.records = "{\"line\":\"old\"}\n", .subscription = nullptr};
+    if (query.tail == 0u) answer.records.clear();
+    if (follower) {
+      this->follower = follower;
+      answer.subscription = std::make_shared<int>(0);
+      subscription = answer.subscription;
+    }
+    return answer;
+  }
+  logs::LogFollower* follower = nullptr;
+  std::weak_ptr<void> subscription;
   nlohmann::json Version() override { return {{"version", "9.9.9"}, {"api", 1}}; }
   std::optional<std::string> Metrics() override { return metrics; }
   std::optional<std::string> metrics = "faasd_functions_deployed 1\n";
@@ -242,6 +258,15 @@ class ApiServerTest : public ::testing::Test {
   // Sends `request` on a fresh connection and returns everything read until faasd
   // closes it.
   std::string Exchange(const std::string& request) {
+    UniqueFd sock = Send(request);
+    std::string reply;
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(sock.get(), buf, sizeof buf, 0)) > 0;) reply.append(buf, n);
+    return reply;
+  }
+
+  // Sends `request` on a fresh connection, which it returns.
+  UniqueFd Send(const std::string& request) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     EXPECT_GE(fd, 0);
     UniqueFd sock(fd);
@@ -254,10 +279,27 @@ class ApiServerTest : public ::testing::Test {
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     EXPECT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL),
               static_cast<ssize_t>(request.size()));
-    std::string reply;
+    return sock;
+  }
+
+  // Reads from `fd` until `reply` ends with `end` (or EOF, or the 10 s timeout).
+  static void ReadUntil(int fd, std::string& reply, const std::string& end) {
     char buf[4096];
-    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) reply.append(buf, n);
-    return reply;
+    while (!reply.ends_with(end)) {
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) return;
+      reply.append(buf, static_cast<size_t>(n));
+    }
+  }
+
+  // Runs `fn` on the loop thread and waits for it.
+  void OnLoop(std::function<void()> fn) {
+    std::promise<void> done;
+    boost::asio::post(io_, [&] {
+      fn();
+      done.set_value();
+    });
+    done.get_future().wait();
   }
 
   static std::string StatusLine(const std::string& reply) {
@@ -306,6 +348,59 @@ TEST_F(ApiServerTest, BodyOverTheCapIs413) {
   std::string with_length =
       "GET /api/list HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n";
   EXPECT_EQ(StatusLine(Exchange(with_length)), "HTTP/1.1 413 Payload Too Large");
+}
+
+TEST_F(ApiServerTest, LogsAreNdjsonAndFollowingThemIsChunkedUntilTheEnd) {
+  std::string plain =
+      Exchange("GET /api/functions/hello/logs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(StatusLine(plain), "HTTP/1.1 200 OK") << plain;
+  EXPECT_NE(plain.find("Content-Type: application/x-ndjson"), std::string::npos) << plain;
+  EXPECT_TRUE(plain.ends_with("\r\n\r\n{\"line\":\"old\"}\n")) << plain;
+
+  UniqueFd sock = Send("GET /api/functions/hello/logs?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string reply;
+  ReadUntil(sock.get(), reply, "{\"line\":\"old\"}\n\r\n");
+  EXPECT_EQ(StatusLine(reply), "HTTP/1.1 200 OK") << reply;
+  EXPECT_NE(reply.find("Transfer-Encoding: chunked"), std::string::npos) << reply;
+  EXPECT_TRUE(reply.ends_with("\r\n\r\nf\r\n{\"line\":\"old\"}\n\r\n")) << reply;
+  OnLoop([&] { backend_.follower->OnRecord("{\"line\":\"new\"}\n"); });
+  reply.clear();
+  ReadUntil(sock.get(), reply, "\n\r\n");
+  EXPECT_EQ(reply, "f\r\n{\"line\":\"new\"}\n\r\n");
+  OnLoop([&] { backend_.follower->OnEnd(); });
+  reply.clear();
+  ReadUntil(sock.get(), reply, "<EOF>");
+  EXPECT_EQ(reply, "0\r\n\r\n") << "the last chunk, then the connection is closed";
+  OnLoop([] {});
+  EXPECT_TRUE(backend_.subscription.expired());
+}
+
+TEST_F(ApiServerTest, LogsOfAnUnknownFunctionAre404AndBadQueriesAre400) {
+  std::string unknown = Exchange(
+      "GET /api/functions/nope/logs?follow=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(StatusLine(unknown), "HTTP/1.1 404 Not Found") << unknown;
+  std::string bad = Exchange(
+      "GET /api/functions/hello/logs?tail=x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(StatusLine(bad), "HTTP/1.1 400 Bad Request") << bad;
+  EXPECT_NE(bad.find("invalid tail 'x'"), std::string::npos) << bad;
+}
+
+TEST_F(ApiServerTest, AFollowerThatDoesNotReadIsDropped) {
+  UniqueFd sock = Send("GET /api/functions/hello/logs?follow=1&tail=0 HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string reply;
+  ReadUntil(sock.get(), reply, "\r\n\r\n");
+  ASSERT_EQ(StatusLine(reply), "HTTP/1.1 200 OK") << reply;
+  const std::string record = "{\"line\":\"" + std::string(64 << 10, 'x') + "\"}\n";
+  bool dropped = false;
+  for (int i = 0; i < 200 && !dropped; ++i)  // 12.5 MiB, far past socket buffers and the cap
+    OnLoop([&] {
+      backend_.follower->OnRecord(record);
+      dropped = backend_.subscription.expired();
+    });
+  EXPECT_TRUE(dropped) << "the follower's subscription is released";
+  reply.clear();
+  ReadUntil(sock.get(), reply, "<EOF>");
+  EXPECT_LT(reply.size(), 8u << 20) << "what it had not read was not kept for it";
 }
 
 }  // namespace
