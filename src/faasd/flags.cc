@@ -1,11 +1,15 @@
 #include "faasd/flags.h"
 
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 
 #include "common/text.h"
 #include "common/version.h"
+#include "pull/reference.h"
 #include "store/limits.h"
 
 namespace faas::faasd {
@@ -102,7 +106,7 @@ void AddScalingFlags(CLI::App& app, Flags& flags) {
 void AddLimitFlags(CLI::App& app, Flags& flags) {
   server::DaemonOptions& options = flags.options;
   app.add_option("--max-image-size", options.limits.max_image_bytes,
-                 "Largest accepted image archive, bytes")
+                 "Largest accepted image archive (or pulled image), bytes")
       ->capture_default_str();
   app.add_option("--max-rootfs-size", options.limits.max_rootfs_bytes,
                  "Largest unpacked rootfs, bytes")
@@ -118,8 +122,36 @@ void AddLimitFlags(CLI::App& app, Flags& flags) {
   app.add_option("--userns-base", options.userns_base, "First host uid/gid of the 65536 mapped")
       ->capture_default_str()
       ->check(CLI::Range(1u, 0xfffeffffu));
+  app.add_option("--registry-auth", flags.registry_auth,
+                 "Registry credentials, docker's config.json format (default "
+                 "$REGISTRY_AUTH_FILE, else /root/.docker/config.json if it exists)");
+  app.add_option("--insecure-registry", options.registry.insecure,
+                 "Pull from this HOST[:PORT] over plain HTTP (repeat it; loopback registries "
+                 "always are)")
+      ->allow_extra_args(false);
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
+}
+
+// The registry credentials: the file given, else the default one if it exists.
+Result<pull::AuthFile> LoadRegistryAuth(const std::string& given) {
+  if (!given.empty()) return pull::AuthFile::Load(given);
+  const char* env = std::getenv("REGISTRY_AUTH_FILE");
+  const std::string path = env != nullptr && *env != '\0' ? env : "/root/.docker/config.json";
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) return pull::AuthFile{};
+  return pull::AuthFile::Load(path);
+}
+
+Status CheckInsecureRegistries(const std::vector<std::string>& hosts) {
+  for (const std::string& host : hosts) {
+    auto ref = pull::ParseReference(host + "/x");
+    if (!ref.ok() || ref->domain != host) {
+      return MakeError(Errc::kInvalidArgument,
+                       "--insecure-registry " + EscapeControl(host) + ": expected HOST[:PORT]");
+    }
+  }
+  return Ok();
 }
 
 }  // namespace
@@ -169,7 +201,10 @@ Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags) {
   FAAS_ASSIGN_OR_RETURN(uint64_t first_byte,
                         store::ParseDuration(flags.first_byte_timeout, "--first-byte-timeout",
                                              {.zero_allowed = true}));
+  FAAS_RETURN_IF_ERROR(CheckInsecureRegistries(flags.options.registry.insecure));
+  FAAS_ASSIGN_OR_RETURN(pull::AuthFile auth, LoadRegistryAuth(flags.registry_auth));
   server::DaemonOptions options = flags.options;
+  options.registry.auth = std::move(auth);
   options.runtime.program = flags.runtime;  // looked up in PATH when it is a name
   options.defaults.connect_timeout_ms = connect;
   options.defaults.timeout_ms = run;

@@ -26,6 +26,9 @@ struct Flags {
   std::string rate_limit = "0";
   std::string first_byte_timeout = "5s";
   std::string api_timeout = "60s";
+  // --registry-auth as given; empty: $REGISTRY_AUTH_FILE, else /root/.docker/config.json
+  // (a missing default file: anonymous pulls).
+  std::string registry_auth;
   // `faasd unpack IMAGE DIR`: import IMAGE into DIR instead of serving.
   bool unpack = false;
   std::string unpack_image;  // a path, or "-" for stdin
@@ -44,7 +47,8 @@ Flags ParseFlags(int argc, char** argv);
 // found) and --warm-max raised to at least --warm. Fails with kInvalidArgument naming
 // the first of --connect-timeout, --run-timeout, --drain-timeout, --idle-timeout,
 // --queue-timeout, --rate-limit, --api-timeout and --first-byte-timeout (in that
-// order) that does not parse.
+// order) that does not parse, or the registry auth file when it cannot be read (a given
+// one) or parsed, or an --insecure-registry that is not HOST[:PORT].
 Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags);
 
 }  // namespace faas::faasd

@@ -9,6 +9,7 @@
 
 #include "api/server.h"
 #include "image/importer.h"
+#include "pull/puller.h"
 #include "runtime/runtime.h"
 #include "server/functions.h"
 
@@ -33,6 +34,7 @@ struct DaemonOptions {
   // an operator keeps in RUN_DIR).
   runtime::RuntimeConfig runtime;
   FunctionsOptions functions;
+  pull::RegistryOptions registry;  // deploys by image reference
 };
 
 class Daemon {

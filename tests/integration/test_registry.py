@@ -1,0 +1,101 @@
+"""Deploys by image reference: `faas new NAME --image REF` makes faasd pull the image
+from a registry (OCI distribution API v2). The registries run inside each test's own
+network namespace: Debian's docker-registry (anonymous, htpasswd, behind a token
+server) and a lying one written in Python for what a real registry would not send."""
+
+import base64
+import hashlib
+import json
+import re
+import subprocess
+
+import pytest
+
+from lib.helpers import hello_body
+from lib.images import make_tar, tar_entry
+from lib.registry import LyingRegistry, Registry, TokenServer, auth_file
+
+pytestmark = pytest.mark.integration
+
+ALREADY_RE = re.compile(r"^✓ (\S+) is already at (\S+) \((sha256:[0-9a-f]{64})\)\n\Z")
+PULLED_RE = re.compile(r"^✓ Deployed (\S+) at (\d+\.\d+\.\d+\.\d+)\n  Command: .*\n"
+                       r"  Image: (\S+) \((sha256:[0-9a-f]{64})\)\n\Z")
+
+
+@pytest.fixture
+def anonymous(tmp_path):
+    """faasd's --registry-auth for anonymous pulls (never the host's own file)."""
+    path = tmp_path / "no-auth.json"
+    path.write_text("{}")
+    return str(path)
+
+
+def pull(faas, name, ref, *options):
+    return faas.faasd.faas("new", name, "--image", ref, *options)
+
+
+def assert_pulled(faas, r, name, ref, digest):
+    assert r.returncode == 0, f"{r}\n--- faasd log ---\n{faas.faasd.log()[-3000:]}"
+    m = PULLED_RE.match(r.stdout)
+    assert m, f"unexpected `faas new --image` output: {r.stdout!r}"
+    assert (m.group(1), m.group(3), m.group(4)) == (name, ref, digest)
+    return m.group(2)
+
+
+def image_id(faas, handler):
+    """The sha256 of the handler image's config: what faasd records as image_digest."""
+    out = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}",
+                          faas.images.tag(handler)], capture_output=True, text=True, check=True)
+    return "sha256:" + out.stdout.strip()
+
+
+def test_deploy_by_tag_and_by_digest(faasd_unstarted, faas_unstarted, tmp_path, anonymous):
+    faas = faas_unstarted
+    faasd_unstarted.start("--registry-auth", anonymous)
+    registry = Registry(faas.vm, tmp_path / "registry")
+    digest = registry.push(faas.image("hello"), "team/hello:1")
+    ref = f"{registry.host}/team/hello:1"
+
+    ip = assert_pulled(faas, pull(faas, "web", ref), "web", ref, digest)
+    faas.assert_handler_responds(ip, hello_body())
+    record = faas.describe("web")
+    assert (record["image_ref"], record["manifest_digest"]) == (ref, digest)
+    assert record["image_digest"] == image_id(faas, "hello")
+
+    by_digest = f"{registry.host}/team/hello@{digest}"
+    ip2 = assert_pulled(faas, pull(faas, "pinned", by_digest), "pinned", by_digest, digest)
+    faas.assert_handler_responds(ip2, hello_body())
+    assert faas.describe("pinned")["manifest_digest"] == digest
+
+
+def test_unchanged_tag_is_no_new_version_changed_tag_is(faasd_unstarted, faas_unstarted,
+                                                        tmp_path, anonymous):
+    faas = faas_unstarted
+    faasd_unstarted.start("--registry-auth", anonymous)
+    registry = Registry(faas.vm, tmp_path / "registry")
+    hello = registry.push(faas.image("hello"), "app:latest")
+    ref = f"{registry.host}/app:latest"
+    ip = assert_pulled(faas, pull(faas, "app", ref), "app", ref, hello)
+
+    r = pull(faas, "app", ref)
+    assert r.returncode == 0, r
+    m = ALREADY_RE.match(r.stdout)
+    assert m and m.groups() == ("app", ref, hello), r.stdout
+    assert faas.describe("app")["version"] == 1
+    assert len(json.loads(faas.faasd.faas("versions", "app", "--json").stdout)["versions"]) == 1
+    faas.assert_handler_responds(ip, hello_body())
+
+    echo = registry.push(faas.image("echo"), "app:latest")
+    assert echo != hello
+    assert_pulled(faas, pull(faas, "app", ref), "app", ref, echo)
+    record = faas.describe("app")
+    assert (record["version"], record["manifest_digest"]) == (2, echo)
+    table = faas.faasd.faas("versions", "app", check=True).stdout.splitlines()
+    assert table[0].split()[-2:] == ["Pulled", "from"]
+    assert table[1].split()[-1] == f"{ref}@{echo[:19]}"
+
+    # Back to the pulled hello: the rollback's version keeps its reference.
+    r = faas.faasd.faas("rollback", "app", check=True)
+    record = faas.describe("app")
+    assert (record["version"], record["manifest_digest"]) == (1, hello)
+    faas.assert_handler_responds(ip, hello_body())
