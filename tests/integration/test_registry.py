@@ -99,3 +99,79 @@ def test_unchanged_tag_is_no_new_version_changed_tag_is(faasd_unstarted, faas_un
     record = faas.describe("app")
     assert (record["version"], record["manifest_digest"]) == (1, hello)
     faas.assert_handler_responds(ip, hello_body())
+
+
+def assert_refused_old_serves(faas, r, why, ip, version=1):
+    """A pull that failed: `Error: ...why...`, and the serving version still serves."""
+    assert r.returncode != 0, f"the deploy succeeded: {r}"
+    assert r.stderr.startswith("Error: ") and why in r.stderr, r.stderr
+    assert faas.describe("app")["version"] == version
+    faas.assert_handler_responds(ip, hello_body())
+
+
+def test_basic_auth_right_and_wrong_credentials(faasd_unstarted, faas_unstarted, tmp_path):
+    faas = faas_unstarted
+    registry = Registry(faas.vm, tmp_path / "registry", htpasswd=("alice", "s3cret-basic"))
+    digest = registry.push(faas.image("hello"), "app:1", creds=("alice", "s3cret-basic"))
+    ref = f"{registry.host}/app:1"
+
+    wrong = auth_file(tmp_path / "wrong.json", {registry.host: ("alice", "not-it-0")})
+    faasd_unstarted.start("--registry-auth", wrong)
+    ip = faas.deploy_handler("app").ip
+    assert_refused_old_serves(faas, pull(faas, "app", ref), "refused the credentials", ip)
+
+    none = auth_file(tmp_path / "none.json", {})
+    faasd_unstarted.stop()
+    faasd_unstarted.start("--registry-auth", none)
+    assert_refused_old_serves(faas, pull(faas, "app", ref), "needs credentials", ip)
+
+    right = auth_file(tmp_path / "right.json", {registry.host: ("alice", "s3cret-basic")})
+    faasd_unstarted.stop()
+    faasd_unstarted.start("--registry-auth", right)
+    assert_pulled(faas, pull(faas, "app", ref), "app", ref, digest)
+    describe = faas.faasd.faas("describe", "app", check=True).stdout
+    for secret in ("s3cret-basic", "not-it-0", base64.b64encode(b"alice:s3cret-basic").decode()):
+        assert secret not in faasd_unstarted.log()
+        assert secret not in describe
+        assert secret not in faas.vm.read_file(f"{faasd_unstarted.state_dir}/registry.json").decode()
+
+
+def test_token_auth_right_and_wrong_credentials(faasd_unstarted, faas_unstarted, tmp_path):
+    faas = faas_unstarted
+    tokens = TokenServer(faas.vm, tmp_path, ("bob", "t0ken-pass"))
+    registry = Registry(faas.vm, tmp_path / "registry", token=tokens.registry_auth())
+    # skopeo goes through the same token flow to push.
+    digest = registry.push(faas.image("hello"), "team/app:1", creds=("bob", "t0ken-pass"))
+    ref = f"{registry.host}/team/app:1"
+
+    wrong = auth_file(tmp_path / "wrong.json", {registry.host: ("bob", "bad-pass-1")})
+    faasd_unstarted.start("--registry-auth", wrong)
+    ip = faas.deploy_handler("app").ip
+    assert_refused_old_serves(faas, pull(faas, "app", ref), "token server", ip)
+    assert tokens.requests()[-1] == "refused repository:team/app:pull"
+
+    right = auth_file(tmp_path / "right.json", {registry.host: ("bob", "t0ken-pass")})
+    faasd_unstarted.stop()
+    faasd_unstarted.start("--registry-auth", right)
+    assert_pulled(faas, pull(faas, "app", ref), "app", ref, digest)
+    assert tokens.requests()[-1] == "ok repository:team/app:pull"
+    describe = faas.faasd.faas("describe", "app", check=True).stdout
+    for secret in ("t0ken-pass", "bad-pass-1", "Bearer", "eyJ"):
+        assert secret not in faasd_unstarted.log()
+        assert secret not in describe
+
+
+@pytest.mark.parametrize("content, why", [
+    (None, "cannot read the registry auth file"),
+    ("{not json", "not a JSON object"),
+    ('{"auths": {"h": {"auth": "@@@"}}}', "not base64 of user:password"),
+])
+def test_bad_registry_auth_file_stops_faasd(faasd_unstarted, tmp_path, content, why):
+    path = tmp_path / "auth.json"
+    if content is not None:
+        path.write_text(content)
+    r = faasd_unstarted.vm.run(faasd_unstarted.command("--registry-auth", str(path)), check=False)
+    assert r.returncode == 2, r
+    assert r.stderr.startswith("Error: registry auth file") or r.stderr.startswith(
+        "Error: cannot read the registry auth file"), r.stderr
+    assert why in r.stderr and "@@@" not in r.stderr, r.stderr
