@@ -175,3 +175,136 @@ def test_bad_registry_auth_file_stops_faasd(faasd_unstarted, tmp_path, content, 
     assert r.stderr.startswith("Error: registry auth file") or r.stderr.startswith(
         "Error: cannot read the registry auth file"), r.stderr
     assert why in r.stderr and "@@@" not in r.stderr, r.stderr
+
+
+# --- a lying registry -------------------------------------------------------------------
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def crafted_image(layer_type=OCI_LAYER):
+    """(manifest, config, layer) bytes of a one-layer image, digests all correct."""
+    layer = make_tar([tar_entry("handler", data=b"#!/bin/sh\nexit 0\n")])
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "config": {"Cmd": ["/handler"]},
+                         "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha(config), "size": len(config)},
+        "layers": [{"mediaType": layer_type, "digest": sha(layer), "size": len(layer)}],
+    }).encode()
+    return manifest, config, layer
+
+
+def routes_for(repo, image, override):
+    """The routes serving `image` (crafted_image()) as repo:tag; `override` replaces
+    routes by role: "manifest", "config", "layer" (each a ROUTE of
+    tests/lib/lying_registry.py)."""
+    manifest, config, layer = image
+    routes = {
+        f"/v2/{repo}/manifests/tag": override.get("manifest", {
+            "headers": {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": sha(manifest)},
+            "body_b64": b64(manifest)}),
+        f"/v2/{repo}/blobs/{sha(config)}": override.get("config", {"body_b64": b64(config)}),
+        f"/v2/{repo}/blobs/{sha(layer)}": override.get("layer", {"body_b64": b64(layer)}),
+    }
+    return routes
+
+
+def hostile_cases():
+    manifest, config, layer = crafted_image()
+    other = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST}).encode()
+    foreign = crafted_image("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip")
+    arm_only = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": sha(manifest), "size": len(manifest),
+         "platform": {"os": "linux", "architecture": "riscv64"}}]}).encode()
+    untyped = json.dumps({k: v for k, v in json.loads(manifest).items()
+                          if k != "mediaType"}).encode()
+    blob = f"/v2/lies/blobs/{sha(layer)}"
+    manifest_of = lambda body, ctype=OCI_MANIFEST: {  # noqa: E731
+        "headers": {"Content-Type": ctype}, "body_b64": b64(body)}
+    return {
+        "wrong-manifest-digest": ({"manifest": {
+            "headers": {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": sha(b"x")},
+            "body_b64": b64(manifest)}}, "tag", "digest mismatch"),
+        "wrong-manifest-by-digest": ({}, "@" + sha(other), "not found"),
+        "wrong-layer-bytes": ({"layer": {"body_b64": b64(bytes(len(layer)))}}, "tag",
+                              "digest mismatch"),
+        "wrong-config-bytes": ({"config": {"body_b64": b64(config.replace(b"amd64", b"AMD64"))}},
+                               "tag", "not its descriptor's"),
+        "endless-layer": ({"layer": {"body_b64": b64(layer), "endless": True}}, "tag",
+                          "sent more than its"),
+        "short-layer": ({"layer": {"body_b64": b64(layer[:100])}}, "tag", "sent 100 of its"),
+        "redirect-loop": ({"layer": {"redirect": blob}}, "tag", "too many redirects"),
+        "huge-manifest": ({"manifest": manifest_of(b" " * (5 << 20) + manifest)}, "tag",
+                          "larger than 4194304 bytes"),
+        "garbage-manifest": ({"manifest": manifest_of(b"\x00\xffgarbage")}, "tag",
+                             "invalid JSON"),
+        "schema-1": ({"manifest": manifest_of(
+            b'{"schemaVersion": 1}', "application/vnd.docker.distribution.manifest.v1+prettyjws")},
+            "tag", "schema 1 manifests are not supported"),
+        "unknown-media-type": ({"manifest": manifest_of(untyped, "application/x-example")},
+                               "tag", "unknown media type"),
+        "foreign-layer": ({"manifest": manifest_of(foreign[0])}, "tag", "foreign layer"),
+        "foreign-platforms-only": ({"manifest": manifest_of(arm_only, OCI_INDEX)}, "tag",
+                                   "no image for linux/"),
+        "unknown-tag": ({}, "nope", "not found in registry"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(hostile_cases()))
+def test_hostile_registry_is_refused_old_version_serves(faasd_unstarted, faas_unstarted, tmp_path,
+                                                        anonymous, case):
+    faas = faas_unstarted
+    override, target, why = hostile_cases()[case]
+    lying = LyingRegistry(faas.vm, tmp_path,
+                          {"routes": routes_for("lies", crafted_image(), override)})
+    faasd_unstarted.start("--registry-auth", anonymous)
+    ip = faas.deploy_handler("app").ip
+    ref = f"{lying.host}/lies" + (target if target.startswith("@") else ":" + target)
+    r = pull(faas, "app", ref)
+    assert_refused_old_serves(faas, r, why, ip)
+    assert faas.vm.listdir(f"{faasd_unstarted.state_dir}/tmp") == []
+    assert [e for e in faas.vm.listdir(f"{faasd_unstarted.state_dir}/images/app")
+            if e.startswith(".new")] == []
+
+
+def test_redirected_blobs_are_followed(faasd_unstarted, faas_unstarted, tmp_path, anonymous):
+    faas = faas_unstarted
+    manifest, config, layer = crafted_image()
+    routes = routes_for("img", (manifest, config, layer),
+                        {"layer": {"redirect": "/storage/layer-1"},
+                         "config": {"redirect": "/storage/c"}})
+    routes["/storage/layer-1"] = {"redirect": "/storage/layer-2"}
+    routes["/storage/layer-2"] = {"body_b64": b64(layer)}
+    routes["/storage/c"] = {"body_b64": b64(config)}
+    lying = LyingRegistry(faas.vm, tmp_path, {"routes": routes})
+    faasd_unstarted.start("--registry-auth", anonymous)
+    ref = f"{lying.host}/img:tag"
+    r = pull(faas, "img", ref, "--no-start-check")
+    assert_pulled(faas, r, "img", ref, sha(manifest))
+    handler = faas.vm.read_file(f"{faasd_unstarted.state_dir}/images/img/rootfs/handler")
+    assert handler == b"#!/bin/sh\nexit 0\n"
+
+
+def test_both_archive_and_image_is_a_usage_error(faasd_unstarted, faas_unstarted, anonymous):
+    faas = faas_unstarted
+    faasd_unstarted.start("--registry-auth", anonymous)
+    r = faas.faasd.faas("new", "app", "--image", "127.0.0.1:1/x:1", stdin_path=faas.image("hello"))
+    assert r.returncode == 2 and r.stderr.startswith("Error: give an image archive"), r
+    r = faas.faasd.faas("new", "app", "--image", "Bad/Ref")
+    assert r.returncode == 2 and r.stderr.startswith("Error: bad image reference"), r
+    r = faas.faasd.faas("new", "app", "--image", "127.0.0.1:1/x", "--platform", "linux")
+    assert r.returncode == 2 and r.stderr.startswith("Error: bad platform"), r
+    assert faas.list_handlers() == {}
