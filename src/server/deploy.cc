@@ -104,7 +104,7 @@ struct Deployer::Job {
   uint64_t previous_version = 0;  // the serving version when the deploy began; 0: none
   ImageSource image;              // a deploy by reference: what to pull
   // The serving record's, to tell an unchanged image by reference.
-  std::string previous_ref, previous_manifest, previous_ip;
+  std::string previous_ref, previous_manifest, previous_platform, previous_ip;
   nlohmann::json previous_options;
   std::string manifest_digest;  // what the reference resolved to
   bool unchanged = false;       // the same image and settings as the serving version
@@ -177,6 +177,7 @@ Result<UniqueFd> Deployer::Start(const std::string& name, const std::string& opt
     job->previous_version = previous->version;
     job->previous_ref = previous->image_ref;
     job->previous_manifest = previous->manifest_digest;
+    job->previous_platform = previous->platform;
     job->previous_ip = previous->ip;
     job->previous_options = previous->options;
   }
@@ -272,8 +273,9 @@ Status Deployer::ImportAndPrepare(Job& job, int input) {
   return Ok();
 }
 
-// On a worker: the image of job.image.ref, unless it is what serves already (then
-// job.unchanged is set and nothing is fetched).
+// On a worker: the image of job.image.ref, unless it is what serves already (the
+// same reference, manifest digest, platform and settings: then job.unchanged is set
+// and nothing is fetched).
 Result<image::ImageConfig> Deployer::Pull(Job& job, int input) {
   char byte;
   ssize_t n;
@@ -290,7 +292,9 @@ Result<image::ImageConfig> Deployer::Pull(Job& job, int input) {
   if (!digest.ok()) return std::move(digest).error().Wrap("pull " + ref.String());
   job.manifest_digest = *digest;
   job.unchanged = job.previous_version != 0 && job.previous_ref == ref.String() &&
-                  job.previous_manifest == *digest && job.previous_options == job.options.set;
+                  job.previous_manifest == *digest &&
+                  job.previous_platform == job.image.platform.String() &&
+                  job.previous_options == job.options.set;
   if (job.unchanged) return image::ImageConfig{};
   auto config = puller.Fetch(job.work_dir, job.rootfs, options_.limits, &job.stats);
   if (!config.ok()) return std::move(config).error().Wrap("pull " + ref.String());
@@ -355,6 +359,7 @@ store::FunctionRecord Deployer::RecordFor(const Job& job) const {
       .image_digest = job.config.digest,
       .image_ref = job.image.ref ? job.image.ref->String() : "",
       .manifest_digest = job.manifest_digest,
+      .platform = job.image.ref ? job.image.platform.String() : "",
       .options = job.options.set,
   };
 }

@@ -27,6 +27,7 @@ nlohmann::json ToJson(const FunctionRecord& r) {
   if (!r.image_ref.empty()) {
     json["image_ref"] = r.image_ref;
     json["manifest_digest"] = r.manifest_digest;
+    json["platform"] = r.platform;
   }
   return json;
 }
@@ -50,6 +51,7 @@ Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
     r.image_digest = json.value("image_digest", std::string());
     r.image_ref = json.value("image_ref", std::string());
     r.manifest_digest = json.value("manifest_digest", std::string());
+    r.platform = json.value("platform", std::string());
     r.options = json.value("options", nlohmann::json::object());
     if (!r.options.is_object()) return MakeError(Errc::kInternal, "bad function record: options");
     return r;

@@ -40,6 +40,7 @@ struct FunctionRecord {
   // for an image archive.
   std::string image_ref;
   std::string manifest_digest;
+  std::string platform;  // of the pull ("linux/amd64"): the one taken from an index
   // The deploy options in force (DeployOptions::set): given or carried over.
   nlohmann::json options = nlohmann::json::object();
 };

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -298,6 +299,20 @@ def test_redirected_blobs_are_followed(faasd_unstarted, faas_unstarted, tmp_path
     assert handler == b"#!/bin/sh\nexit 0\n"
 
 
+def test_a_registry_that_stalls_is_given_up(faasd_unstarted, faas_unstarted, tmp_path,
+                                            anonymous):
+    """Under 1 KiB/s for 30 s aborts the transfer: a registry cannot hold a deploy."""
+    faas = faas_unstarted
+    lying = LyingRegistry(faas.vm, tmp_path, {"routes": {
+        "/v2/slow/manifests/tag": {"headers": {"Content-Type": OCI_MANIFEST}, "trickle": True}}})
+    faasd_unstarted.start("--registry-auth", anonymous)
+    ip = faas.deploy_handler("app").ip
+    started = time.monotonic()
+    r = pull(faas, "app", f"{lying.host}/slow:tag")
+    assert_refused_old_serves(faas, r, "too slow", ip)
+    assert 29 < time.monotonic() - started < 60
+
+
 def test_both_archive_and_image_is_a_usage_error(faasd_unstarted, faas_unstarted, anonymous):
     faas = faas_unstarted
     faasd_unstarted.start("--registry-auth", anonymous)
@@ -308,3 +323,61 @@ def test_both_archive_and_image_is_a_usage_error(faasd_unstarted, faas_unstarted
     r = faas.faasd.faas("new", "app", "--image", "127.0.0.1:1/x", "--platform", "linux")
     assert r.returncode == 2 and r.stderr.startswith("Error: bad platform"), r
     assert faas.list_handlers() == {}
+
+
+def two_platform_layout(vm, archive, layout):
+    """An OCI layout of `archive` whose index has the image twice: linux/amd64 as built
+    and linux/arm64 (the same layers under a config that says arm64). Returns the
+    config digests {platform: digest}."""
+    vm.run(["skopeo", "copy", "-q", f"docker-archive:{archive}", f"oci:{layout}:x"], timeout=120)
+    blobs = layout / "blobs" / "sha256"
+    index = json.loads((layout / "index.json").read_text())
+    entry = index["manifests"][0]
+    manifest = json.loads((blobs / entry["digest"].split(":")[1]).read_bytes())
+    config = json.loads((blobs / manifest["config"]["digest"].split(":")[1]).read_bytes())
+    configs = {"linux/amd64": manifest["config"]["digest"]}
+    config["architecture"] = "arm64"
+    arm_config = json.dumps(config).encode()
+    (blobs / sha(arm_config).split(":")[1]).write_bytes(arm_config)
+    manifest["config"] = dict(manifest["config"], digest=sha(arm_config), size=len(arm_config))
+    arm_manifest = json.dumps(manifest).encode()
+    (blobs / sha(arm_manifest).split(":")[1]).write_bytes(arm_manifest)
+    configs["linux/arm64"] = sha(arm_config)
+    # The two-platform index is a blob; the layout's index.json names it "x".
+    nested = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": entry["digest"], "size": entry["size"],
+         "platform": {"os": "linux", "architecture": "amd64"}},
+        {"mediaType": OCI_MANIFEST, "digest": sha(arm_manifest), "size": len(arm_manifest),
+         "platform": {"os": "linux", "architecture": "arm64"}}]}).encode()
+    (blobs / sha(nested).split(":")[1]).write_bytes(nested)
+    index["manifests"] = [{"mediaType": OCI_INDEX, "digest": sha(nested), "size": len(nested),
+                           "annotations": {"org.opencontainers.image.ref.name": "x"}}]
+    (layout / "index.json").write_text(json.dumps(index))
+    return configs
+
+
+def test_multi_platform_index_picks_the_platform(faasd_unstarted, faas_unstarted, tmp_path,
+                                                 anonymous):
+    faas = faas_unstarted
+    faasd_unstarted.start("--registry-auth", anonymous)
+    registry = Registry(faas.vm, tmp_path / "registry")
+    configs = two_platform_layout(faas.vm, faas.image("hello"), tmp_path / "layout")
+    registry.push_oci(str(tmp_path / "layout"), "x", "multi:1")
+    index_digest = registry.digest("multi:1")
+    ref = f"{registry.host}/multi:1"
+
+    ip = assert_pulled(faas, pull(faas, "app", ref), "app", ref, index_digest)
+    record = faas.describe("app")
+    assert (record["manifest_digest"], record["image_digest"], record["platform"]) == (
+        index_digest, configs["linux/amd64"], "linux/amd64")
+    faas.assert_handler_responds(ip, hello_body())
+
+    # The arm64 entry has the same layers (it runs here); its config is what differs.
+    assert_pulled(faas, pull(faas, "app", ref, "--platform", "linux/arm64"), "app", ref,
+                  index_digest)
+    record = faas.describe("app")
+    assert (record["image_digest"], record["platform"]) == (configs["linux/arm64"], "linux/arm64")
+
+    r = pull(faas, "app", ref, "--platform", "linux/s390x")
+    assert_refused_old_serves(faas, r, "no image for linux/s390x in the index", ip, version=2)
+    assert "linux/amd64, linux/arm64" in r.stderr

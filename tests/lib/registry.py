@@ -80,10 +80,12 @@ class Registry:
                     timeout=120)
         return self.digest(repo_tag, creds)
 
-    def push_oci(self, layout: str, repo_tag: str) -> None:
-        """Copies an OCI layout with its whole index (every platform) as REPO:TAG."""
+    def push_oci(self, layout: str, ref_name: str, repo_tag: str) -> None:
+        """Copies image `ref_name` of an OCI layout, every platform of its index, as
+        REPO:TAG."""
         self.vm.run(["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false",
-                     f"oci:{layout}", f"docker://{self.host}/{repo_tag}"], timeout=120)
+                     f"oci:{layout}:{ref_name}", f"docker://{self.host}/{repo_tag}"],
+                    timeout=120)
 
     def digest(self, repo_tag: str, creds: Optional[tuple] = None) -> str:
         argv = ["skopeo", "inspect", "--raw", "--tls-verify=false"]
