@@ -69,6 +69,45 @@ def test_deploy_by_tag_and_by_digest(faasd_unstarted, faas_unstarted, tmp_path, 
     assert faas.describe("pinned")["manifest_digest"] == digest
 
 
+def test_zstd_layers(faasd_unstarted, faas_unstarted, tmp_path, anonymous):
+    faas = faas_unstarted
+    faasd_unstarted.start("--registry-auth", anonymous)
+    registry = Registry(faas.vm, tmp_path / "registry")
+    digest = registry.push(faas.image("hello"), "app:zstd", compression="zstd")
+    manifest = json.loads(faas.vm.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                                       f"docker://{registry.host}/app:zstd"]).stdout)
+    assert {l["mediaType"] for l in manifest["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+zstd"}
+    ref = f"{registry.host}/app:zstd"
+    ip = assert_pulled(faas, pull(faas, "app", ref), "app", ref, digest)
+    faas.assert_handler_responds(ip, hello_body())
+
+
+def test_plain_http_only_for_loopback_and_insecure_registries(faasd_unstarted, faas_unstarted,
+                                                              tmp_path, anonymous):
+    """A registry on an address that is not loopback is reached over HTTPS unless named
+    with --insecure-registry (this one speaks plain HTTP, so HTTPS fails)."""
+    faas = faas_unstarted
+    faas.vm.run(["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"])
+    registry = Registry(faas.vm, tmp_path / "registry", addr="192.0.2.1")
+    digest = registry.push(faas.image("hello"), "app:1")
+    ref = f"{registry.host}/app:1"
+    faasd_unstarted.start("--registry-auth", anonymous)
+    r = pull(faas, "app", ref)
+    assert r.returncode != 0 and r.stderr.startswith("Error: pull 192.0.2.1:5000/app:1: "), r
+    assert "https://192.0.2.1:5000/v2/" in r.stderr, r.stderr
+    assert faas.list_handlers() == {}
+
+    faasd_unstarted.stop()
+    faasd_unstarted.start("--registry-auth", anonymous, "--insecure-registry", registry.host)
+    ip = assert_pulled(faas, pull(faas, "app", ref), "app", ref, digest)
+    faas.assert_handler_responds(ip, hello_body())
+
+    r = faasd_unstarted.vm.run(faasd_unstarted.command("--insecure-registry", "http://x/"),
+                               check=False)
+    assert r.returncode == 2 and "--insecure-registry http://x/: expected HOST[:PORT]" in r.stderr
+
+
 def test_unchanged_tag_is_no_new_version_changed_tag_is(faasd_unstarted, faas_unstarted,
                                                         tmp_path, anonymous):
     faas = faas_unstarted
@@ -322,6 +361,14 @@ def test_both_archive_and_image_is_a_usage_error(faasd_unstarted, faas_unstarted
     assert r.returncode == 2 and r.stderr.startswith("Error: bad image reference"), r
     r = faas.faasd.faas("new", "app", "--image", "127.0.0.1:1/x", "--platform", "linux")
     assert r.returncode == 2 and r.stderr.startswith("Error: bad platform"), r
+    # The API refuses a reference with an archive too, before anything is pulled.
+    status, body = faas.faasd.api("POST", "/api/new", {
+        "X-Image-Name": "app", "X-Function-Options": json.dumps({"image": "127.0.0.1:1/x"})},
+        body_path=faas.image("hello"))
+    assert status == 400 and "takes no image archive" in body["error"], (status, body)
+    status, body = faas.faasd.api("POST", "/api/new", {
+        "X-Image-Name": "app", "X-Function-Options": json.dumps({"platform": "linux/arm64"})})
+    assert status == 400 and body["error"] == "platform: only with an image reference"
     assert faas.list_handlers() == {}
 
 

@@ -44,10 +44,10 @@ class Registry:
     """docker-registry serving CONFIG from `work` on 127.0.0.1:port in the VM."""
 
     def __init__(self, vm: VM, work: Path, port: int = 5000, htpasswd: Optional[tuple] = None,
-                 token: Optional[dict] = None):
+                 token: Optional[dict] = None, addr: str = "127.0.0.1"):
         self.vm = vm
         self.port = port
-        self.host = f"127.0.0.1:{port}"
+        self.host = f"{addr}:{port}"
         self.creds = htpasswd
         work.mkdir(parents=True, exist_ok=True)
         config = {
@@ -70,10 +70,14 @@ class Registry:
                              log_name="registry")
         wait_http(vm, f"http://{self.host}/v2/", self.proc, "docker-registry")
 
-    def push(self, archive: str, repo_tag: str, creds: Optional[tuple] = None) -> str:
-        """Copies a docker-archive into the registry as REPO:TAG; returns the manifest
-        digest the registry stores."""
+    def push(self, archive: str, repo_tag: str, creds: Optional[tuple] = None,
+             compression: str = "") -> str:
+        """Copies a docker-archive into the registry as REPO:TAG (layers compressed with
+        `compression`, e.g. zstd; default gzip); returns the manifest digest the
+        registry stores."""
         argv = ["skopeo", "copy", "-q", "--dest-tls-verify=false"]
+        if compression:
+            argv += ["--format", "oci", f"--dest-compress-format={compression}"]
         if creds is not None:
             argv.append(f"--dest-creds={creds[0]}:{creds[1]}")
         self.vm.run(argv + [f"docker-archive:{archive}", f"docker://{self.host}/{repo_tag}"],
