@@ -31,12 +31,6 @@ bool IsLoopback(const std::string& host) {
   return ::inet_pton(AF_INET, host.c_str(), &addr) == 1 && (ntohl(addr.s_addr) >> 24) == 127;
 }
 
-// "host" of "host:port", "[::1]:5000" -> "::1".
-std::string HostOf(const std::string& domain) {
-  if (domain.starts_with('[')) return domain.substr(1, domain.find(']') - 1);
-  return domain.substr(0, domain.find(':'));
-}
-
 // The registry's own words from an error body ({"errors": [{"code", "message"}]}).
 std::string RegistrySays(const std::string& body) {
   nlohmann::json doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
@@ -44,10 +38,9 @@ std::string RegistrySays(const std::string& body) {
       doc["errors"].empty() || !doc["errors"][0].is_object())
     return "";
   const nlohmann::json& first = doc["errors"][0];
-  std::string code = first.value("code", nlohmann::json("")).is_string()
-                         ? first.value("code", std::string())
-                         : std::string();
-  return code.empty() ? "" : " (" + image::Quote(code) + ")";
+  auto code = first.find("code");
+  if (code == first.end() || !code->is_string()) return "";
+  return " (" + image::Quote(code->get<std::string>()) + ")";
 }
 
 // Hashes and bounds a body kept in memory.
@@ -86,9 +79,9 @@ bool PrintableToken(const std::string& token) {
 }  // namespace
 
 bool PlainHttpAllowed(const std::string& domain, const std::vector<std::string>& insecure) {
-  if (IsLoopback(HostOf(domain))) return true;
+  if (IsLoopback(DomainHost(domain))) return true;
   for (const std::string& entry : insecure)
-    if (entry == domain || entry == HostOf(domain)) return true;
+    if (entry == domain || entry == DomainHost(domain)) return true;
   return false;
 }
 
@@ -363,15 +356,17 @@ Result<std::string> Puller::Impl::GetLayer(const Descriptor& layer, const std::s
   };
   auto answer = Get("/v2/" + ref_.repository + "/blobs/" + layer.digest, "", sink);
   downloaded_ += got;
-  Status ok = !answer.ok()            ? Status(std::move(answer).error())
-              : answer->status != 200 ? Status(StatusError(*answer, what))
-              : got != layer.size
-                  ? Status(MakeError(Errc::kBadImage, what + ": the registry sent " +
-                                                          std::to_string(got) + " of its " +
-                                                          std::to_string(layer.size) + " bytes"))
-              : hash.FinalHex() != hex
-                  ? Status(MakeError(Errc::kBadImage, what + ": digest mismatch"))
-                  : Ok();
+  auto received = [&]() -> Status {
+    if (!answer.ok()) return std::move(answer).error();
+    if (answer->status != 200) return StatusError(*answer, what);
+    if (got != layer.size) {
+      return MakeError(Errc::kBadImage, what + ": the registry sent " + std::to_string(got) +
+                                            " of its " + std::to_string(layer.size) + " bytes");
+    }
+    if (hash.FinalHex() != hex) return MakeError(Errc::kBadImage, what + ": digest mismatch");
+    return Ok();
+  };
+  Status ok = received();
   if (!ok.ok()) {
     ::unlink(path.c_str());  // never taken for a good copy of the layer
     return std::move(ok).error();

@@ -134,9 +134,11 @@ std::string Reference::ApiHost() const {
   return domain == kDockerHub ? "registry-1.docker.io" : domain;
 }
 
-std::string Reference::Hostname() const {
-  if (domain.starts_with('[')) return domain.substr(1, domain.find(']') - 1);
-  return domain.substr(0, domain.find(':'));
+std::string Reference::Hostname() const { return DomainHost(domain); }
+
+std::string DomainHost(std::string_view domain) {
+  if (domain.starts_with('[')) return std::string(domain.substr(1, domain.find(']') - 1));
+  return std::string(domain.substr(0, domain.find(':')));
 }
 
 Result<Reference> ParseReference(std::string_view text) {

@@ -35,6 +35,10 @@ struct Reference {
   std::string Hostname() const;
 };
 
+// The host of a domain, without its port and brackets: "127.0.0.1:5000" -> "127.0.0.1",
+// "[::1]:5000" -> "::1".
+std::string DomainHost(std::string_view domain);
+
 // Parses `text` (untrusted). kInvalidArgument with what is wrong, e.g.
 // "bad image reference 'Alpine': repository names are lower case".
 Result<Reference> ParseReference(std::string_view text);
