@@ -129,6 +129,9 @@ void AddLimitFlags(CLI::App& app, Flags& flags) {
                  "Pull from this HOST[:PORT] over plain HTTP (repeat it; loopback registries "
                  "always are)")
       ->allow_extra_args(false);
+  app.add_option("--registry-ca", options.registry.ca_file,
+                 "PEM CA certificates trusted for registries' HTTPS besides the system's")
+      ->check(CLI::ExistingFile);
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
 }

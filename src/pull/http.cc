@@ -123,6 +123,8 @@ Result<HttpAnswer> HttpGet(const HttpGetRequest& request, const BodySink& sink) 
   curl_easy_setopt(c, CURLOPT_XFERINFODATA, &state);
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error_text);
+  // CAPATH (the system's /etc/ssl/certs) stays: the file adds to it.
+  if (!request.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, request.ca_file.c_str());
   curl_easy_setopt(c, CURLOPT_USERAGENT, "faasd/" FAAS_VERSION);
   CURLcode code = curl_easy_perform(c);
   if (state.sink_error) return std::move(*state.sink_error);

@@ -17,6 +17,8 @@ struct HttpGetRequest {
   // Plain http:// allowed, for the URL and for redirects; otherwise https only. An
   // Authorization header is never sent on to another host by a redirect.
   bool allow_http = false;
+  // PEM CA certificates trusted for HTTPS besides the system's; empty: none.
+  std::string ca_file;
   std::chrono::milliseconds timeout{60000};  // the whole transfer
   std::chrono::milliseconds connect_timeout{10000};
   // Slower than `low_speed_bytes` per second for `low_speed_time` aborts the transfer.

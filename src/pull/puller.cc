@@ -144,6 +144,7 @@ HttpGetRequest Puller::Impl::Request(std::string url, bool allow_http) const {
       .url = std::move(url),
       .headers = {},
       .allow_http = allow_http,
+      .ca_file = options_.ca_file,
       .timeout = std::max(left, std::chrono::milliseconds(1)),
       .connect_timeout = options_.connect_timeout,
       .low_speed_bytes = options_.low_speed_bytes,

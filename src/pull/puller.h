@@ -17,8 +17,8 @@
 // the realm, with the basic credentials if there are some). Credentials and tokens
 // never appear in an error message.
 //
-// HTTPS with the system's CA store; plain HTTP only for loopback registries
-// (127.0.0.0/8, ::1, localhost) and those named in RegistryOptions::insecure.
+// HTTPS with the system's CA store (and RegistryOptions::ca_file); plain HTTP only for loopback
+// registries (127.0.0.0/8, ::1, localhost) and those named in RegistryOptions::insecure.
 #pragma once
 
 #include <chrono>
@@ -37,6 +37,7 @@ namespace faas::pull {
 struct RegistryOptions {
   AuthFile auth;
   std::vector<std::string> insecure;  // "host[:port]" reached over plain HTTP
+  std::string ca_file;                // PEM CAs trusted besides the system's; empty: none
   std::chrono::milliseconds connect_timeout{10000};
   long low_speed_bytes = 1024;              // NOLINT(runtime/int): slower than this ...
   std::chrono::seconds low_speed_time{30};  // ... for this long aborts a transfer

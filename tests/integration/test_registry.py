@@ -14,7 +14,7 @@ import pytest
 
 from lib.helpers import hello_body
 from lib.images import make_tar, tar_entry
-from lib.registry import LyingRegistry, Registry, TokenServer, auth_file
+from lib.registry import LyingRegistry, Registry, TokenServer, auth_file, make_server_cert
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +106,26 @@ def test_plain_http_only_for_loopback_and_insecure_registries(faasd_unstarted, f
     r = faasd_unstarted.vm.run(faasd_unstarted.command("--insecure-registry", "http://x/"),
                                check=False)
     assert r.returncode == 2 and "--insecure-registry http://x/: expected HOST[:PORT]" in r.stderr
+
+
+def test_https_registry_is_verified(faasd_unstarted, faas_unstarted, tmp_path, anonymous):
+    """A registry that is neither loopback nor insecure is reached over HTTPS, its
+    certificate checked: refused while its CA is unknown, trusted with --registry-ca."""
+    faas = faas_unstarted
+    faas.vm.run(["ip", "addr", "add", "192.0.2.1/32", "dev", "lo"])
+    cert, key = make_server_cert(tmp_path, "192.0.2.1")
+    registry = Registry(faas.vm, tmp_path / "registry", addr="192.0.2.1", tls=(cert, key))
+    digest = registry.push(faas.image("hello"), "app:1")
+    ref = f"{registry.host}/app:1"
+    faasd_unstarted.start("--registry-auth", anonymous)
+    r = pull(faas, "app", ref)
+    assert r.returncode != 0 and "certificate" in r.stderr, r
+    assert faas.list_handlers() == {}
+
+    faasd_unstarted.stop()
+    faasd_unstarted.start("--registry-auth", anonymous, "--registry-ca", str(cert))
+    ip = assert_pulled(faas, pull(faas, "app", ref), "app", ref, digest)
+    faas.assert_handler_responds(ip, hello_body())
 
 
 def test_unchanged_tag_is_no_new_version_changed_tag_is(faasd_unstarted, faas_unstarted,

@@ -44,7 +44,8 @@ class Registry:
     """docker-registry serving CONFIG from `work` on 127.0.0.1:port in the VM."""
 
     def __init__(self, vm: VM, work: Path, port: int = 5000, htpasswd: Optional[tuple] = None,
-                 token: Optional[dict] = None, addr: str = "127.0.0.1"):
+                 token: Optional[dict] = None, addr: str = "127.0.0.1",
+                 tls: Optional[tuple] = None):
         self.vm = vm
         self.port = port
         self.host = f"{addr}:{port}"
@@ -57,6 +58,8 @@ class Registry:
                         "delete": {"enabled": True}},
             "http": {"addr": self.host},
         }
+        if tls is not None:
+            config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
         if htpasswd is not None:
             user, password = htpasswd
             subprocess.run(["htpasswd", "-B", "-b", "-c", str(work / "htpasswd"), user, password],
@@ -97,6 +100,15 @@ class Registry:
             argv.append(f"--creds={creds[0]}:{creds[1]}")
         raw = self.vm.run(argv + [f"docker://{self.host}/{repo_tag}"], text=False).stdout_bytes
         return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def make_server_cert(work: Path, ip: str) -> tuple:
+    """A self-signed certificate for `ip` (its own CA) and its key: (cert, key) paths."""
+    key, cert = work / "server.key", work / "server.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={ip}", "-addext", f"subjectAltName=IP:{ip}",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
 
 
 def make_signing_cert(work: Path) -> tuple:
