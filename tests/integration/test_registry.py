@@ -128,6 +128,21 @@ def test_https_registry_is_verified(faasd_unstarted, faas_unstarted, tmp_path, a
     faas.assert_handler_responds(ip, hello_body())
 
 
+@pytest.mark.faasd_args("--connect-timeout", "2s")
+def test_pulled_version_that_does_not_start_keeps_the_old(faas, tmp_path):
+    """The start check applies to pulls: a pulled handler that never connects is no
+    new version, and a later pull of the same tag is tried again (not "unchanged")."""
+    registry = Registry(faas.vm, tmp_path / "registry")
+    registry.push(faas.image("never-connects"), "app:2")
+    ip = faas.deploy_handler("app").ip
+    ref = f"{registry.host}/app:2"
+    r = pull(faas, "app", ref)
+    assert_refused_old_serves(faas, r, "the new version of app does not start", ip)
+    assert "image_ref" not in faas.describe("app")
+    r = pull(faas, "app", ref)
+    assert_refused_old_serves(faas, r, "the new version of app does not start", ip)
+
+
 def test_unchanged_tag_is_no_new_version_changed_tag_is(faasd_unstarted, faas_unstarted,
                                                         tmp_path, anonymous):
     faas = faas_unstarted
