@@ -143,6 +143,19 @@ def test_pulled_version_that_does_not_start_keeps_the_old(faas, tmp_path):
     assert_refused_old_serves(faas, r, "the new version of app does not start", ip)
 
 
+def test_import_limits_bound_pulls(faasd_unstarted, faas_unstarted, tmp_path, anonymous):
+    """--max-image-size bounds the bytes a pull downloads (hello's layer, gzip, is
+    about 350 KB); nothing of the refused image is left."""
+    faas = faas_unstarted
+    registry = Registry(faas.vm, tmp_path / "registry")
+    registry.push(faas.image("hello"), "app:1")
+    faasd_unstarted.start("--registry-auth", anonymous, "--max-image-size", "100000")
+    r = pull(faas, "app", f"{registry.host}/app:1")
+    assert r.returncode != 0 and "image larger than 100000 bytes" in r.stderr, r
+    assert faas.list_handlers() == {}
+    assert faas.vm.listdir(f"{faasd_unstarted.state_dir}/tmp") == []
+
+
 def test_unchanged_tag_is_no_new_version_changed_tag_is(faasd_unstarted, faas_unstarted,
                                                         tmp_path, anonymous):
     faas = faas_unstarted
