@@ -51,5 +51,7 @@ endif()
 # only ever started as a program, so it is named here.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "runc")
+# Pulls over HTTPS check registries against the system CA store.
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "ca-certificates")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "crun, podman")
 include(CPack)

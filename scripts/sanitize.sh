@@ -11,12 +11,12 @@ CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DFAAS_FUZZ=ON -DBUILD_TE
 ninja -C build-fuzz
 echo "== unit tests under ASan + UBSan"
 ctest --test-dir build-fuzz --output-on-failure -j2
-targets=(manifest_fuzzer layer_fuzzer import_fuzzer registry_fuzzer api_fuzzer)
+targets=(manifest_fuzzer layer_fuzzer import_fuzzer registry_fuzzer api_fuzzer pull_fuzzer)
 corpus=build-fuzz/corpus
 /usr/bin/python3 fuzz/make_seeds.py "$corpus/seeds"
 declare -A seeds=([manifest_fuzzer]=fuzz/seeds/manifest [layer_fuzzer]=$corpus/seeds/layer
                   [import_fuzzer]=$corpus/seeds/import [registry_fuzzer]=fuzz/seeds/registry
-                  [api_fuzzer]=fuzz/seeds/http)
+                  [api_fuzzer]=fuzz/seeds/http [pull_fuzzer]=fuzz/seeds/pull)
 for target in "${targets[@]}"; do
   mkdir -p "$corpus/$target"
   echo "== $target for ${seconds}s"

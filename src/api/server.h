@@ -1,6 +1,10 @@
 // The control API: HTTP/1.1 on a unix socket (default) and optionally on TCP.
 //
-//   POST   /api/new              X-Image-Name: NAME, body = image (streamed)
+//   POST   /api/new              X-Image-Name: NAME, body = image (streamed); or
+//                                "image": REF (and "platform") in X-Function-Options
+//                                and no body: faasd pulls REF from its registry
+//                                {"name","ip","cmd"[,"image_ref","manifest_digest"]},
+//                                or {...,"unchanged":true} when REF is what serves
 //   GET    /api/ip/NAME          {"name","ip","port"}
 //   GET    /api/list             the registry object
 //   GET    /api/functions/NAME   the function's record, with "name"

@@ -1,6 +1,7 @@
 // faas new NAME: deploys a function from the image archive on stdin (or -f FILE), streamed to
-// faasd.
+// faasd, or from a registry (--image REF), which faasd pulls from.
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "cli/commands.h"
 #include "common/fd.h"
 #include "common/text.h"
+#include "pull/reference.h"
 #include "store/limits.h"
 
 namespace faas::cli {
@@ -33,6 +35,12 @@ constexpr char kHelp[] =
     "a-z 0-9 _ . - starting with a letter or digit. -f FILE reads the archive from FILE\n"
     "instead (-f - is stdin). Durations take 500ms, 10s or 2m (a bare number is seconds).\n"
     "The settings are checked before anything is sent: a bad one is a usage error.\n"
+    "--image REF pulls the image from its registry instead (faasd does, with its\n"
+    "--registry-auth credentials), e.g. --image 127.0.0.1:5000/hello:1, --image alpine\n"
+    "(docker.io/library/alpine:latest) or --image REPO@sha256:DIGEST; --platform os/arch\n"
+    "picks the image of a multi-platform index (default faasd's own). Redeploying a\n"
+    "reference that still resolves to the serving version's manifest, with the same\n"
+    "settings, changes nothing: \"✓ NAME is already at REF (sha256:...)\".\n"
     "A redeploy keeps the settings of the version before that it does not give anew\n"
     "(--env replaces the whole environment list) and prints them, e.g.\n"
     "\"  Kept from v3: env (2), memory, warm\"; with --reset, what it does not give is\n"
@@ -98,6 +106,8 @@ class ImageSource {
 struct NewOptions {
   std::string name;
   std::string file = "-";  // the image archive; "-" is stdin
+  std::string image;       // a reference to pull instead
+  std::string platform;    // os/arch[/variant] of --image
   std::string memory, cpus, timeout, connect_timeout;
   int pids = 0;
   std::vector<std::string> env;
@@ -184,12 +194,69 @@ int PrintDeployed(const std::string& name, const nlohmann::ordered_json& reply) 
   return kExitOk;
 }
 
+// A deploy by reference: the reference goes with the settings, the body is empty.
+Result<nlohmann::ordered_json> DeployReference(const Client& client, const NewOptions& options) {
+  nlohmann::json header = nlohmann::json::parse(options.Header());
+  header["image"] = options.image;
+  if (!options.platform.empty()) header["platform"] = options.platform;
+  FAAS_ASSIGN_OR_RETURN(
+      Response response,
+      client.PostStream("/api/new",
+                        {"X-Image-Name: " + options.name,
+                         "X-Function-Options: " + header.dump(-1, ' ', /*ensure_ascii=*/true)},
+                        [](char*, size_t) -> Result<size_t> { return size_t{0}; }));
+  return ParseReply(response);
+}
+
+// --image with an archive too (-f, or bytes waiting on stdin) is a usage error.
+Status CheckNoArchive(const NewOptions& options) {
+  const char* both = "give an image archive (stdin or -f) or --image, not both";
+  if (options.file != "-") return MakeError(Errc::kInvalidArgument, both);
+  if (isatty(STDIN_FILENO)) return Ok();
+  struct pollfd pfd = {STDIN_FILENO, POLLIN, 0};
+  if (::poll(&pfd, 1, 0) != 1 || (pfd.revents & POLLIN) == 0) return Ok();
+  char byte;
+  if (::read(STDIN_FILENO, &byte, 1) == 1) return MakeError(Errc::kInvalidArgument, both);
+  return Ok();
+}
+
+int RunNewReference(const Client& client, const NewOptions& options) {
+  Status checked = CheckNoArchive(options);
+  if (checked.ok()) {
+    auto ref = pull::ParseReference(options.image);
+    checked = ref.ok() ? Ok() : Status(std::move(ref).error());
+  }
+  if (checked.ok() && !options.platform.empty()) {
+    auto platform = pull::ParsePlatform(options.platform);
+    checked = platform.ok() ? Ok() : Status(std::move(platform).error());
+  }
+  if (!checked.ok()) return Fail(checked.error(), kExitUsage);
+  Result<nlohmann::ordered_json> reply = DeployReference(client, options);
+  if (!reply.ok()) return Fail(reply.error());
+  if (reply->value("unchanged", false)) {
+    std::cout << "✓ " << options.name << " is already at "
+              << EscapeControl(reply->value("image_ref", options.image)) << " ("
+              << EscapeControl(reply->value("manifest_digest", "")) << ")\n";
+    return kExitOk;
+  }
+  int code = PrintDeployed(options.name, *reply);
+  if (code == kExitOk && reply->contains("manifest_digest")) {
+    std::cout << "  Image: " << EscapeControl(reply->value("image_ref", options.image)) << " ("
+              << EscapeControl(reply->value("manifest_digest", "")) << ")\n";
+  }
+  return code;
+}
+
 int RunNew(const Client& client, const NewOptions& options) {
   const std::string& name = options.name;
   if (int code = CheckName(name); code != kExitOk) return code;
   // faasd's own parser with its built-in defaults: a bad setting is refused before any request.
   if (auto valid = store::ParseDeployOptions(options.Header(), {}); !valid.ok()) {
     return Fail(valid.error(), kExitUsage);
+  }
+  if (!options.image.empty()) return RunNewReference(client, options);
+  if (!options.platform.empty()) {
+    return Fail(MakeError(Errc::kInvalidArgument, "--platform goes with --image"), kExitUsage);
   }
   ImageSource image;
   if (Status opened = image.Open(options.file); !opened.ok()) {
@@ -204,12 +271,17 @@ int RunNew(const Client& client, const NewOptions& options) {
 }  // namespace
 
 Verb AddNewCommand(CLI::App& app) {
-  CLI::App* command =
-      app.add_subcommand("new", "Deploy a function from an image archive (stdin or -f FILE)");
+  CLI::App* command = app.add_subcommand(
+      "new", "Deploy a function from an image archive (stdin or -f FILE) or --image REF");
   command->footer(kHelp);
   auto options = std::make_shared<NewOptions>();
   command->add_option("NAME", options->name, "Name of the function")->required();
   command->add_option("-f,--file", options->file, "Image archive to deploy (default: stdin)");
+  command->add_option("--image", options->image,
+                      "Pull this image reference instead, e.g. registry.example:5000/app:1");
+  command->add_option("--platform", options->platform,
+                      "With --image: os/arch[/variant] to pick from a multi-platform index "
+                      "(default faasd's own, e.g. linux/amd64)");
   command->add_option("--memory", options->memory, "Memory limit, e.g. 256M (default 512M)");
   command->add_option("--cpus", options->cpus, "CPU limit, e.g. 0.5 (default 1)");
   command->add_option("--pids", options->pids, "Most processes in the container (default 64)")

@@ -20,9 +20,11 @@ constexpr char kHelp[] =
     "settings it was deployed with (the options of 'faas new', given or kept from the\n"
     "version before; 'defaults' when none). The serving version comes first, then the\n"
     "others from the one that served most recently: 'faas rollback NAME' goes back to the\n"
-    "second row. With --json, prints faasd's answer instead: {\"name\", \"serving\",\n"
+    "second row. Versions pulled with 'faas new --image' add a last column: the reference\n"
+    "and the manifest digest it resolved to. With --json, prints faasd's answer instead: "
+    "{\"name\", \"serving\",\n"
     "\"versions\": [{\"version\", \"serving\", \"image_digest\", \"deployed_at\", \"options\",\n"
-    "\"limits\", \"scaling\", \"cmd\", \"env\", ...}]}.";
+    "\"limits\", \"scaling\", \"cmd\", \"env\", \"image_ref\", \"manifest_digest\", ...}]}.";
 
 constexpr size_t kShortDigestHex = 12;
 
@@ -30,12 +32,16 @@ std::string Text(const nlohmann::ordered_json& value) {
   return value.is_string() ? value.get<std::string>() : value.dump();
 }
 
-// "sha256:0123456789ab", or "-" when faasd did not record the image.
-std::string ShortImage(const nlohmann::ordered_json& version) {
-  std::string digest = Text(version.value("image_digest", nlohmann::ordered_json("")));
+// "sha256:0123456789ab", or "-" when faasd did not record it.
+std::string ShortDigest(const std::string& digest) {
   if (digest.empty()) return "-";
   const size_t colon = digest.find(':');
   return digest.substr(0, colon == std::string::npos ? 0 : colon + 1 + kShortDigestHex);
+}
+
+// The image ID of a version.
+std::string ShortImage(const nlohmann::ordered_json& version) {
+  return ShortDigest(Text(version.value("image_digest", nlohmann::ordered_json(""))));
 }
 
 // "env (2), memory=256M, warm=2": the options as `faas new` takes them.
@@ -58,6 +64,13 @@ std::vector<std::string> ToRow(const nlohmann::ordered_json& version) {
           version.value("serving", false) ? "yes" : "", ShortImage(version),
           Text(version.value("deployed_at", nlohmann::ordered_json(""))),
           Settings(version.value("options", nlohmann::ordered_json::object()))};
+}
+
+// "127.0.0.1:5000/hello:1@sha256:0123456789ab" for a pulled version, "-" otherwise.
+std::string Pulled(const nlohmann::ordered_json& version) {
+  if (!version.is_object() || !version.contains("image_ref")) return "-";
+  return Text(version["image_ref"]) + "@" +
+         ShortDigest(Text(version.value("manifest_digest", nlohmann::ordered_json(""))));
 }
 
 void PrintTable(const std::vector<std::vector<std::string>>& rows) {
@@ -88,7 +101,16 @@ int RunVersions(const Client& client, const std::string& name, bool json) {
     return Fail(MakeError(Errc::kIo, "unexpected reply from faasd: no list of versions"));
   std::vector<std::vector<std::string>> rows = {
       {"Version", "Serving", "Image", "Deployed at", "Settings"}};
-  for (const auto& version : versions) rows.push_back(ToRow(version));
+  bool pulled = false;
+  for (const auto& version : versions) {
+    rows.push_back(ToRow(version));
+    pulled = pulled || (version.is_object() && version.contains("image_ref"));
+  }
+  // The column exists only where it says something: archive deploys keep their table.
+  if (pulled) {
+    rows[0].push_back("Pulled from");
+    for (size_t i = 0; i < versions.size(); ++i) rows[i + 1].push_back(Pulled(versions[i]));
+  }
   PrintTable(rows);
   return kExitOk;
 }

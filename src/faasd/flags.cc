@@ -1,5 +1,7 @@
 #include "faasd/flags.h"
 
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
@@ -10,6 +12,7 @@
 #include "common/text.h"
 #include "common/version.h"
 #include "logs/function_log.h"
+#include "pull/reference.h"
 #include "store/limits.h"
 
 namespace faas::faasd {
@@ -111,7 +114,7 @@ void AddScalingFlags(CLI::App& app, Flags& flags) {
 void AddLimitFlags(CLI::App& app, Flags& flags) {
   server::DaemonOptions& options = flags.options;
   app.add_option("--max-image-size", options.limits.max_image_bytes,
-                 "Largest accepted image archive, bytes")
+                 "Largest accepted image archive (or pulled image), bytes")
       ->capture_default_str();
   app.add_option("--max-rootfs-size", options.limits.max_rootfs_bytes,
                  "Largest unpacked rootfs, bytes")
@@ -127,6 +130,16 @@ void AddLimitFlags(CLI::App& app, Flags& flags) {
   app.add_option("--userns-base", options.userns_base, "First host uid/gid of the 65536 mapped")
       ->capture_default_str()
       ->check(CLI::Range(1u, 0xfffeffffu));
+  app.add_option("--registry-auth", flags.registry_auth,
+                 "Registry credentials, docker's config.json format (default "
+                 "$REGISTRY_AUTH_FILE, else /root/.docker/config.json if it exists)");
+  app.add_option("--insecure-registry", options.registry.insecure,
+                 "Pull from this HOST[:PORT] over plain HTTP (repeat it; loopback registries "
+                 "always are)")
+      ->allow_extra_args(false);
+  app.add_option("--registry-ca", options.registry.ca_file,
+                 "PEM CA certificates trusted for registries' HTTPS besides the system's")
+      ->check(CLI::ExistingFile);
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   app.add_option("--log-size", flags.log_size,
@@ -161,6 +174,27 @@ Result<uint64_t> ParseSize(const std::string& text, const char* flag, uint64_t m
     return MakeError(Errc::kInvalidArgument, std::string("invalid ") + flag + " '" + text +
                                                  "': at least " + std::to_string(min >> 10) + "K");
   return value;
+}
+
+// The registry credentials: the file given, else the default one if it exists.
+Result<pull::AuthFile> LoadRegistryAuth(const std::string& given) {
+  if (!given.empty()) return pull::AuthFile::Load(given);
+  const char* env = std::getenv("REGISTRY_AUTH_FILE");
+  const std::string path = env != nullptr && *env != '\0' ? env : "/root/.docker/config.json";
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) return pull::AuthFile{};
+  return pull::AuthFile::Load(path);
+}
+
+Status CheckInsecureRegistries(const std::vector<std::string>& hosts) {
+  for (const std::string& host : hosts) {
+    auto ref = pull::ParseReference(host + "/x");
+    if (!ref.ok() || ref->domain != host) {
+      return MakeError(Errc::kInvalidArgument,
+                       "--insecure-registry " + EscapeControl(host) + ": expected HOST[:PORT]");
+    }
+  }
+  return Ok();
 }
 
 }  // namespace
@@ -217,11 +251,14 @@ Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags) {
   FAAS_ASSIGN_OR_RETURN(uint64_t log_size,
                         ParseSize(flags.log_size, "--log-size", logs::kMinLogBytes));
   FAAS_ASSIGN_OR_RETURN(uint64_t log_rate, ParseSize(flags.log_rate, "--log-rate", 1024));
+  FAAS_RETURN_IF_ERROR(CheckInsecureRegistries(flags.options.registry.insecure));
+  FAAS_ASSIGN_OR_RETURN(pull::AuthFile auth, LoadRegistryAuth(flags.registry_auth));
   server::DaemonOptions options = flags.options;
   options.log_size = log_size;
   options.log_rate = log_rate;
   options.log_journald = flags.log_driver == "journald" ||
                          (flags.log_driver.empty() && std::getenv("JOURNAL_STREAM") != nullptr);
+  options.registry.auth = std::move(auth);
   options.runtime.program = flags.runtime;  // looked up in PATH when it is a name
   options.defaults.connect_timeout_ms = connect;
   options.defaults.timeout_ms = run;

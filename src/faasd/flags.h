@@ -30,6 +30,9 @@ struct Flags {
   std::string log_size = "8M";
   std::string log_rate = "1M";
   std::string log_driver;  // "file", "journald"; empty: journald too under systemd
+  // --registry-auth as given; empty: $REGISTRY_AUTH_FILE, else /root/.docker/config.json
+  // (a missing default file: anonymous pulls).
+  std::string registry_auth;
   // `faasd unpack IMAGE DIR`: import IMAGE into DIR instead of serving.
   bool unpack = false;
   std::string unpack_image;  // a path, or "-" for stdin
@@ -49,8 +52,10 @@ Flags ParseFlags(int argc, char** argv);
 // the first of --connect-timeout, --run-timeout, --drain-timeout, --idle-timeout,
 // --queue-timeout, --rate-limit, --api-timeout and --first-byte-timeout (in that
 // order) that does not parse, then --metrics-listen when it is not a HOST:PORT, then
-// --log-size, --log-rate and --log-driver. Without --log-driver, journald gets the
-// functions' lines too when $JOURNAL_STREAM is set.
+// --log-size, --log-rate and --log-driver, then the registry auth file when it cannot
+// be read (a given one) or parsed, or an --insecure-registry that is not HOST[:PORT].
+// Without --log-driver, journald gets the functions' lines too when $JOURNAL_STREAM
+// is set.
 Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags);
 
 }  // namespace faas::faasd

@@ -378,6 +378,27 @@ LayerLimits LayerLimitsFor(const ImportLimits& limits) {
   return out;
 }
 
+// Applies layer `index` (from 0) held in `blob_fd`, whose own bytes hash to
+// `blob_sha256` (hex), and keeps `stats` up to date.
+Status ApplyOne(int blob_fd, const std::string& blob_sha256, const std::string& label,
+                const std::string& diff_id, int rootfs_fd, const LayerLimits& layer_limits,
+                LayerTotals* totals, size_t index, ImportStats* stats) {
+  // An uncompressed layer (docker-archive's usual) was hashed already.
+  const bool blob_is_diff_id = "sha256:" + blob_sha256 == diff_id;
+  Status applied = ApplyLayer(blob_fd, rootfs_fd, diff_id, layer_limits, totals, blob_is_diff_id);
+  stats->files = totals->files;
+  stats->rootfs_bytes = totals->rootfs_bytes;
+  stats->skipped_devices = totals->devices;
+  stats->first_skipped_device = totals->first_device;
+  if (!applied.ok()) return std::move(applied).error().Wrap(label);
+  stats->layers = index + 1;
+  return Ok();
+}
+
+std::string LayerLabel(size_t index, const std::string& digest) {
+  return "layer " + std::to_string(index + 1) + " (" + ShortDigest(digest) + ")";
+}
+
 Status ApplyLayers(const SpooledArchive& spool, const ImageManifest& manifest,
                    const ParsedConfig& config, int rootfs_fd, const ImportLimits& limits,
                    ImportStats* stats) {
@@ -386,21 +407,12 @@ Status ApplyLayers(const SpooledArchive& spool, const ImageManifest& manifest,
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
     const BlobRef& layer = manifest.layers[i];
     const std::string& diff_id = config.diff_ids[i];
-    std::string label = "layer " + std::to_string(i + 1) + " (" +
-                        ShortDigest(layer.digest.empty() ? diff_id : layer.digest) + ")";
+    std::string label = LayerLabel(i, layer.digest.empty() ? diff_id : layer.digest);
     std::string blob_sha256;
     auto blob = spool.Open(layer, &blob_sha256);
     if (!blob.ok()) return std::move(blob).error().Wrap(label);
-    // An uncompressed layer (docker-archive's usual) was hashed while spooling.
-    const bool blob_is_diff_id = "sha256:" + blob_sha256 == diff_id;
-    Status applied =
-        ApplyLayer(blob->get(), rootfs_fd, diff_id, layer_limits, &totals, blob_is_diff_id);
-    stats->files = totals.files;
-    stats->rootfs_bytes = totals.rootfs_bytes;
-    stats->skipped_devices = totals.devices;
-    stats->first_skipped_device = totals.first_device;
-    if (!applied.ok()) return std::move(applied).error().Wrap(label);
-    stats->layers = i + 1;
+    FAAS_RETURN_IF_ERROR(ApplyOne(blob->get(), blob_sha256, label, diff_id, rootfs_fd, layer_limits,
+                                  &totals, i, stats));
   }
   return Ok();
 }
@@ -441,6 +453,26 @@ Result<ImageConfig> ImportImage(int input_fd, const std::string& work_dir,
   }
   if (stats != nullptr) *stats = local;
   return result;
+}
+
+Status ApplyLayerBlobs(const std::vector<LayerBlob>& blobs,
+                       const std::vector<std::string>& diff_ids, const std::string& rootfs_dir,
+                       const ImportLimits& limits, ImportStats* stats) {
+  if (diff_ids.size() != blobs.size()) {
+    return Bad("image config lists " + std::to_string(diff_ids.size()) + " rootfs.diff_ids for " +
+               std::to_string(blobs.size()) + " layers");
+  }
+  FAAS_ASSIGN_OR_RETURN(UniqueFd rootfs, OpenDirectory(rootfs_dir));
+  LayerLimits layer_limits = LayerLimitsFor(limits);
+  LayerTotals totals;
+  for (size_t i = 0; i < blobs.size(); ++i) {
+    const std::string label = LayerLabel(i, "sha256:" + blobs[i].sha256);
+    UniqueFd blob(::open(blobs[i].path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!blob) return SysError(errno, "open " + blobs[i].path).Wrap(label);
+    FAAS_RETURN_IF_ERROR(ApplyOne(blob.get(), blobs[i].sha256, label, diff_ids[i], rootfs.get(),
+                                  layer_limits, &totals, i, stats));
+  }
+  return Ok();
 }
 
 std::string SkippedSummary(const ImportStats& stats) {

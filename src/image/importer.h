@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "image/config.h"  // ImageConfig
@@ -62,6 +63,22 @@ struct ImportStats {
 Result<ImageConfig> ImportImage(int input_fd, const std::string& work_dir,
                                 const std::string& rootfs_dir, const ImportLimits& limits,
                                 ImportStats* stats = nullptr);
+
+// A layer blob already on disk (e.g. downloaded from a registry), checked against
+// the digest of its descriptor.
+struct LayerBlob {
+  std::string path;    // a regular file
+  std::string sha256;  // lowercase hex of its bytes
+};
+
+// Applies `blobs` in order into `rootfs_dir` (an existing empty directory) as
+// ImportImage applies an archive's layers: each one's uncompressed tar checked against
+// `diff_ids` (the config's rootfs.diff_ids, as many as `blobs`), with the same limits
+// (max_image_bytes is the caller's to enforce while downloading), filling `stats` as
+// it goes. Errors as ImportImage's. Thread-safe for distinct trees.
+Status ApplyLayerBlobs(const std::vector<LayerBlob>& blobs,
+                       const std::vector<std::string>& diff_ids, const std::string& rootfs_dir,
+                       const ImportLimits& limits, ImportStats* stats);
 
 // What an import skipped, as one line for a log (control characters of the image's
 // path escaped), e.g. "skipped 3 device node(s), the first /dev/console: containers get

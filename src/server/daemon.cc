@@ -260,6 +260,7 @@ class Daemon::Impl : public api::Backend {
                                        .scaling = options_.scaling,
                                        .ids = {.base = options_.userns ? options_.userns_base : 0,
                                                .size = runtime::kUsernsSize},
+                                       .registry = options_.registry,
                                    });
     api::Options api_options;
     api_options.unix_path =

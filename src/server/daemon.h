@@ -9,6 +9,7 @@
 
 #include "api/server.h"
 #include "image/importer.h"
+#include "pull/puller.h"
 #include "runtime/runtime.h"
 #include "server/functions.h"
 
@@ -38,6 +39,7 @@ struct DaemonOptions {
   uint64_t log_size = 8ull << 20;
   uint64_t log_rate = 1ull << 20;
   bool log_journald = false;
+  pull::RegistryOptions registry;  // deploys by image reference
 };
 
 class Daemon {

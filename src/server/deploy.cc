@@ -65,12 +65,49 @@ Error CheckFailed(const std::string& name, const Container& check,
   return MakeError(code, "the new version of " + name + " does not start: " + why);
 }
 
+// What a deploy by reference asks for: "image" and "platform" of the options, which
+// are not settings of the function (never kept for the next deploy).
+struct ImageSource {
+  std::optional<pull::Reference> ref;
+  pull::Platform platform = pull::HostPlatform();
+};
+
+// Takes "image" and "platform" out of the options header; the rest is left for
+// ParseDeployOptions, which also refuses a header that is not a JSON object.
+Result<ImageSource> TakeImageSource(std::string& header) {
+  ImageSource source;
+  nlohmann::json json = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object() || (!json.contains("image") && !json.contains("platform"))) return source;
+  if (!json.contains("image") || !json["image"].is_string()) {
+    return MakeError(Errc::kInvalidArgument, json.contains("image")
+                                                 ? "image: expected a reference as a string"
+                                                 : "platform: only with an image reference");
+  }
+  FAAS_ASSIGN_OR_RETURN(source.ref, pull::ParseReference(json["image"].get<std::string>()));
+  if (json.contains("platform")) {
+    if (!json["platform"].is_string())
+      return MakeError(Errc::kInvalidArgument, "platform: expected os/arch[/variant]");
+    FAAS_ASSIGN_OR_RETURN(source.platform,
+                          pull::ParsePlatform(json["platform"].get<std::string>()));
+  }
+  json.erase("image");
+  json.erase("platform");
+  header = json.dump();
+  return source;
+}
+
 }  // namespace
 
 struct Deployer::Job {
   std::string name;
   store::DeployOptions options;
   uint64_t previous_version = 0;  // the serving version when the deploy began; 0: none
+  ImageSource image;              // a deploy by reference: what to pull
+  // The serving record's, to tell an unchanged image by reference.
+  std::string previous_ref, previous_manifest, previous_platform, previous_ip;
+  nlohmann::json previous_options;
+  std::string manifest_digest;  // what the reference resolved to
+  bool unchanged = false;       // the same image and settings as the serving version
   std::shared_ptr<const api::DeployCancel> cancel;
   api::Backend::DeployDone done;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
@@ -136,9 +173,18 @@ Result<UniqueFd> Deployer::Start(const std::string& name, const std::string& opt
   // What serves now cannot change before the commit: a rollback or removal of `name`
   // is refused while its deploy is under way.
   const store::FunctionRecord* previous = functions_.registry().Find(name);
-  if (previous != nullptr) job->previous_version = previous->version;
+  if (previous != nullptr) {
+    job->previous_version = previous->version;
+    job->previous_ref = previous->image_ref;
+    job->previous_manifest = previous->manifest_digest;
+    job->previous_platform = previous->platform;
+    job->previous_ip = previous->ip;
+    job->previous_options = previous->options;
+  }
+  std::string header = options_header;
+  FAAS_ASSIGN_OR_RETURN(job->image, TakeImageSource(header));
   FAAS_ASSIGN_OR_RETURN(job->options, store::ParseDeployOptions(
-                                          options_header, options_.defaults, options_.scaling,
+                                          header, options_.defaults, options_.scaling,
                                           previous ? previous->options : nlohmann::json::object()));
   job->cancel = std::move(cancel);
   // `done` runs as job->done, so the job is alive then.
@@ -157,7 +203,12 @@ Result<UniqueFd> Deployer::Start(const std::string& name, const std::string& opt
     Report(name, job.get(), Status(input.error()));
     return std::move(input).error();
   }
-  spdlog::info("deploy of {} started", name);
+  if (job->image.ref) {
+    spdlog::info("deploy of {} started: pulling {} for {}", name, job->image.ref->String(),
+                 job->image.platform.String());
+  } else {
+    spdlog::info("deploy of {} started", name);
+  }
   return input;
 }
 
@@ -189,6 +240,10 @@ void Deployer::Import(std::shared_ptr<Job> job, UniqueFd input) {
   input.Reset();
   if (status.ok() && job->cancel->cancelled()) status = CancelledError();
   if (!status.ok()) return Abort(std::move(job), std::move(status).error());
+  if (job->unchanged) {
+    Discard(*job);
+    return asio::post(io_, [this, job = std::move(job)]() mutable { Unchanged(std::move(job)); });
+  }
   job->imported = std::chrono::steady_clock::now();
   spdlog::info("imported {}: {} layer(s), {} files, {} bytes in {} ms", job->name,
                job->stats.layers, job->stats.files, job->stats.rootfs_bytes,
@@ -204,13 +259,60 @@ void Deployer::Import(std::shared_ptr<Job> job, UniqueFd input) {
 }
 
 Status Deployer::ImportAndPrepare(Job& job, int input) {
-  FAAS_ASSIGN_OR_RETURN(
-      job.config, image::ImportImage(input, job.work_dir, job.rootfs, options_.limits, &job.stats));
+  if (job.image.ref) {
+    FAAS_ASSIGN_OR_RETURN(job.config, Pull(job, input));
+    if (job.unchanged) return Ok();
+  } else {
+    FAAS_ASSIGN_OR_RETURN(job.config, image::ImportImage(input, job.work_dir, job.rootfs,
+                                                         options_.limits, &job.stats));
+  }
   job.env = store::MergeEnv(job.config.env, job.options.env);
   FAAS_RETURN_IF_ERROR(runtime::PrepareRootfs(job.rootfs));
   FAAS_ASSIGN_OR_RETURN(job.user,
                         image::PrepareImage(job.rootfs, job.config, job.env, options_.ids));
   return Ok();
+}
+
+// On a worker: the image of job.image.ref, unless it is what serves already (the
+// same reference, manifest digest, platform and settings: then job.unchanged is set
+// and nothing is fetched).
+Result<image::ImageConfig> Deployer::Pull(Job& job, int input) {
+  char byte;
+  ssize_t n;
+  while ((n = ::read(input, &byte, 1)) < 0 && errno == EINTR) {
+  }
+  if (n != 0) {
+    return MakeError(Errc::kInvalidArgument,
+                     "a deploy by image reference takes no image archive in its body");
+  }
+  const pull::Reference& ref = *job.image.ref;
+  pull::Puller puller(ref, job.image.platform, options_.registry,
+                      [cancel = job.cancel] { return cancel->cancelled(); });
+  auto digest = puller.Resolve();
+  if (!digest.ok()) return std::move(digest).error().Wrap("pull " + ref.String());
+  job.manifest_digest = *digest;
+  job.unchanged = job.previous_version != 0 && job.previous_ref == ref.String() &&
+                  job.previous_manifest == *digest &&
+                  job.previous_platform == job.image.platform.String() &&
+                  job.previous_options == job.options.set;
+  if (job.unchanged) return image::ImageConfig{};
+  auto config = puller.Fetch(job.work_dir, job.rootfs, options_.limits, &job.stats);
+  if (!config.ok()) return std::move(config).error().Wrap("pull " + ref.String());
+  return config;
+}
+
+// On the loop: a deploy by reference found the serving version's image and settings.
+void Deployer::Unchanged(std::shared_ptr<Job> job) {
+  functions_.EndDeploy(job->name);
+  job->version = job->previous_version;
+  spdlog::info("deploy of {}: {} is still {}, version {} keeps serving", job->name,
+               job->image.ref->String(), job->manifest_digest, job->version);
+  job->done(nlohmann::json{{"name", job->name},
+                           {"ip", job->previous_ip},
+                           {"version", job->version},
+                           {"unchanged", true},
+                           {"image_ref", job->image.ref->String()},
+                           {"manifest_digest", job->manifest_digest}});
 }
 
 // On the loop.
@@ -255,6 +357,9 @@ store::FunctionRecord Deployer::RecordFor(const Job& job) const {
       .version = job.version,
       .deployed_at = NowRfc3339(),
       .image_digest = job.config.digest,
+      .image_ref = job.image.ref ? job.image.ref->String() : "",
+      .manifest_digest = job.manifest_digest,
+      .platform = job.image.ref ? job.image.platform.String() : "",
       .options = job.options.set,
   };
 }
@@ -307,6 +412,10 @@ void Deployer::Swap(std::shared_ptr<Job> job) {
   job->check.reset();
   functions_.EndDeploy(job->name);
   nlohmann::json reply = {{"name", job->name}, {"ip", record->ip}, {"cmd", record->cmd}};
+  if (job->image.ref) {
+    reply["image_ref"] = record->image_ref;
+    reply["manifest_digest"] = record->manifest_digest;
+  }
   if (job->stats.skipped_devices > 0) reply["skipped"] = {{"devices", job->stats.skipped_devices}};
   if (!job->options.carried.empty()) reply["carried_over"] = CarriedOver(*job);
   functions_.AfterOldPoolGone(

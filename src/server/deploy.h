@@ -4,7 +4,12 @@
 //                     Functions (one at a time per name), and the import is queued
 //                     on a worker; the API streams the upload into the pipe returned.
 //   Import  (worker)  the archive is unpacked into STATE/images/NAME/.new-*, checked
-//                     and prepared (image::PrepareImage, runtime::PrepareRootfs).
+//                     and prepared (image::PrepareImage, runtime::PrepareRootfs). A
+//                     deploy by reference ("image" in the options) pulls the image
+//                     from its registry instead (pull::Puller, blobs in the work dir);
+//                     when the reference resolves to the manifest digest the serving
+//                     version was pulled from, with the same settings, nothing is
+//                     imported and the answer says "unchanged".
 //   Commit  (loop)    the tree becomes version directory vN and its record is built
 //                     from the image and the deploy's options (with the previous
 //                     version's where the deploy gives none: see ParseDeployOptions).
@@ -34,6 +39,7 @@
 #include "common/fd.h"
 #include "image/importer.h"
 #include "image/prepare.h"
+#include "pull/puller.h"
 #include "server/clock.h"
 #include "server/functions.h"
 #include "server/telemetry.h"
@@ -47,6 +53,7 @@ struct DeployerOptions {
   store::FunctionLimits defaults;  // for deploys that do not set their own
   store::ScalingOptions scaling;   // likewise
   image::IdMapping ids;            // the containers' user namespace, if any
+  pull::RegistryOptions registry;  // deploys by reference
 };
 
 class Deployer {
@@ -57,9 +64,11 @@ class Deployer {
            const store::StateDir& state, Functions& functions, Telemetry& telemetry,
            DeployerOptions options);
 
-  // Begins a deploy of `name` with the options of the X-Faas-Options header: the
+  // Begins a deploy of `name` with the options of the X-Function-Options header: the
   // write end of a pipe for the image archive (non-blocking), or why not. `done`
-  // runs on the loop with the answer once the deploy has ended.
+  // runs on the loop with the answer once the deploy has ended. With "image": REF
+  // (and optionally "platform": "os/arch[/variant]") in the options the image is
+  // pulled from its registry and the body must be empty.
   Result<UniqueFd> Start(const std::string& name, const std::string& options_header,
                          std::shared_ptr<const api::DeployCancel> cancel,
                          api::Backend::DeployDone done);
@@ -69,6 +78,8 @@ class Deployer {
   Result<UniqueFd> Begin(const std::shared_ptr<Job>& job);
   void Import(std::shared_ptr<Job> job, UniqueFd input);
   Status ImportAndPrepare(Job& job, int input);
+  Result<image::ImageConfig> Pull(Job& job, int input);
+  void Unchanged(std::shared_ptr<Job> job);
   void Commit(std::shared_ptr<Job> job);
   Status PlaceVersion(Job& job);
   store::FunctionRecord RecordFor(const Job& job) const;

@@ -9,21 +9,27 @@
 namespace faas::store {
 
 nlohmann::json ToJson(const FunctionRecord& r) {
-  return {{"ip", r.ip},
-          {"rootfs", r.rootfs},
-          {"cmd", r.cmd},
-          {"env", r.env},
-          {"working_dir", r.working_dir},
-          {"user", r.user},
-          {"uid", r.uid},
-          {"userns_base", r.userns_base},
-          {"gid", r.gid},
-          {"limits", ToJson(r.limits)},
-          {"scaling", ToJson(r.scaling)},
-          {"version", r.version},
-          {"deployed_at", r.deployed_at},
-          {"image_digest", r.image_digest},
-          {"options", r.options}};
+  nlohmann::json json = {{"ip", r.ip},
+                         {"rootfs", r.rootfs},
+                         {"cmd", r.cmd},
+                         {"env", r.env},
+                         {"working_dir", r.working_dir},
+                         {"user", r.user},
+                         {"uid", r.uid},
+                         {"userns_base", r.userns_base},
+                         {"gid", r.gid},
+                         {"limits", ToJson(r.limits)},
+                         {"scaling", ToJson(r.scaling)},
+                         {"version", r.version},
+                         {"deployed_at", r.deployed_at},
+                         {"image_digest", r.image_digest},
+                         {"options", r.options}};
+  if (!r.image_ref.empty()) {
+    json["image_ref"] = r.image_ref;
+    json["manifest_digest"] = r.manifest_digest;
+    json["platform"] = r.platform;
+  }
+  return json;
 }
 
 Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
@@ -43,6 +49,9 @@ Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
     r.version = json.value("version", uint64_t{1});
     r.deployed_at = json.value("deployed_at", std::string());
     r.image_digest = json.value("image_digest", std::string());
+    r.image_ref = json.value("image_ref", std::string());
+    r.manifest_digest = json.value("manifest_digest", std::string());
+    r.platform = json.value("platform", std::string());
     r.options = json.value("options", nlohmann::json::object());
     if (!r.options.is_object()) return MakeError(Errc::kInternal, "bad function record: options");
     return r;

@@ -35,6 +35,12 @@ struct FunctionRecord {
   // "sha256:<hex>" of the image's config blob: the image ID `docker images` and
   // `podman images` show. Empty in records of a faasd that did not record it.
   std::string image_digest;
+  // A version pulled from a registry: the reference as deployed (canonical, e.g.
+  // "docker.io/library/alpine:latest") and the manifest digest it resolved to. Empty
+  // for an image archive.
+  std::string image_ref;
+  std::string manifest_digest;
+  std::string platform;  // of the pull ("linux/amd64"): the one taken from an index
   // The deploy options in force (DeployOptions::set): given or carried over.
   nlohmann::json options = nlohmann::json::object();
 };

@@ -18,7 +18,7 @@ def test_live_backup_restores_every_function_and_its_versions(faas, faasd):
 
     # While faasd serves: the registry first, then the trees it names.
     faas.vm.run(["tar", "--create", "--file", backup, "--xattrs", "--xattrs-include=*",
-                 "--directory", faasd.state_dir, "registry.json", "images"])
+                 "--directory", faasd.state_dir, "registry.json", "images", "logs"])
     faas.assert_handler_responds(a.ip, expected_body="v2", body="v2")
     assert faasd.stop() == 0
 

@@ -213,6 +213,31 @@ TEST_F(StoreTest, RegressionStaleDirThatCannotBeRemovedIsReportedAndTheRestRemov
                                        "3-4: the clean-up stopped at the first failure";
 }
 
+TEST_F(StoreTest, PulledVersionsKeepTheirReference) {
+  Registry registry(dir_ + "/registry.json");
+  FunctionRecord pulled = Sample();
+  pulled.image_ref = "127.0.0.1:5000/team/hello:1";
+  pulled.manifest_digest = "sha256:" + std::string(64, 'd');
+  pulled.platform = "linux/arm64";
+  FunctionRecord archive = Sample();
+  archive.version = 1;
+  registry.Put("hello", pulled);
+  registry.PutKept("hello", {archive});
+  ASSERT_TRUE(registry.Save().ok());
+  auto json = nlohmann::json::parse(*ReadFile(dir_ + "/registry.json"));
+  EXPECT_EQ(json["hello"]["image_ref"], pulled.image_ref);
+  EXPECT_EQ(json["hello"]["manifest_digest"], pulled.manifest_digest);
+  EXPECT_EQ(json["hello"]["platform"], "linux/arm64");
+  EXPECT_FALSE(json["hello"]["versions"][0].contains("image_ref")) << "an archive's has none";
+
+  Registry again(dir_ + "/registry.json");
+  ASSERT_TRUE(again.Load().ok());
+  EXPECT_EQ(again.Find("hello")->image_ref, pulled.image_ref);
+  EXPECT_EQ(again.Find("hello")->manifest_digest, pulled.manifest_digest);
+  EXPECT_EQ(again.Find("hello")->platform, pulled.platform);
+  EXPECT_EQ(again.Kept("hello")[0].image_ref, "");
+}
+
 TEST_F(StoreTest, KeptVersionsSurviveTheRegistryInOrder) {
   Registry registry(dir_ + "/registry.json");
   FunctionRecord serving = Sample();

@@ -1,0 +1,84 @@
+// Pulling an image from a registry with the OCI distribution API v2, into a root
+// filesystem:
+//
+//   GET /v2/                          is it a registry, which authentication
+//   GET /v2/REPO/manifests/TAG|DIGEST a manifest or an index (then the platform's
+//                                     manifest by digest)
+//   GET /v2/REPO/blobs/DIGEST         the config, then each layer
+//
+// Every document and blob is checked against its digest while it streams: the
+// manifest against the digest asked for (or Docker-Content-Digest when pulling by
+// tag), the config and layers against their descriptors (size and digest). Layers are
+// written to WORK/blobs/sha256/HEX (never held in memory) and applied in order with
+// image::ApplyLayerBlobs, whose diff_ids come from the config.
+//
+// Authentication: anonymous, HTTP basic, or the bearer token flow (on a 401 with
+// `WWW-Authenticate: Bearer realm=...,service=...,scope=...` a token is fetched from
+// the realm, with the basic credentials if there are some). Credentials and tokens
+// never appear in an error message.
+//
+// HTTPS with the system's CA store (and RegistryOptions::ca_file); plain HTTP only for loopback
+// registries (127.0.0.0/8, ::1, localhost) and those named in RegistryOptions::insecure.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "image/importer.h"
+#include "pull/auth.h"
+#include "pull/reference.h"
+
+namespace faas::pull {
+
+struct RegistryOptions {
+  AuthFile auth;
+  std::vector<std::string> insecure;  // "host[:port]" reached over plain HTTP
+  std::string ca_file;                // PEM CAs trusted besides the system's; empty: none
+  std::chrono::milliseconds connect_timeout{10000};
+  long low_speed_bytes = 1024;              // NOLINT(runtime/int): slower than this ...
+  std::chrono::seconds low_speed_time{30};  // ... for this long aborts a transfer
+  std::chrono::seconds pull_timeout{1800};  // the whole pull
+  long max_redirects = 5;                   // NOLINT(runtime/int)
+  size_t max_manifest_bytes = 4 << 20;
+};
+
+// Whether `domain` ("host[:port]") is reached over plain HTTP: a loopback host, or one
+// named in `insecure` (with the same port, or without one).
+bool PlainHttpAllowed(const std::string& domain, const std::vector<std::string>& insecure);
+
+// One pull. Not thread-safe; blocking: run it on a worker, never on the event loop.
+class Puller {
+ public:
+  // `options` is borrowed and must outlive the puller. `cancelled` (may be empty) is
+  // polled during transfers: true calls the pull off (kUnavailable).
+  Puller(Reference ref, Platform platform, const RegistryOptions& options,
+         std::function<bool()> cancelled);
+  ~Puller();
+
+  // Asks the registry for the reference's manifest and returns its digest
+  // ("sha256:<hex>": what the reference resolves to, an index's own when it is one).
+  // Errors: kNotFound (unknown repository or tag), kBadImage (digest mismatch, a
+  // document faasd does not read), kTooLarge (a manifest over max_manifest_bytes),
+  // kInvalidArgument (credentials missing or refused), kUnavailable (unreachable,
+  // timeouts, redirects, answers of an unexpected status).
+  Result<std::string> Resolve();
+
+  // After Resolve: fetches the image of the platform and applies its layers into
+  // `rootfs_dir` (an existing empty directory), using `work_dir` (an existing
+  // directory the caller removes) for the blobs. `limits` as for ImportImage
+  // (max_image_bytes bounds the bytes downloaded); `stats` is filled in as it goes.
+  // The config's digest is the returned ImageConfig's `digest`. Errors as Resolve's,
+  // and those of image::ApplyLayerBlobs.
+  Result<image::ImageConfig> Fetch(const std::string& work_dir, const std::string& rootfs_dir,
+                                   const image::ImportLimits& limits, image::ImportStats* stats);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace faas::pull
