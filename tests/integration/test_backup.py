@@ -14,6 +14,8 @@ def test_live_backup_restores_every_function_and_its_versions(faas, faasd):
     faas.deploy_handler("a", "echo")  # a serves version 2; version 1 is kept
     faas.assert_handler_responds(a.ip, expected_body="v2", body="v2")
     registry = faas.read_registry()
+    logged = faasd.faas("logs", "a", "--json", check=True).stdout
+    assert '"stream":"request"' in logged, logged
     backup = f"{faasd.state_dir}.backup.tar"
 
     # While faasd serves: the registry first, then the trees it names.
@@ -29,6 +31,7 @@ def test_live_backup_restores_every_function_and_its_versions(faas, faasd):
     faasd.start()
 
     assert faas.read_registry() == registry
+    assert faasd.faas("logs", "a", "--json", check=True).stdout == logged
     assert faasd.faas_addresses() == [a.ip, b.ip]
     faas.assert_handler_responds(a.ip, expected_body="restored", body="restored")
     faas.assert_handler_responds(b.ip, expected_body="restored", body="restored")
