@@ -174,6 +174,17 @@ void FunctionLogs::OnOutput(const server::OutputLine& line) {
   if (Append(function, Dump(record)) && options_.journald) SendToJournal(line, text);
 }
 
+void FunctionLogs::OnDeploy(const server::DeployRecord& record) {
+  if (record.outcome != server::DeployOutcome::kOk) return;
+  removed_.erase(record.function);
+  FunctionState& state = State(record.function);
+  if (state.fd) return;
+  if (auto st = Rotate(record.function, state); !st.ok()) {
+    spdlog::warn("log of {}: {}", record.function, st.error().message);
+    state.broken = true;
+  }
+}
+
 void FunctionLogs::OnRequest(const server::RequestRecord& r) {
   Json record = Head(r.accepted, "request", r.version);
   record["container"] = r.container;

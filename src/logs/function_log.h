@@ -70,6 +70,9 @@ class FunctionLogs final : public server::Telemetry {
   void OnOutput(const server::OutputLine& line) override;
   // A container of a function removed earlier is a new deploy's: its log starts anew.
   void OnContainerStarted(std::string_view function, bool pooled) override;
+  // A deployed function has its log file open from then on, whether it writes or not:
+  // faasd holds one fd per function's log, not one that comes with the first line.
+  void OnDeploy(const server::DeployRecord& record) override;
   // Ends its followers, closes and deletes the function's log. What the removed
   // function's last containers still write is not kept.
   void OnRemoved(const std::string& function) override;

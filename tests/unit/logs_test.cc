@@ -107,6 +107,17 @@ TEST_F(FunctionLogsTest, KeepsEachLineWithItsFieldsInRootsOwnDirectory) {
   EXPECT_EQ(st.st_mode & 07777, 0700u);
 }
 
+TEST_F(FunctionLogsTest, ADeployedFunctionHasItsLogOpenBeforeItWritesAnything) {
+  auto logs = Make();
+  logs->OnDeploy({.function = "f", .outcome = server::DeployOutcome::kBadImage});
+  EXPECT_FALSE(fs::exists(root_ + "/logs/f")) << "a refused deploy opens nothing";
+  logs->OnDeploy({.function = "f", .outcome = server::DeployOutcome::kOk, .version = 1});
+  EXPECT_TRUE(fs::exists(root_ + "/logs/f/current.log"));
+  EXPECT_EQ(DiskBytes("f"), 0u);
+  Out(*logs, "hello");
+  EXPECT_EQ(Records(*logs->Read("f", {})).size(), 1u);
+}
+
 TEST_F(FunctionLogsTest, EscapesControlBytesAndInvalidUtf8AndCutsLongLines) {
   auto logs = Make();
   Out(*logs, "\x1b[31mred\xff tab\there é");
