@@ -400,7 +400,6 @@ void Container::Flush(OutputPipe& pipe) {
 }
 
 void Container::EmitLine(OutputPipe& pipe, bool cut) {
-  spdlog::debug("{} {} {} | {}", config_.function, id_, StreamName(pipe.stream), pipe.line);
   if (config_.telemetry) {
     config_.telemetry->OnOutput({.function = config_.function,
                                  .version = config_.version,
