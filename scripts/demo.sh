@@ -30,6 +30,10 @@ exec unshare --net --mount --propagation private bash -euo pipefail -c '
   call() { curl -sS -o /dev/null -w "  %{http_code} in %{time_total} s\n" "http://$(faas ip "$1")/"; }
   echo "Three more calls, each starting a fresh container for itself (the default):"
   for _ in 1 2 3; do call hello; done
+  echo "faasd logs one line per request (and what the handler prints) per function:"
+  set -x
+  faas logs hello --tail 3
+  set +x
   echo "With --warm 1, faasd keeps one container started ahead, its handler waiting:"
   echo "a call is handed to it at once, and the next one is started behind it."
   set -x
