@@ -243,12 +243,18 @@ TEST_F(FunctionLogsTest, ARecordCutShortIsLeftOutAndNotGluedToTheNext) {
 TEST_F(FunctionLogsTest, DropsAFloodOverTheBudgetCountsItAndMarksItsEnd) {
   auto logs = Make(8 << 20, /*rate=*/64 << 10);
   const std::string text(1000, 'o');
+  const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < 1000; ++i) Out(*logs, text);  // ~1 MB at once
+  // The budget: the burst, plus what the bucket earned while the loop ran (a slow,
+  // sanitized or loaded run takes longer), plus the marker.
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto budget = static_cast<uint64_t>((64u << 10) * (1 + seconds)) + 2000u;
   Out(*logs, "other function", Stream::kStdout, kT0, "g");
   const uint64_t dropped = logs->DroppedLines("f");
-  EXPECT_GT(dropped, 900u);
+  EXPECT_GT(dropped, 1000u - budget / 1000u);
   EXPECT_LT(dropped, 1000u) << "the burst gets through";
-  EXPECT_LE(DiskBytes("f"), (64u << 10) + 2000u);
+  EXPECT_LE(DiskBytes("f"), budget);
   EXPECT_EQ(logs->DroppedLines("g"), 0u) << "one function's flood costs another nothing";
   EXPECT_EQ(logs->DroppedLines("nope"), 0u);
   // Each "N lines dropped" follows its burst; the last comes without a line after it.
