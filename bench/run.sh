@@ -88,7 +88,7 @@ build_image() {
 # holds the hello handler, so the image is a working function.
 ctx=$work/ctx-big
 mkdir -p "$ctx/l1/data1" "$ctx/l2/data2"
-gcc -static -O2 -o "$ctx/l1/handler" tests/handlers/hello/hello.c
+gcc -static -O2 -I tests/handlers/common -o "$ctx/l1/handler" tests/handlers/hello/hello.c
 for layer in 1 2; do
   for i in $(seq -w 1 25); do
     head -c 1048576 /dev/urandom >"$ctx/l$layer/data$layer/file-$i"
