@@ -303,8 +303,14 @@ void Container::OnExited() {
   if (ending_ == Ending::kNone) ending_ = Ending::kExited;
   const int exit_code = ExitCode(*status);
   if ((state_ == State::kWaitingForConnect || state_ == State::kReady) && !killed_) {
-    spdlog::warn("container {} ({}): runtime {} before the handler {}", id_, config_.function,
-                 outcome_, state_ == State::kReady ? "got a client" : "connected");
+    // Whatever wrote to the pipes is gone: their last lines say why (the runtime's
+    // own error, or what the handler said before it exited).
+    DrainOutput(stdout_);
+    DrainOutput(stderr_);
+    const std::string said = OutputSummary(kWarningLines);
+    spdlog::warn("container {} ({}): runtime {} before the handler {}{}{}", id_, config_.function,
+                 outcome_, state_ == State::kReady ? "got a client" : "connected",
+                 said.empty() ? "" : "; last output: ", said);
     if (client_) {
       EndRequest(Outcome::kHandlerError, 502, exit_code);
       AnswerClient(client_.fd.get(), 502, "Bad Gateway");
@@ -412,6 +418,15 @@ void Container::EmitLine(OutputPipe& pipe, bool cut) {
   if (output_tail_.size() == kTailLines) output_tail_.pop_front();
   output_tail_.push_back(std::move(pipe.line));
   pipe.line.clear();
+}
+
+std::string Container::OutputSummary(size_t lines) const {
+  constexpr size_t kMaxLineBytes = 256;
+  std::string summary;
+  const size_t skip = output_tail_.size() > lines ? output_tail_.size() - lines : 0;
+  for (size_t i = skip; i < output_tail_.size(); ++i)
+    summary += (summary.empty() ? "" : " | ") + output_tail_[i].substr(0, kMaxLineBytes);
+  return summary;
 }
 
 // Everything that wrote to the pipe is gone: reads what is left in it, then closes it.

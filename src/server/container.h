@@ -119,6 +119,9 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
     return {output_tail_.begin(), output_tail_.end()};
   }
   static constexpr size_t kTailLines = 10;
+  // The last `lines` of last_output(), each cut at 256 bytes, joined by " | ": what an
+  // error or a warning quotes of a container that ended before its handler connected.
+  std::string OutputSummary(size_t lines = kTailLines) const;
   // Output lines longer than this are cut here (OutputLine::cut) and the rest of the
   // line is dropped.
   static constexpr size_t kMaxLine = 16 << 10;
@@ -129,6 +132,9 @@ class Container final : public Instance, public std::enable_shared_from_this<Con
   bool may_serve_again() const override { return !killed_ && uses_ < config_.spec.reuse; }
 
  private:
+  // How many of the last output lines the warning about a container that ended
+  // before its handler connected quotes in faasd's log.
+  static constexpr size_t kWarningLines = 3;
   Status Prepare();
   Status Spawn();
   void Fail(const Error& error);

@@ -45,7 +45,6 @@ Error CancelledError() {
 // handler said before it exited).
 Error CheckFailed(const std::string& name, const Container& check,
                   std::chrono::milliseconds connect_timeout) {
-  constexpr size_t kMaxLineBytes = 256;
   const std::string& outcome = check.outcome();
   std::string why;
   Errc code = Errc::kBadImage;  // the container ran, its handler did not start
@@ -58,9 +57,7 @@ Error CheckFailed(const std::string& name, const Container& check,
   } else {
     why = "its container ended (" + outcome + ") before the handler connected to /control.sock";
   }
-  std::string output;
-  for (const std::string& line : check.last_output())
-    output += (output.empty() ? "" : " | ") + line.substr(0, kMaxLineBytes);
+  const std::string output = check.OutputSummary();
   if (!output.empty()) why += "; last output: " + output;
   return MakeError(code, "the new version of " + name + " does not start: " + why);
 }

@@ -280,6 +280,7 @@ TEST_F(ContainerTest, HandlerExitingBeforeItsConnectLeavesItsStatusAndLastLines)
   std::vector<std::string> expected;
   for (int i = 3; i <= 12; ++i) expected.push_back("line " + std::to_string(i));
   EXPECT_EQ(container->last_output(), expected) << "the last ten lines, in order";
+  EXPECT_EQ(container->OutputSummary(2), "line 11 | line 12");
   EXPECT_FALSE(BundleExists());
 }
 
