@@ -539,8 +539,10 @@ void Container::LogPhases() const {
 void Container::Finish() {
   constexpr int kCgroupAttempts = 50;  // 20 ms apart
   // A runtime killed while it was still creating the container leaves its cgroup
-  // (with `init` maybe still in it, dying) to its `delete`, which may miss it.
-  if (killed_ && !runtime_.RemoveCgroups(id_)) {
+  // (with `init` maybe still in it, dying) to its `delete`, which may miss it; one
+  // that failed on its own (short of fds, say) may leave some of its cgroups too.
+  // Removing cgroups that are gone costs a failed rmdir each.
+  if (!runtime_.RemoveCgroups(id_)) {
     if (++cgroup_attempts_ < kCgroupAttempts) {
       cgroup_retry_.expires_after(std::chrono::milliseconds(20));
       cgroup_retry_.async_wait([self = shared_from_this()](boost::system::error_code ec) {

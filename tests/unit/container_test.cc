@@ -24,6 +24,7 @@ class FakeRuntime final : public runtime::Runtime {
  public:
   std::string mode = "serve";
   std::set<std::string> deleted;
+  std::set<std::string> cgroups;  // left by runs: neither `run` nor `delete` removes them
   pid_t last_pid = -1;
 
   const std::string& name() const override { return name_; }
@@ -31,6 +32,7 @@ class FakeRuntime final : public runtime::Runtime {
   Result<runtime::Child> Run(const std::string& id, const std::string& bundle_dir, int stdout_fd,
                              int stderr_fd) override {
     runs_.insert(id);
+    cgroups.insert(id);
     auto child = runtime::Spawn(
         {{FAKE_HANDLER, mode, bundle_dir + "/control.sock"}, -1, stdout_fd, stderr_fd});
     if (child.ok()) last_pid = child->pid();
@@ -44,7 +46,10 @@ class FakeRuntime final : public runtime::Runtime {
     return runtime::Spawn({{"/bin/true"}});
   }
   Result<std::vector<std::string>> List() override { return std::vector<std::string>(); }
-  bool RemoveCgroups(const std::string&) override { return true; }
+  bool RemoveCgroups(const std::string& id) override {
+    cgroups.erase(id);
+    return true;
+  }
   Status CheckMember(const std::string&, pid_t pid) const override {
     if (pid == last_pid) return Ok();
     return MakeError(Errc::kInvalidArgument, "pid " + std::to_string(pid) + " is a stranger");
@@ -282,6 +287,7 @@ TEST_F(ContainerTest, HandlerExitingBeforeItsConnectLeavesItsStatusAndLastLines)
   EXPECT_EQ(container->last_output(), expected) << "the last ten lines, in order";
   EXPECT_EQ(container->OutputSummary(2), "line 11 | line 12");
   EXPECT_FALSE(BundleExists());
+  EXPECT_TRUE(runtime_.cgroups.empty()) << "the cgroups a runtime left behind are removed";
 }
 
 TEST_F(ContainerTest, ReadyCallbackMayGiveTheContainerOtherEvents) {
