@@ -140,6 +140,10 @@ void AddLimitFlags(CLI::App& app, Flags& flags) {
   app.add_option("--registry-ca", options.registry.ca_file,
                  "PEM CA certificates trusted for registries' HTTPS besides the system's")
       ->check(CLI::ExistingFile);
+  app.add_option("--cache-size", flags.cache_size,
+                 "Disk kept for layers pulled by `faas new --image` (STATE/cache/blobs), "
+                 "least recently used evicted first; 0 keeps none past its deploy")
+      ->capture_default_str();
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   app.add_option("--log-size", flags.log_size,
@@ -251,11 +255,13 @@ Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags) {
   FAAS_ASSIGN_OR_RETURN(uint64_t log_size,
                         ParseSize(flags.log_size, "--log-size", logs::kMinLogBytes));
   FAAS_ASSIGN_OR_RETURN(uint64_t log_rate, ParseSize(flags.log_rate, "--log-rate", 1024));
+  FAAS_ASSIGN_OR_RETURN(uint64_t cache_size, ParseSize(flags.cache_size, "--cache-size", 0));
   FAAS_RETURN_IF_ERROR(CheckInsecureRegistries(flags.options.registry.insecure));
   FAAS_ASSIGN_OR_RETURN(pull::AuthFile auth, LoadRegistryAuth(flags.registry_auth));
   server::DaemonOptions options = flags.options;
   options.log_size = log_size;
   options.log_rate = log_rate;
+  options.cache_size = cache_size;
   options.log_journald = flags.log_driver == "journald" ||
                          (flags.log_driver.empty() && std::getenv("JOURNAL_STREAM") != nullptr);
   options.registry.auth = std::move(auth);

@@ -28,6 +28,7 @@ struct Flags {
   std::string api_timeout = "60s";
   // Per-function logs: sizes as typed (bytes, or with K, M or G), and where lines go.
   std::string log_size = "8M";
+  std::string cache_size = "1G";
   std::string log_rate = "1M";
   std::string log_driver;  // "file", "journald"; empty: journald too under systemd
   // --registry-auth as given; empty: $REGISTRY_AUTH_FILE, else /root/.docker/config.json

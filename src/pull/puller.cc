@@ -99,7 +99,8 @@ class Puller::Impl {
 
   Result<std::string> Resolve();
   Result<image::ImageConfig> Fetch(const std::string& work_dir, const std::string& rootfs_dir,
-                                   const image::ImportLimits& limits, image::ImportStats* stats);
+                                   const image::ImportLimits& limits, image::ImportStats* stats,
+                                   BlobCache* cache);
 
  private:
   HttpGetRequest Request(std::string url, bool allow_http) const;
@@ -111,7 +112,7 @@ class Puller::Impl {
                                   std::string* content_type);
   Result<RegistryManifest> ImageManifest();
   Result<image::ParsedConfig> GetConfig(const Descriptor& config);
-  Result<std::string> GetLayer(const Descriptor& layer, const std::string& dir);
+  Result<std::string> GetLayer(const Descriptor& layer, const std::string& dir, BlobCache* cache);
   Status Check() const;
 
   Reference ref_;
@@ -127,6 +128,7 @@ class Puller::Impl {
   std::string manifest_type_;
   uint64_t downloaded_ = 0;
   uint64_t max_download_ = 0;
+  std::vector<BlobCache::Lease> leases_;  // the cached layers this pull applies
 };
 
 Status Puller::Impl::Check() const {
@@ -332,13 +334,21 @@ Result<image::ParsedConfig> Puller::Impl::GetConfig(const Descriptor& config) {
 }
 
 // Downloads a layer into `dir` (named by its digest, so the same layer twice is
-// fetched once), checked against its descriptor; returns its path.
-Result<std::string> Puller::Impl::GetLayer(const Descriptor& layer, const std::string& dir) {
+// fetched once), or takes it from `cache` (if any) or downloads it into it, checked
+// against its descriptor; returns its path.
+Result<std::string> Puller::Impl::GetLayer(const Descriptor& layer, const std::string& dir,
+                                           BlobCache* cache) {
   const std::string what = "layer " + image::ShortDigest(layer.digest);
   FAAS_ASSIGN_OR_RETURN(std::string hex, image::Sha256HexOfDigest(layer.digest));
-  const std::string path = dir + "/" + hex;
+  if (cache != nullptr) {
+    if (auto cached = cache->Find(hex, layer.size)) {
+      leases_.push_back(std::move(*cached));
+      return leases_.back().path();
+    }
+  }
+  const std::string path = cache != nullptr ? cache->PartPath(hex) : dir + "/" + hex;
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd && errno == EEXIST) return path;
+  if (!fd && errno == EEXIST && cache == nullptr) return path;
   if (!fd) return SysError(errno, "create " + path);
   uint64_t got = 0;
   image::Sha256 hash;
@@ -372,13 +382,17 @@ Result<std::string> Puller::Impl::GetLayer(const Descriptor& layer, const std::s
     ::unlink(path.c_str());  // never taken for a good copy of the layer
     return std::move(ok).error();
   }
-  return path;
+  if (cache == nullptr) return path;
+  fd.Reset();
+  FAAS_ASSIGN_OR_RETURN(BlobCache::Lease lease, cache->Insert(hex, path, layer.size));
+  leases_.push_back(std::move(lease));
+  return leases_.back().path();
 }
 
 Result<image::ImageConfig> Puller::Impl::Fetch(const std::string& work_dir,
                                                const std::string& rootfs_dir,
                                                const image::ImportLimits& limits,
-                                               image::ImportStats* stats) {
+                                               image::ImportStats* stats, BlobCache* cache) {
   max_download_ = limits.max_image_bytes;
   FAAS_ASSIGN_OR_RETURN(RegistryManifest manifest, ImageManifest());
   FAAS_ASSIGN_OR_RETURN(image::ParsedConfig config, GetConfig(manifest.config));
@@ -398,13 +412,14 @@ Result<image::ImageConfig> Puller::Impl::Fetch(const std::string& work_dir,
   FAAS_RETURN_IF_ERROR(MakeDirs(dir, 0700));
   std::vector<image::LayerBlob> blobs;
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
-    auto path = GetLayer(manifest.layers[i], dir);
+    auto path = GetLayer(manifest.layers[i], dir, cache);
     stats->input_bytes = downloaded_;
     if (!path.ok()) return std::move(path).error().Wrap("layer " + std::to_string(i + 1));
     blobs.push_back({*path, manifest.layers[i].digest.substr(7)});
   }
   FAAS_RETURN_IF_ERROR(Check());
   FAAS_RETURN_IF_ERROR(image::ApplyLayerBlobs(blobs, config.diff_ids, rootfs_dir, limits, stats));
+  leases_.clear();
   return std::move(config.config);
 }
 
@@ -433,8 +448,8 @@ Result<std::string> Puller::Resolve() {
 
 Result<image::ImageConfig> Puller::Fetch(const std::string& work_dir, const std::string& rootfs_dir,
                                          const image::ImportLimits& limits,
-                                         image::ImportStats* stats) {
-  return Guarded("pull", [&] { return impl_->Fetch(work_dir, rootfs_dir, limits, stats); });
+                                         image::ImportStats* stats, BlobCache* cache) {
+  return Guarded("pull", [&] { return impl_->Fetch(work_dir, rootfs_dir, limits, stats, cache); });
 }
 
 }  // namespace faas::pull

@@ -9,8 +9,9 @@
 // Every document and blob is checked against its digest while it streams: the
 // manifest against the digest asked for (or Docker-Content-Digest when pulling by
 // tag), the config and layers against their descriptors (size and digest). Layers are
-// written to WORK/blobs/sha256/HEX (never held in memory) and applied in order with
-// image::ApplyLayerBlobs, whose diff_ids come from the config.
+// written to WORK/blobs/sha256/HEX, or taken from and put into a BlobCache (never held
+// in memory), and applied in order with image::ApplyLayerBlobs, whose diff_ids come
+// from the config.
 //
 // Authentication: anonymous, HTTP basic, or the bearer token flow (on a 401 with
 // `WWW-Authenticate: Bearer realm=...,service=...,scope=...` a token is fetched from
@@ -30,6 +31,7 @@
 #include "common/error.h"
 #include "image/importer.h"
 #include "pull/auth.h"
+#include "pull/blob_cache.h"
 #include "pull/reference.h"
 
 namespace faas::pull {
@@ -72,9 +74,11 @@ class Puller {
   // directory the caller removes) for the blobs. `limits` as for ImportImage
   // (max_image_bytes bounds the bytes downloaded); `stats` is filled in as it goes.
   // The config's digest is the returned ImageConfig's `digest`. Errors as Resolve's,
-  // and those of image::ApplyLayerBlobs.
+  // and those of image::ApplyLayerBlobs. With a `cache`, layers it has are not
+  // downloaded and those downloaded go into it (not into `work_dir`).
   Result<image::ImageConfig> Fetch(const std::string& work_dir, const std::string& rootfs_dir,
-                                   const image::ImportLimits& limits, image::ImportStats* stats);
+                                   const image::ImportLimits& limits, image::ImportStats* stats,
+                                   BlobCache* cache = nullptr);
 
  private:
   class Impl;

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "logs/function_log.h"
+#include "pull/blob_cache.h"
 #include "runtime/bundle.h"
 #include "server/deploy.h"
 #include "server/metrics.h"
@@ -252,6 +253,9 @@ class Daemon::Impl : public api::Backend {
         .dropped_lines = [this](const std::string& name) { return logs_->DroppedLines(name); },
     });
     StartLogs();
+    blob_cache_ =
+        std::make_unique<pull::BlobCache>(state_.root() + "/cache/blobs", options_.cache_size);
+    FAAS_RETURN_IF_ERROR(blob_cache_->Open());
     deployer_ =
         std::make_unique<Deployer>(io_, pool_, state_, *functions_, telemetry_,
                                    DeployerOptions{
@@ -261,6 +265,7 @@ class Daemon::Impl : public api::Backend {
                                        .ids = {.base = options_.userns ? options_.userns_base : 0,
                                                .size = runtime::kUsernsSize},
                                        .registry = options_.registry,
+                                       .blob_cache = blob_cache_.get(),
                                    });
     api::Options api_options;
     api_options.unix_path =
@@ -302,8 +307,9 @@ class Daemon::Impl : public api::Backend {
 
   DaemonOptions options_;
   store::StateDir state_;
-  UniqueFd state_lock_, run_lock_;             // held for the daemon's life
-  std::unique_ptr<runtime::Runtime> runtime_;  // outlives the loop's last handlers
+  UniqueFd state_lock_, run_lock_;               // held for the daemon's life
+  std::unique_ptr<runtime::Runtime> runtime_;    // outlives the loop's last handlers
+  std::unique_ptr<pull::BlobCache> blob_cache_;  // outlives the pulls on pool_
   asio::io_context io_;
   asio::thread_pool pool_;
   asio::signal_set signals_;

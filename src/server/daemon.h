@@ -40,6 +40,8 @@ struct DaemonOptions {
   uint64_t log_rate = 1ull << 20;
   bool log_journald = false;
   pull::RegistryOptions registry;  // deploys by image reference
+  // Their layers, kept by digest in STATE/cache/blobs (pull/blob_cache.h).
+  uint64_t cache_size = 1ull << 30;
 };
 
 class Daemon {

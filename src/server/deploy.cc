@@ -293,7 +293,8 @@ Result<image::ImageConfig> Deployer::Pull(Job& job, int input) {
                   job.previous_platform == job.image.platform.String() &&
                   job.previous_options == job.options.set;
   if (job.unchanged) return image::ImageConfig{};
-  auto config = puller.Fetch(job.work_dir, job.rootfs, options_.limits, &job.stats);
+  auto config =
+      puller.Fetch(job.work_dir, job.rootfs, options_.limits, &job.stats, options_.blob_cache);
   if (!config.ok()) return std::move(config).error().Wrap("pull " + ref.String());
   return config;
 }

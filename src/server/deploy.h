@@ -50,10 +50,11 @@ namespace faas::server {
 
 struct DeployerOptions {
   image::ImportLimits limits;
-  store::FunctionLimits defaults;  // for deploys that do not set their own
-  store::ScalingOptions scaling;   // likewise
-  image::IdMapping ids;            // the containers' user namespace, if any
-  pull::RegistryOptions registry;  // deploys by reference
+  store::FunctionLimits defaults;         // for deploys that do not set their own
+  store::ScalingOptions scaling;          // likewise
+  image::IdMapping ids;                   // the containers' user namespace, if any
+  pull::RegistryOptions registry;         // deploys by reference
+  pull::BlobCache* blob_cache = nullptr;  // their layers; none: downloaded every time
 };
 
 class Deployer {

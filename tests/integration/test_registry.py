@@ -189,6 +189,71 @@ def test_unchanged_tag_is_no_new_version_changed_tag_is(faasd_unstarted, faas_un
     faas.assert_handler_responds(ip, hello_body())
 
 
+def layer_digests(faas, registry, repo_tag):
+    manifest = json.loads(faas.vm.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                                       f"docker://{registry.host}/{repo_tag}"]).stdout)
+    return [layer["digest"] for layer in manifest["layers"]]
+
+
+def blob_gets(registry, digest):
+    """How many times the registry answered a GET of the blob `digest` (its access log, on stdout)."""
+    log = registry.proc.stdout_text()
+    return len(re.findall(r'"GET /v2/[^ "]+/blobs/' + re.escape(digest) + r' HTTP', log))
+
+
+def cached_blobs(faasd):
+    return sorted(faasd.vm.listdir(f"{faasd.state_dir}/cache/blobs/sha256"))
+
+
+def test_layers_are_downloaded_once_for_every_function_and_version(faasd_unstarted,
+                                                                   faas_unstarted, tmp_path,
+                                                                   anonymous):
+    """A layer shared by two images (two repositories of one registry) and by a
+    redeploy after `faas rm` is downloaded once: the registry's log counts the GETs."""
+    faas = faas_unstarted
+    faasd = faasd_unstarted.start("--registry-auth", anonymous)
+    registry = Registry(faas.vm, tmp_path / "registry")
+    registry.push(faas.image("hello"), "team/a:1")
+    registry.push(faas.image("hello"), "team/b:1")
+    layers = layer_digests(faas, registry, "team/a:1")
+    assert layers and all(blob_gets(registry, d) == 0 for d in layers)
+
+    for name, repo in (("one", "team/a:1"), ("two", "team/b:1"), ("three", "team/a:1")):
+        ref = f"{registry.host}/{repo}"
+        ip = assert_pulled(faas, pull(faas, name, ref), name, ref, registry.digest(repo))
+        faas.assert_handler_responds(ip, hello_body())
+        assert [blob_gets(registry, d) for d in layers] == [1] * len(layers), name
+    faas.faasd.faas("rm", "one", check=True)
+    ref = f"{registry.host}/team/a:1"
+    assert_pulled(faas, pull(faas, "one", ref), "one", ref, registry.digest("team/a:1"))
+    assert [blob_gets(registry, d) for d in layers] == [1] * len(layers)
+    assert cached_blobs(faasd) == sorted(d.removeprefix("sha256:") for d in layers)
+
+    # Kept across a restart.
+    faasd.stop()
+    faasd.start("--registry-auth", anonymous)
+    assert_pulled(faas, pull(faas, "four", ref), "four", ref, registry.digest("team/a:1"))
+    assert [blob_gets(registry, d) for d in layers] == [1] * len(layers)
+
+
+def test_cache_size_bounds_the_layer_cache(faasd_unstarted, faas_unstarted, tmp_path, anonymous):
+    """--cache-size 0 keeps no layer past its deploy: each pull downloads it again."""
+    faas = faas_unstarted
+    faasd = faasd_unstarted.start("--registry-auth", anonymous, "--cache-size", "0")
+    registry = Registry(faas.vm, tmp_path / "registry")
+    digest = registry.push(faas.image("hello"), "app:1")
+    layers = layer_digests(faas, registry, "app:1")
+    ref = f"{registry.host}/app:1"
+    for i, name in enumerate(("one", "two"), start=1):
+        ip = assert_pulled(faas, pull(faas, name, ref), name, ref, digest)
+        faas.assert_handler_responds(ip, hello_body())
+        assert [blob_gets(registry, d) for d in layers] == [i] * len(layers)
+        assert cached_blobs(faasd) == []
+
+    r = faasd_unstarted.vm.run(faasd_unstarted.command("--cache-size", "lots"), check=False)
+    assert r.returncode == 2 and "invalid --cache-size 'lots'" in r.stderr, r
+
+
 def assert_refused_old_serves(faas, r, why, ip, version=1):
     """A pull that failed: `Error: ...why...`, and the serving version still serves."""
     assert r.returncode != 0, f"the deploy succeeded: {r}"
