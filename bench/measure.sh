@@ -44,6 +44,7 @@ remove_floor_cgroups() {
   done
 }
 
+registry_pid=""
 cleanup() {
   local status=$?
   # After a failure, keep the log of the faasd that was running.
@@ -51,6 +52,7 @@ cleanup() {
     cp "$faasd_dir/faasd.log" "$results/faasd-failed.log" 2>/dev/null || true
   fi
   stop_faasd
+  [ -z "$registry_pid" ] || kill "$registry_pid" 2>/dev/null || true
   delete_containers "$work/floor/runc-root"
   remove_floor_cgroups
 }
@@ -218,6 +220,42 @@ for i in $(seq "$kDeployRuns"); do
     >"$results/deploy-tar-$i.json"
   rm -rf "$dest"
 done
+
+# ---- deploy of the big image from a registry ------------------------------------------
+# docker-registry on loopback holds the big image (skopeo copy of the archive); each
+# run deploys it by reference into a fresh faasd (every layer downloaded), again after
+# `faas rm` (every layer from faasd's cache), and copies it with skopeo to a directory.
+log "registry: the big image into docker-registry on 127.0.0.1:5000"
+reg=$work/registry
+mkdir -p "$reg"
+printf '{"version": 0.1, "log": {"level": "warn"}, "http": {"addr": "127.0.0.1:5000"},
+  "storage": {"filesystem": {"rootdirectory": "%s/data"}}}\n' "$reg" >"$reg/config.yml"
+docker-registry serve "$reg/config.yml" >"$reg/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do
+  curl -sf -o /dev/null http://127.0.0.1:5000/v2/ && break
+  sleep 0.1
+done
+big_ref=127.0.0.1:5000/bench/big:1
+skopeo copy -q --dest-tls-verify=false "docker-archive:$images/big.tar" "docker://$big_ref"
+echo '{}' >"$work/no-registry-auth.json"
+for i in $(seq "$kDeployRuns"); do
+  log "pull $i/$kDeployRuns: faas new --image, again with the layers cached, skopeo copy"
+  start_faasd "$work/pull-$i" --registry-auth "$work/no-registry-auth.json"
+  "$bench_bin/floor" spawn -n 1 -- faas new big --image "$big_ref" \
+    >"$results/pull-faas-$i.json"
+  faas rm big >/dev/null
+  "$bench_bin/floor" spawn -n 1 -- faas new big --image "$big_ref" \
+    >"$results/pull-cached-$i.json"
+  stop_faasd
+  rm -rf "$work/pull-$i"
+  "$bench_bin/floor" spawn -n 1 -- skopeo copy -q --src-tls-verify=false "docker://$big_ref" \
+    "dir:$work/skopeo-$i" >"$results/pull-skopeo-$i.json"
+  rm -rf "$work/skopeo-$i"
+done
+kill "$registry_pid"
+wait "$registry_pid" 2>/dev/null || true
+registry_pid=""
 
 # ---- faasd's memory with many functions ---------------------------------------------------
 log "RSS with $kFunctions functions"

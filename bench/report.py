@@ -158,6 +158,11 @@ class Results:
         self.deploy_s = [s[0] / 1e6 for s in faas if s]
         self.tar_s = [s[0] / 1e6 for s in tar if s]
         self.import_s = import_times(results)
+        # The big image by reference: downloaded, from faasd's layer cache, skopeo copy.
+        self.pull = {kind: [s[0] / 1e6 for s in
+                            (load(results, p.stem)["to_exit_us"]
+                             for p in sorted(results.glob(f"pull-{kind}-*.json"))) if s]
+                     for kind in ("faas", "cached", "skopeo")}
         self.hwm_mib = [load(results, p.stem.replace("faas", "mem"))["vmhwm_kb"] / KB_PER_MIB
                         for p in runs]
         # runc and crun in the vmtest guest (bench/run.sh --vm); None when not measured.
@@ -265,21 +270,45 @@ def starts(r: Results) -> list:
             f"container started for the request, not a ready one): {'; '.join(parts)}."]
 
 
+def seconds_row(label: str, values: list, base: float) -> str:
+    """Median, min and max of `values` (s), the median as a ratio to `base`."""
+    if not values:
+        return f"| {label} | missing | | | |"
+    m = statistics.median(values)
+    return (f"| {label} | {m:.2f} s | {min(values):.2f} s | {max(values):.2f} s | "
+            f"{ratio(m, base)} |")
+
+
 def deploy_rows(r: Results) -> list:
-    rows = []
     tar = statistics.median(r.tar_s) if r.tar_s else 0
-    for label, values in (("`faas new`", r.deploy_s), ("`tar -x` of the layers", r.tar_s)):
-        if not values:
-            rows.append(f"| {label} | missing | | | |")
-            continue
-        m = statistics.median(values)
-        rows.append(f"| {label} | {m:.2f} s | {min(values):.2f} s | {max(values):.2f} s | "
-                    f"{ratio(m, tar)} |")
-        if label == "`faas new`" and r.import_s:
-            i = r.import_s
-            rows.append(f"| of which faasd's import (its log) | {statistics.median(i):.2f} s | "
-                        f"{min(i):.2f} s | {max(i):.2f} s | {ratio(statistics.median(i), tar)} |")
+    rows = [seconds_row("`faas new`", r.deploy_s, tar)]
+    if r.deploy_s and r.import_s:
+        rows.append(seconds_row("of which faasd's import (its log)", r.import_s, tar))
+    rows.append(seconds_row("`tar -x` of the layers", r.tar_s, tar))
     return rows
+
+
+def pull_rows(r: Results) -> list:
+    skopeo = statistics.median(r.pull["skopeo"]) if r.pull["skopeo"] else 0
+    return [seconds_row(label, values, skopeo) for label, values in (
+        ("`faas new --image`, every layer downloaded", r.pull["faas"]),
+        ("`faas new --image` after `faas rm`, layers cached", r.pull["cached"]),
+        ("`faas new` of the archive (above)", r.deploy_s),
+        ("`skopeo copy` to a directory", r.pull["skopeo"]))]
+
+
+def pull_section(r: Results) -> list:
+    return [
+        "Deploys of the same image by reference from docker-registry on loopback (pushed",
+        "there with `skopeo copy`), each into a fresh faasd, then again after `faas rm`",
+        "(every layer from faasd's layer cache), against `skopeo copy` of the image to a",
+        "directory; the start check included, as for the archive.",
+        "",
+        "| | median | min | max | × skopeo copy |",
+        "|---|---|---|---|---|",
+        *pull_rows(r),
+        "",
+    ]
 
 
 class PoolMemory:
@@ -516,6 +545,7 @@ def page(r: Results) -> str:
         "|---|---|---|---|---|",
         *deploy_rows(r),
         "",
+        *pull_section(r),
         "| faasd memory | MiB |",
         "|---|---|",
         f"| peak RSS during the deploy (VmHWM, highest of {len(r.hwm_mib)} runs) | "
