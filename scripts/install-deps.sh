@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q -o DPkg::Lock::Timeout=600
 apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends \
   build-essential cmake ninja-build pkg-config ca-certificates \
-  libarchive-dev libssl-dev nlohmann-json3-dev libboost-dev libmnl-dev \
+  libarchive-dev zlib1g-dev libssl-dev nlohmann-json3-dev libboost-dev libmnl-dev \
   libcli11-dev libspdlog-dev libfmt-dev libcurl4-openssl-dev libgtest-dev libgmock-dev \
   libsystemd-dev systemd prometheus-cpp-dev prometheus \
   runc crun podman uidmap iproute2 curl zstd util-linux \

@@ -1,8 +1,11 @@
 #include "pull/http.h"
 
 #include <curl/curl.h>
+#include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,6 +27,12 @@ struct State {
   HttpAnswer answer;
   std::optional<Error> sink_error;
   const std::function<bool()>* cancelled = nullptr;
+  // The request body: from `fd`, else from `text`; `left` bytes still to send.
+  int fd = -1;
+  std::string_view text;
+  uint64_t offset = 0;  // in `fd`
+  uint64_t left = 0;
+  std::optional<Error> read_error;
 };
 
 std::string Trim(std::string_view text) {
@@ -58,6 +67,8 @@ size_t OnHeader(char* data, size_t size, size_t count, void* opaque) {
     answer.docker_content_digest = Trim(line.substr(22));
   } else if (HeaderIs(line, "www-authenticate") && answer.www_authenticate.empty()) {
     answer.www_authenticate = Trim(line.substr(17));
+  } else if (HeaderIs(line, "location")) {
+    answer.location = Trim(line.substr(9));
   }
   return size * count;
 }
@@ -76,6 +87,30 @@ size_t OnBody(char* data, size_t size, size_t count, void* opaque) {
   return 0;  // CURLE_WRITE_ERROR
 }
 
+size_t OnRead(char* buffer, size_t size, size_t count, void* opaque) {
+  auto* state = static_cast<State*>(opaque);
+  const size_t room = std::min<uint64_t>(size * count, state->left);
+  if (room == 0) return 0;
+  if (state->fd < 0) {
+    std::memcpy(buffer, state->text.data(), room);
+    state->text.remove_prefix(room);
+    state->left -= room;
+    return room;
+  }
+  ssize_t n;
+  do {
+    n = ::pread(state->fd, buffer, room, static_cast<off_t>(state->offset));
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) {
+    state->read_error = n == 0 ? MakeError(Errc::kIo, "the body's file ended early")
+                               : SysError(errno, "read the body's file");
+    return CURL_READFUNC_ABORT;
+  }
+  state->offset += static_cast<uint64_t>(n);
+  state->left -= static_cast<uint64_t>(n);
+  return static_cast<size_t>(n);
+}
+
 int OnProgress(void* opaque, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   auto* state = static_cast<State*>(opaque);
   return (*state->cancelled && (*state->cancelled)()) ? 1 : 0;
@@ -88,7 +123,7 @@ void GlobalInit() {
 
 }  // namespace
 
-Result<HttpAnswer> HttpGet(const HttpGetRequest& request, const BodySink& sink) {
+Result<HttpAnswer> HttpSend(const HttpRequest& request, const BodySink& sink) {
   GlobalInit();
   std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
   if (!curl) return MakeError(Errc::kInternal, "libcurl: out of memory");
@@ -99,14 +134,40 @@ Result<HttpAnswer> HttpGet(const HttpGetRequest& request, const BodySink& sink) 
     (void)headers.release();
     headers.reset(next);
   }
-  State state{.sink = &sink, .answer = {}, .sink_error = {}, .cancelled = &request.cancelled};
+  const bool get = request.method == "GET" || request.method == "HEAD";
+  if (!get) {
+    // A large body is sent at once, without waiting for a 100 Continue that a proxy
+    // may never send.
+    curl_slist* next = curl_slist_append(headers.get(), "Expect:");
+    if (next == nullptr) return MakeError(Errc::kInternal, "libcurl: out of memory");
+    (void)headers.release();
+    headers.reset(next);
+  }
+  State state{.sink = &sink,
+              .answer = {},
+              .sink_error = {},
+              .cancelled = &request.cancelled,
+              .fd = request.body_fd,
+              .text = request.body,
+              .offset = 0,
+              .left = request.body_fd >= 0 ? request.body_size : request.body.size(),
+              .read_error = {}};
   char error_text[CURL_ERROR_SIZE] = "";
   const char* protocols = request.allow_http ? "http,https" : "https";
   CURL* c = curl.get();
   curl_easy_setopt(c, CURLOPT_URL, request.url.c_str());
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, protocols);
   curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, protocols);
-  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, get ? 1L : 0L);
+  if (request.method == "HEAD") {
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+  } else if (!get) {
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(state.left));
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, OnRead);
+    curl_easy_setopt(c, CURLOPT_READDATA, &state);
+  }
   curl_easy_setopt(c, CURLOPT_MAXREDIRS, request.max_redirects);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -128,6 +189,7 @@ Result<HttpAnswer> HttpGet(const HttpGetRequest& request, const BodySink& sink) 
   curl_easy_setopt(c, CURLOPT_USERAGENT, "faasd/" FAAS_VERSION);
   CURLcode code = curl_easy_perform(c);
   if (state.sink_error) return std::move(*state.sink_error);
+  if (state.read_error) return std::move(*state.read_error);
   if (code == CURLE_OK) return std::move(state.answer);
   std::string why = error_text[0] != '\0' ? error_text : curl_easy_strerror(code);
   if (code == CURLE_TOO_MANY_REDIRECTS)
@@ -135,7 +197,7 @@ Result<HttpAnswer> HttpGet(const HttpGetRequest& request, const BodySink& sink) 
   if (code == CURLE_ABORTED_BY_CALLBACK) why = "called off";
   if (code == CURLE_UNSUPPORTED_PROTOCOL && !request.allow_http)
     why += " (plain HTTP is only for loopback and --insecure-registry hosts)";
-  return MakeError(Errc::kUnavailable, "GET " + request.url + ": " + why);
+  return MakeError(Errc::kUnavailable, request.method + " " + request.url + ": " + why);
 }
 
 std::string UrlEncode(std::string_view text) {

@@ -1,6 +1,5 @@
 #include "pull/puller.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,27 +20,6 @@ namespace faas::pull {
 namespace {
 
 constexpr size_t kMaxConfigBytes = 16 << 20;
-constexpr size_t kMaxTokenAnswerBytes = 1 << 20;
-
-using Clock = std::chrono::steady_clock;
-
-bool IsLoopback(const std::string& host) {
-  if (host == "localhost" || host == "::1") return true;
-  in_addr addr{};
-  return ::inet_pton(AF_INET, host.c_str(), &addr) == 1 && (ntohl(addr.s_addr) >> 24) == 127;
-}
-
-// The registry's own words from an error body ({"errors": [{"code", "message"}]}).
-std::string RegistrySays(const std::string& body) {
-  nlohmann::json doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (!doc.is_object() || !doc.contains("errors") || !doc["errors"].is_array() ||
-      doc["errors"].empty() || !doc["errors"][0].is_object())
-    return "";
-  const nlohmann::json& first = doc["errors"][0];
-  auto code = first.find("code");
-  if (code == first.end() || !code->is_string()) return "";
-  return " (" + image::Quote(code->get<std::string>()) + ")";
-}
 
 // Hashes and bounds a body kept in memory.
 struct MemorySink {
@@ -61,29 +39,7 @@ struct MemorySink {
   }
 };
 
-// A URL's host[:port], for the plain-HTTP rule of a token realm.
-std::string UrlDomain(const std::string& url) {
-  size_t start = url.find("://");
-  if (start == std::string::npos) return "";
-  start += 3;
-  return url.substr(start, url.find_first_of("/?#", start) - start);
-}
-
-bool PrintableToken(const std::string& token) {
-  if (token.empty() || token.size() > 64 * 1024) return false;
-  for (char c : token)
-    if (c <= 0x20 || c >= 0x7f) return false;
-  return true;
-}
-
 }  // namespace
-
-bool PlainHttpAllowed(const std::string& domain, const std::vector<std::string>& insecure) {
-  if (IsLoopback(DomainHost(domain))) return true;
-  for (const std::string& entry : insecure)
-    if (entry == domain || entry == DomainHost(domain)) return true;
-  return false;
-}
 
 class Puller::Impl {
  public:
@@ -92,10 +48,7 @@ class Puller::Impl {
       : ref_(std::move(ref)),
         platform_(std::move(platform)),
         options_(options),
-        cancelled_(std::move(cancelled)),
-        deadline_(Clock::now() + options.pull_timeout),
-        plain_http_(PlainHttpAllowed(ref_.domain, options.insecure)),
-        base_url_((plain_http_ ? "http://" : "https://") + ref_.ApiHost()) {}
+        session_(ref_, options, std::move(cancelled), "pull") {}
 
   Result<std::string> Resolve();
   Result<image::ImageConfig> Fetch(const std::string& work_dir, const std::string& rootfs_dir,
@@ -103,27 +56,20 @@ class Puller::Impl {
                                    BlobCache* cache);
 
  private:
-  HttpGetRequest Request(std::string url, bool allow_http) const;
   Result<HttpAnswer> Get(const std::string& path, const std::string& accept, const BodySink& sink);
-  Status Authenticate(const std::string& www_authenticate);
-  Status FetchToken(const Challenge& challenge);
-  Error StatusError(const HttpAnswer& answer, const std::string& what) const;
+  Error StatusError(const HttpAnswer& answer, const std::string& what) const {
+    return session_.StatusError(answer, what);
+  }
   Result<std::string> GetManifest(const std::string& target, const std::string& expected,
                                   std::string* content_type);
   Result<RegistryManifest> ImageManifest();
   Result<image::ParsedConfig> GetConfig(const Descriptor& config);
   Result<std::string> GetLayer(const Descriptor& layer, const std::string& dir, BlobCache* cache);
-  Status Check() const;
 
   Reference ref_;
   Platform platform_;
   const RegistryOptions& options_;
-  std::function<bool()> cancelled_;
-  Clock::time_point deadline_;
-  bool plain_http_;
-  std::string base_url_;
-  std::string authorization_;  // "Authorization: ..." once known; never in a message
-  bool authenticated_ = false;
+  RegistrySession session_;
   std::string manifest_;  // what Resolve got
   std::string manifest_type_;
   uint64_t downloaded_ = 0;
@@ -131,132 +77,12 @@ class Puller::Impl {
   std::vector<BlobCache::Lease> leases_;  // the cached layers this pull applies
 };
 
-Status Puller::Impl::Check() const {
-  if (cancelled_ && cancelled_()) return MakeError(Errc::kUnavailable, "pull called off");
-  if (Clock::now() >= deadline_) {
-    return MakeError(Errc::kUnavailable, "pull of " + ref_.String() + " took longer than " +
-                                             std::to_string(options_.pull_timeout.count()) + " s");
-  }
-  return Ok();
-}
-
-HttpGetRequest Puller::Impl::Request(std::string url, bool allow_http) const {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now());
-  return HttpGetRequest{
-      .url = std::move(url),
-      .headers = {},
-      .allow_http = allow_http,
-      .ca_file = options_.ca_file,
-      .timeout = std::max(left, std::chrono::milliseconds(1)),
-      .connect_timeout = options_.connect_timeout,
-      .low_speed_bytes = options_.low_speed_bytes,
-      .low_speed_time = options_.low_speed_time,
-      .max_redirects = options_.max_redirects,
-      .cancelled = cancelled_,
-  };
-}
-
-// A GET of the registry API; a 401 is answered once by authenticating as its
-// challenge says, then the request is sent again.
+// A GET of the registry API.
 Result<HttpAnswer> Puller::Impl::Get(const std::string& path, const std::string& accept,
                                      const BodySink& sink) {
-  for (int attempt = 0;; ++attempt) {
-    FAAS_RETURN_IF_ERROR(Check());
-    HttpGetRequest request = Request(base_url_ + path, plain_http_);
-    if (!accept.empty()) request.headers.push_back("Accept: " + accept);
-    if (!authorization_.empty()) request.headers.push_back(authorization_);
-    FAAS_ASSIGN_OR_RETURN(HttpAnswer answer, HttpGet(request, sink));
-    if (answer.status != 401) return answer;
-    if (attempt > 0 || authenticated_) {
-      return MakeError(Errc::kInvalidArgument,
-                       "registry " + ref_.domain + " refused the credentials for " +
-                           ref_.repository + " (401): check the registry auth file");
-    }
-    FAAS_RETURN_IF_ERROR(Authenticate(answer.www_authenticate));
-  }
-}
-
-Status Puller::Impl::Authenticate(const std::string& www_authenticate) {
-  authenticated_ = true;
-  auto challenge = ParseChallenge(www_authenticate);
-  if (!challenge.ok()) {
-    return MakeError(Errc::kUnavailable,
-                     "registry " + ref_.domain + " answered 401 without a usable challenge");
-  }
-  std::optional<Credentials> creds = options_.auth.Find(ref_.domain);
-  if (challenge->scheme == "bearer") return FetchToken(*challenge);
-  if (challenge->scheme != "basic") {
-    return MakeError(Errc::kUnavailable, "registry " + ref_.domain + " asks for " +
-                                             image::Quote(challenge->scheme) +
-                                             " authentication: only basic and bearer are known");
-  }
-  if (!creds) {
-    return MakeError(Errc::kInvalidArgument, "registry " + ref_.domain +
-                                                 " needs credentials: none for it in the "
-                                                 "registry auth file");
-  }
-  authorization_ = "Authorization: Basic " + Base64Encode(creds->username + ":" + creds->password);
-  return Ok();
-}
-
-Status Puller::Impl::FetchToken(const Challenge& challenge) {
-  auto realm = challenge.params.find("realm");
-  if (realm == challenge.params.end() ||
-      !(realm->second.starts_with("https://") || realm->second.starts_with("http://"))) {
-    return MakeError(Errc::kUnavailable,
-                     "registry " + ref_.domain + " asks for a token without an http(s) realm");
-  }
-  std::string url = realm->second;
-  char sep = url.find('?') == std::string::npos ? '?' : '&';
-  if (auto service = challenge.params.find("service"); service != challenge.params.end()) {
-    url += sep + std::string("service=") + UrlEncode(service->second);
-    sep = '&';
-  }
-  auto scope = challenge.params.find("scope");
-  url += sep + std::string("scope=") +
-         UrlEncode(scope != challenge.params.end() ? scope->second
-                                                   : "repository:" + ref_.repository + ":pull");
-  HttpGetRequest request =
-      Request(url, PlainHttpAllowed(UrlDomain(realm->second), options_.insecure));
-  std::optional<Credentials> creds = options_.auth.Find(ref_.domain);
-  if (creds) {
-    request.headers.push_back("Authorization: Basic " +
-                              Base64Encode(creds->username + ":" + creds->password));
-  }
-  MemorySink body{.text = {}, .hash = {}, .max_bytes = kMaxTokenAnswerBytes, .what = "token"};
-  auto answer = HttpGet(request, [&body](std::string_view chunk) { return body.Add(chunk); });
-  if (!answer.ok()) return std::move(answer).error().Wrap("token for " + ref_.domain);
-  if (answer->status == 401 || answer->status == 403) {
-    return MakeError(Errc::kInvalidArgument, "the token server of " + ref_.domain + " refused " +
-                                                 (creds ? "the credentials" : "anonymous access") +
-                                                 " (" + std::to_string(answer->status) +
-                                                 "): check the registry auth file");
-  }
-  if (answer->status != 200) {
-    return MakeError(Errc::kUnavailable, "the token server of " + ref_.domain + " answered " +
-                                             std::to_string(answer->status));
-  }
-  nlohmann::json doc = nlohmann::json::parse(body.text, nullptr, /*allow_exceptions=*/false);
-  std::string token;
-  if (doc.is_object()) {
-    for (const char* key : {"token", "access_token"})
-      if (doc.contains(key) && doc[key].is_string() && token.empty()) token = doc[key];
-  }
-  if (!PrintableToken(token)) {
-    return MakeError(Errc::kUnavailable,
-                     "the token server of " + ref_.domain + " answered without a token");
-  }
-  authorization_ = "Authorization: Bearer " + token;
-  return Ok();
-}
-
-Error Puller::Impl::StatusError(const HttpAnswer& answer, const std::string& what) const {
-  const std::string says = RegistrySays(answer.error_body);
-  if (answer.status == 404) {
-    return MakeError(Errc::kNotFound, what + ": not found in registry " + ref_.domain + says);
-  }
-  return MakeError(Errc::kUnavailable, what + ": registry " + ref_.domain + " answered " +
-                                           std::to_string(answer.status) + says);
+  HttpRequest request;
+  if (!accept.empty()) request.headers.push_back("Accept: " + accept);
+  return session_.Send(std::move(request), path, sink);
 }
 
 // The manifest `target` (a tag or digest), checked against `expected` (a digest; empty
@@ -417,7 +243,7 @@ Result<image::ImageConfig> Puller::Impl::Fetch(const std::string& work_dir,
     if (!path.ok()) return std::move(path).error().Wrap("layer " + std::to_string(i + 1));
     blobs.push_back({*path, manifest.layers[i].digest.substr(7)});
   }
-  FAAS_RETURN_IF_ERROR(Check());
+  FAAS_RETURN_IF_ERROR(session_.Check());
   FAAS_RETURN_IF_ERROR(image::ApplyLayerBlobs(blobs, config.diff_ids, rootfs_dir, limits, stats));
   leases_.clear();
   return std::move(config.config);

@@ -13,13 +13,10 @@
 // in memory), and applied in order with image::ApplyLayerBlobs, whose diff_ids come
 // from the config.
 //
-// Authentication: anonymous, HTTP basic, or the bearer token flow (on a 401 with
-// `WWW-Authenticate: Bearer realm=...,service=...,scope=...` a token is fetched from
-// the realm, with the basic credentials if there are some). Credentials and tokens
-// never appear in an error message.
-//
-// HTTPS with the system's CA store (and RegistryOptions::ca_file); plain HTTP only for loopback
-// registries (127.0.0.0/8, ::1, localhost) and those named in RegistryOptions::insecure.
+// Authentication, TLS and the plain-HTTP rule are the RegistrySession's (pull/session.h):
+// anonymous, HTTP basic or the bearer token flow; HTTPS with the system's CA store
+// (and RegistryOptions::ca_file); plain HTTP only for loopback registries
+// (127.0.0.0/8, ::1, localhost) and those named in RegistryOptions::insecure.
 #pragma once
 
 #include <chrono>
@@ -33,24 +30,9 @@
 #include "pull/auth.h"
 #include "pull/blob_cache.h"
 #include "pull/reference.h"
+#include "pull/session.h"
 
 namespace faas::pull {
-
-struct RegistryOptions {
-  AuthFile auth;
-  std::vector<std::string> insecure;  // "host[:port]" reached over plain HTTP
-  std::string ca_file;                // PEM CAs trusted besides the system's; empty: none
-  std::chrono::milliseconds connect_timeout{10000};
-  long low_speed_bytes = 1024;              // NOLINT(runtime/int): slower than this ...
-  std::chrono::seconds low_speed_time{30};  // ... for this long aborts a transfer
-  std::chrono::seconds pull_timeout{1800};  // the whole pull
-  long max_redirects = 5;                   // NOLINT(runtime/int)
-  size_t max_manifest_bytes = 4 << 20;
-};
-
-// Whether `domain` ("host[:port]") is reached over plain HTTP: a loopback host, or one
-// named in `insecure` (with the same port, or without one).
-bool PlainHttpAllowed(const std::string& domain, const std::vector<std::string>& insecure);
 
 // One pull. Not thread-safe; blocking: run it on a worker, never on the event loop.
 class Puller {
