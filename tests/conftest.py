@@ -210,3 +210,11 @@ def faas(vm, faasd, images) -> FaaSTestHelper:
 @pytest.fixture
 def faas_unstarted(vm, faasd_unstarted, images) -> FaaSTestHelper:
     return FaaSTestHelper(vm, faasd_unstarted, images)
+
+
+@pytest.fixture
+def anonymous(tmp_path):
+    """faasd's --registry-auth for anonymous pulls and pushes (never the host's own file)."""
+    path = tmp_path / "no-auth.json"
+    path.write_text("{}")
+    return str(path)

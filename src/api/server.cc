@@ -20,6 +20,7 @@
 
 #include "api/handlers.h"
 #include "api/log_route.h"
+#include "api/push_route.h"
 #include "common/log.h"
 
 namespace faas::api {
@@ -165,6 +166,7 @@ class Session : public SessionBase,
     if (!metrics_only_) {
       if (auto logs = ParseLogsRequest(req.method(), target, logs::Clock::now()))
         return ServeLogs(std::move(*logs), req.keep_alive());
+      if (auto push = ParsePushRequest(req.method(), target)) return StartPush(std::move(*push));
     }
     Reply reply = metrics_only_ ? RouteMetricsOnly(backend_, req.method(), target)
                                 : Route(backend_, req.method(), target);
@@ -173,12 +175,37 @@ class Session : public SessionBase,
     Respond(reply.status, reply.body, req.keep_alive());
   }
 
+  // A push answers when it has ended, as a deploy does once its body is in: a client
+  // that hangs up meanwhile calls it off.
+  void StartPush(std::variant<Reply, PushRequest> request) {
+    const bool keep_alive = parser_->get().keep_alive();
+    if (const auto* reply = std::get_if<Reply>(&request))
+      return Respond(reply->status, reply->body, keep_alive);
+    auto& push = std::get<PushRequest>(request);
+    auto self = this->shared_from_this();
+    cancel_ = std::make_shared<DeployCancel>();
+    operation_ = "push of " + push.name;
+    Status started = backend_.StartPush(push.name, push.image, push.version, cancel_,
+                                        [self](Result<nlohmann::json> result) {
+                                          self->deploy_result_.emplace(std::move(result));
+                                          self->MaybeFinishDeploy();
+                                        });
+    if (!started.ok()) {
+      cancel_.reset();
+      const Error& e = started.error();
+      return Respond(HttpStatusFor(e.code), ErrorJson(e.message), keep_alive);
+    }
+    body_complete_ = true;
+    timer_.cancel();
+    WatchForHangup();
+  }
+
   void StartDeploy() {
     std::string name(parser_->get()[kImageNameHeader]);
     std::string options(parser_->get()[kFunctionOptionsHeader]);
     auto self = this->shared_from_this();
     cancel_ = std::make_shared<DeployCancel>();
-    deploy_name_ = name;
+    operation_ = "deploy of " + name;
     auto pipe = backend_.StartDeploy(name, options, cancel_, [self](Result<nlohmann::json> result) {
       self->deploy_result_.emplace(std::move(result));
       self->MaybeFinishDeploy();
@@ -396,8 +423,7 @@ class Session : public SessionBase,
   // Nobody will read the answer of a deploy still under way: it must not commit.
   void Close() {
     if (cancel_ && !deploy_result_ && !cancel_->cancelled()) {
-      spdlog::info("api: the client of the deploy of {} is gone: calling the deploy off",
-                   deploy_name_);
+      spdlog::info("api: the client of the {} is gone: calling it off", operation_);
       cancel_->Cancel();
     }
     timer_.cancel();
@@ -418,7 +444,7 @@ class Session : public SessionBase,
   std::optional<http::request_parser<http::buffer_body>> parser_;
   std::array<char, kChunk> chunk_{};
   std::shared_ptr<DeployCancel> cancel_;
-  std::string deploy_name_;
+  std::string operation_;  // "deploy of NAME", "push of NAME": for the log
   std::optional<Result<nlohmann::json>> deploy_result_;
   std::optional<Reply> body_error_;
   bool body_complete_ = false;

@@ -103,6 +103,15 @@ class Backend {
                                  logs::LogFollower* /*follower*/) {
     return MakeError(Errc::kNotFound, "no log kept for '" + name + "'");
   }
+  // Starts pushing `version` of `name` (none: the serving one) to the registry
+  // reference `image`. `done` runs on the loop with the answer once the push has ended;
+  // once `cancel` is set the push is called off (`done` still runs). Errors returned
+  // mean nothing was started.
+  virtual Status StartPush(const std::string& name, const std::string& /*image*/,
+                           std::optional<uint64_t> /*version*/,
+                           std::shared_ptr<const DeployCancel> /*cancel*/, DeployDone /*done*/) {
+    return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+  }
   // {"version": faasd's release, "api": kApiVersion (common/version.h), ...}.
   virtual nlohmann::json Version() = 0;
 };

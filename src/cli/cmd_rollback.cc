@@ -19,17 +19,6 @@ constexpr char kHelp[] =
     "'faas versions NAME'). Prints \"✓ Rolled back NAME from vN to vM at IP\". Fails while a\n"
     "deploy of NAME is under way, and when faasd keeps no such version.";
 
-// "2" or "v2".
-Result<uint64_t> ParseVersion(std::string text) {
-  if (!text.empty() && text[0] == 'v') text.erase(0, 1);
-  uint64_t version = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), version);
-  if (ec != std::errc() || end != text.data() + text.size() || version == 0)
-    return MakeError(Errc::kInvalidArgument,
-                     "invalid version '" + text + "': expected a number like 2 or v2");
-  return version;
-}
-
 int RunRollback(const Client& client, const std::string& name, const std::string& version_text) {
   if (int code = CheckName(name); code != kExitOk) return code;
   std::string path = "/api/functions/" + name + "/rollback";

@@ -30,6 +30,7 @@ Verb AddInitCommand(CLI::App& app);  // needs no daemon: ignores the Client
 Verb AddDescribeCommand(CLI::App& app);
 Verb AddVersionsCommand(CLI::App& app);
 Verb AddRollbackCommand(CLI::App& app);
+Verb AddPushCommand(CLI::App& app);
 Verb AddVersionCommand(CLI::App& app);
 Verb AddInvokeCommand(CLI::App& app);
 Verb AddLogsCommand(CLI::App& app);
@@ -41,6 +42,9 @@ int Fail(const Error& error, int exit_code = kExitFailure);
 
 // Fail() with kExitUsage when `name` is not a valid function name; kExitOk otherwise.
 int CheckName(const std::string& name);
+
+// A version as users write it: "2" or "v2"; kInvalidArgument otherwise.
+Result<uint64_t> ParseVersion(std::string text);
 
 // "Commands: new, ip, ...", the verbs registered on `app` in their order, and where to read
 // more; two lines.

@@ -1,6 +1,7 @@
 // faas: the command-line client of faasd. Parses the global flags and the verb, finds the daemon,
 // and runs the verb. Exit codes are in cli/commands.h.
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -109,7 +110,8 @@ int Main(int argc, char** argv) {
       AddNewCommand(app),      AddIpCommand(app),       AddListCommand(app),
       AddRmCommand(app),       AddDescribeCommand(app), AddVersionsCommand(app),
       AddRollbackCommand(app), AddInitCommand(app),     AddVersionCommand(app),
-      AddInvokeCommand(app),   AddLogsCommand(app),     AddHelpCommand(app),
+      AddInvokeCommand(app),   AddLogsCommand(app),     AddPushCommand(app),
+      AddHelpCommand(app),
   };
   try {
     app.parse(argc, argv);
@@ -148,6 +150,16 @@ int Fail(const Error& error, int exit_code) {
 int CheckName(const std::string& name) {
   Status valid = store::ValidateName(name);
   return valid.ok() ? kExitOk : Fail(valid.error(), kExitUsage);
+}
+
+Result<uint64_t> ParseVersion(std::string text) {
+  if (!text.empty() && text[0] == 'v') text.erase(0, 1);
+  uint64_t version = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), version);
+  if (ec != std::errc() || end != text.data() + text.size() || version == 0)
+    return MakeError(Errc::kInvalidArgument,
+                     "invalid version '" + text + "': expected a number like 2 or v2");
+  return version;
 }
 
 }  // namespace faas::cli

@@ -1,5 +1,7 @@
 #include "common/text.h"
 
+#include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <cstdio>
 
@@ -102,6 +104,27 @@ Status ValidateEnvEntry(std::string_view entry) {
       return invalid("the key contains a control character");
   }
   return Ok();
+}
+
+Result<std::string> PercentDecode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '+') {
+      out += ' ';
+    } else if (text[i] != '%') {
+      out += text[i];
+    } else {
+      unsigned value = 0;
+      auto [end, ec] = std::from_chars(text.data() + std::min(i + 1, text.size()),
+                                       text.data() + std::min(i + 3, text.size()), value, 16);
+      if (ec != std::errc() || end != text.data() + i + 3)
+        return MakeError(Errc::kInvalidArgument, "bad percent-encoding in the query");
+      out += static_cast<char>(value);
+      i += 2;
+    }
+  }
+  return out;
 }
 
 }  // namespace faas

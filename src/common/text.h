@@ -28,4 +28,7 @@ std::string EscapeJsonControl(std::string_view json);
 // kInvalidArgument and a message quoting the entry through EscapeControl.
 Status ValidateEnvEntry(std::string_view entry);
 
+// Decodes %XX and '+' (a space) of a URL's query component.
+Result<std::string> PercentDecode(std::string_view text);
+
 }  // namespace faas

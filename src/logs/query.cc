@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cstdio>
 
+#include "common/text.h"
 #include "store/limits.h"
 
 namespace faas::logs {
@@ -77,27 +78,6 @@ Status ApplyParam(std::string_view key, const std::string& value, Clock::time_po
 }
 
 }  // namespace
-
-Result<std::string> PercentDecode(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '+') {
-      out += ' ';
-    } else if (text[i] != '%') {
-      out += text[i];
-    } else {
-      unsigned value = 0;
-      auto [end, ec] = std::from_chars(text.data() + std::min(i + 1, text.size()),
-                                       text.data() + std::min(i + 3, text.size()), value, 16);
-      if (ec != std::errc() || end != text.data() + i + 3)
-        return MakeError(Errc::kInvalidArgument, "bad percent-encoding in the query");
-      out += static_cast<char>(value);
-      i += 2;
-    }
-  }
-  return out;
-}
 
 Result<LogQuery> ParseLogQuery(std::string_view query, Clock::time_point now) {
   LogQuery out;

@@ -37,9 +37,6 @@ std::string FormatTime(Clock::time_point time);
 // years 1970 to 2200.
 Result<Clock::time_point> ParseTime(std::string_view text);
 
-// Decodes %XX and '+' (a space) of a URL's query component.
-Result<std::string> PercentDecode(std::string_view text);
-
 // Receives the records of a followed log as they are written. Called on the event
 // loop thread.
 class LogFollower {

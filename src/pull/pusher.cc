@@ -154,6 +154,9 @@ Result<PushResult> Pusher::Impl::Push(const PushImage& image, const std::string&
       Outcome layer_outcome,
       PushBlob(layer_blob, "layer " + image::ShortDigest(layer->digest), mount_from));
   count(layer_outcome);
+  result.layer_outcome = layer_outcome == Outcome::kUploaded  ? "uploaded"
+                         : layer_outcome == Outcome::kMounted ? "mounted"
+                                                              : "existed";
 
   const std::string config = ConfigJson(image, layer->diff_id);
   Blob config_blob{.digest = Sha256Of(config), .size = config.size(), .fd = -1, .text = config};

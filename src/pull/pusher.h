@@ -40,7 +40,8 @@ struct PushResult {
   std::string manifest_digest;  // "sha256:<hex>" of the manifest pushed
   std::string config_digest;    // the image ID
   std::string layer_digest;
-  uint64_t layer_bytes = 0;  // the compressed layer's size
+  uint64_t layer_bytes = 0;   // the compressed layer's size
+  std::string layer_outcome;  // "uploaded", "existed" or "mounted"
   // What each blob (layer, config) took: uploaded, found in the repository already,
   // or mounted from `mount_from`.
   int uploaded = 0;

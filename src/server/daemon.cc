@@ -22,6 +22,7 @@
 #include "server/deploy.h"
 #include "server/metrics.h"
 #include "server/notify.h"
+#include "server/publisher.h"
 
 namespace faas::server {
 
@@ -103,6 +104,7 @@ class Daemon::Impl : public api::Backend {
       spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       notifier_.Stopping();
       api_->Stop();
+      publisher_->Stop();
       functions_->Shutdown(options_.drain_timeout, [this] { io_.stop(); });
     });
     spdlog::info("faasd ready");
@@ -121,6 +123,12 @@ class Daemon::Impl : public api::Backend {
                               done(std::move(result));
                               notifier_.UpdateStatus();
                             });
+  }
+
+  Status StartPush(const std::string& name, const std::string& image,
+                   std::optional<uint64_t> version, std::shared_ptr<const api::DeployCancel> cancel,
+                   DeployDone done) override {
+    return publisher_->Start(name, image, version, std::move(cancel), std::move(done));
   }
 
   Result<nlohmann::json> Describe(const std::string& name) override {
@@ -267,6 +275,7 @@ class Daemon::Impl : public api::Backend {
                                        .registry = options_.registry,
                                        .blob_cache = blob_cache_.get(),
                                    });
+    publisher_ = std::make_unique<Publisher>(io_, pool_, state_, *functions_, options_.registry);
     api::Options api_options;
     api_options.unix_path =
         options_.socket.empty() ? options_.run_dir + "/faasd.sock" : options_.socket;
@@ -318,6 +327,7 @@ class Daemon::Impl : public api::Backend {
   TelemetryFanout telemetry_;                 // its sinks outlive functions_ and deployer_
   std::unique_ptr<Functions> functions_;
   std::unique_ptr<Deployer> deployer_;
+  std::unique_ptr<Publisher> publisher_;
   std::unique_ptr<api::Server> api_;
   ServiceNotifier notifier_;  // after functions_: its status reads them
 };

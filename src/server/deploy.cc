@@ -345,6 +345,7 @@ store::FunctionRecord Deployer::RecordFor(const Job& job) const {
       .rootfs = state_.RootfsPath(job.name),
       .cmd = job.config.cmd,
       .env = job.env,
+      .image_env = job.config.env,
       .working_dir = job.config.working_dir,
       .user = job.config.user,
       .uid = job.user.uid,

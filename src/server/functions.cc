@@ -355,10 +355,47 @@ void Functions::AfterOldPoolGone(const std::string& name, std::function<void()> 
   it->second->scaler->AfterOldPoolGone(std::move(then));
 }
 
-Status Functions::BeginDeploy(const std::string& name) {
+Status Functions::BeginDeploy(const std::string& name, const std::string& what) {
   if (shutting_down_) return MakeError(Errc::kUnavailable, "faasd is shutting down");
-  if (!deploying_.insert(name).second)
-    return MakeError(Errc::kConflict, "a deploy of '" + name + "' is already under way");
+  auto [it, began] = deploying_.try_emplace(name, what);
+  if (!began)
+    return MakeError(Errc::kConflict,
+                     "a " + it->second + " of '" + name + "' is already under way");
+  return Ok();
+}
+
+Status Functions::RecordImage(const std::string& name, uint64_t version, const std::string& ref,
+                              const std::string& manifest_digest, const std::string& platform) {
+  const store::FunctionRecord* serving = registry_.Find(name);
+  if (serving == nullptr) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+  auto stamp = [&](store::FunctionRecord& record) {
+    if (!record.image_ref.empty()) return false;
+    record.image_ref = ref;
+    record.manifest_digest = manifest_digest;
+    record.platform = platform;
+    return true;
+  };
+  const store::Registry before = registry_;
+  bool changed = false;
+  if (serving->version == version) {
+    store::FunctionRecord record = *serving;
+    changed = stamp(record);
+    registry_.Put(name, std::move(record));
+  } else {
+    std::vector<store::FunctionRecord> kept = registry_.Kept(name);
+    auto it = std::find_if(kept.begin(), kept.end(),
+                           [&](const store::FunctionRecord& r) { return r.version == version; });
+    if (it == kept.end())
+      return MakeError(Errc::kNotFound,
+                       "no version " + std::to_string(version) + " of '" + name + "' any more");
+    changed = stamp(*it);
+    registry_.PutKept(name, std::move(kept));
+  }
+  if (!changed) return Ok();
+  if (auto st = registry_.Save(); !st.ok()) {
+    registry_ = before;
+    return st;
+  }
   return Ok();
 }
 
@@ -384,9 +421,9 @@ Result<store::FunctionRecord> Functions::Rollback(const std::string& name,
   const store::FunctionRecord* serving = registry_.Find(name);
   if (serving == nullptr || !functions_.count(name))
     return MakeError(Errc::kNotFound, "no function named '" + name + "'");
-  if (deploying_.count(name))
-    return MakeError(Errc::kConflict,
-                     "a deploy of '" + name + "' is under way: roll back after it has ended");
+  if (auto busy = deploying_.find(name); busy != deploying_.end())
+    return MakeError(Errc::kConflict, "a " + busy->second + " of '" + name +
+                                          "' is under way: roll back after it has ended");
   if (version == serving->version)
     return MakeError(Errc::kConflict,
                      "version " + std::to_string(*version) + " of '" + name + "' serves already");
@@ -488,8 +525,8 @@ Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
 Status Functions::Remove(const std::string& name) {
   const store::FunctionRecord* record = registry_.Find(name);
   if (record == nullptr) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
-  if (deploying_.count(name))
-    return MakeError(Errc::kConflict, "a deploy of '" + name + "' is under way");
+  if (auto busy = deploying_.find(name); busy != deploying_.end())
+    return MakeError(Errc::kConflict, "a " + busy->second + " of '" + name + "' is under way");
   store::FunctionRecord removed = *record;
   registry_.Erase(name);
   if (auto st = registry_.Save(); !st.ok()) {

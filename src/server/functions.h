@@ -51,10 +51,18 @@ class Functions {
   // pool), re-adds addresses and listens.
   Status Start();
 
-  // Marks `name` as being deployed; kConflict if a deploy of it is under way.
-  Status BeginDeploy(const std::string& name);
+  // Marks `name` as being deployed (or pushed: `what` is "push", for the messages);
+  // kConflict if a deploy or push of it is under way. Rollbacks and removals of `name`
+  // are refused meanwhile.
+  Status BeginDeploy(const std::string& name, const std::string& what = "deploy");
   // Ends what BeginDeploy began, whatever the outcome.
   void EndDeploy(const std::string& name);
+  // Records that `version` of `name`, deployed from an archive, is now the registry
+  // image `ref` (canonical) at `manifest_digest` for `platform`: what a push made of
+  // it. A version that records an image already keeps it. kNotFound when the version
+  // is gone; the registry file's write errors.
+  Status RecordImage(const std::string& name, uint64_t version, const std::string& ref,
+                     const std::string& manifest_digest, const std::string& platform);
   // A container (not started) of `record`, a version of `name` not committed yet
   // (its version directory in place), without a client, reporting to `events`: a
   // deploy starts it to check that the version starts. nullptr when shutting down.
@@ -166,7 +174,8 @@ class Functions {
   // Removed functions whose containers still serve their last requests.
   std::vector<std::unique_ptr<Function>> removed_;
   bool sweep_posted_ = false;
-  std::set<std::string> deploying_;
+  std::map<std::string, std::string> deploying_;  // name -> "deploy" or "push"
+
   uint64_t next_id_ = 0;
   std::string id_prefix_;
   bool shutting_down_ = false;

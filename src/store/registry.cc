@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <set>
 
 #include "common/file.h"
 #include "store/names.h"
@@ -13,6 +14,7 @@ nlohmann::json ToJson(const FunctionRecord& r) {
                          {"rootfs", r.rootfs},
                          {"cmd", r.cmd},
                          {"env", r.env},
+                         {"image_env", r.image_env},
                          {"working_dir", r.working_dir},
                          {"user", r.user},
                          {"uid", r.uid},
@@ -32,6 +34,27 @@ nlohmann::json ToJson(const FunctionRecord& r) {
   return json;
 }
 
+namespace {
+
+// A record written before image_env was: its env less the variables its deploy set
+// (a value the deploy replaced is the deploy's; the image's is not known).
+std::vector<std::string> ImageEnvOf(const std::vector<std::string>& env,
+                                    const nlohmann::json& options) {
+  std::set<std::string> set_by_deploy;
+  if (options.is_object() && options.contains("env") && options["env"].is_array()) {
+    for (const auto& entry : options["env"])
+      if (entry.is_string())
+        set_by_deploy.insert(
+            entry.get<std::string>().substr(0, entry.get<std::string>().find('=')));
+  }
+  std::vector<std::string> image_env;
+  for (const std::string& entry : env)
+    if (!set_by_deploy.count(entry.substr(0, entry.find('=')))) image_env.push_back(entry);
+  return image_env;
+}
+
+}  // namespace
+
 Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
   try {
     FunctionRecord r;
@@ -39,6 +62,11 @@ Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
     r.rootfs = json.at("rootfs").get<std::string>();
     r.cmd = json.at("cmd").get<std::vector<std::string>>();
     r.env = json.value("env", std::vector<std::string>{});
+    if (json.contains("image_env")) {
+      r.image_env = json.at("image_env").get<std::vector<std::string>>();
+    } else {
+      r.image_env = ImageEnvOf(r.env, json.value("options", nlohmann::json::object()));
+    }
     r.working_dir = json.value("working_dir", std::string());
     r.user = json.value("user", std::string());
     r.uid = json.value("uid", uint32_t{0});

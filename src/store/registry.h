@@ -22,7 +22,8 @@ struct FunctionRecord {
   std::string ip;
   std::string rootfs;
   std::vector<std::string> cmd;
-  std::vector<std::string> env;
+  std::vector<std::string> env;        // what the containers get: image_env + the deploy's
+  std::vector<std::string> image_env;  // the image's own Env (config.Env): what a push writes
   std::string working_dir;
   std::string user;  // as the image says it
   uint32_t uid = 0;  // `user` resolved against the rootfs at deploy time

@@ -14,21 +14,13 @@ import pytest
 
 from lib.helpers import hello_body
 from lib.images import make_tar, tar_entry
-from lib.registry import LyingRegistry, Registry, TokenServer, auth_file, make_server_cert
+from lib.registry import (ALREADY_RE, LyingRegistry, Registry, TokenServer, auth_file,
+                          make_server_cert)
 
 pytestmark = pytest.mark.integration
 
-ALREADY_RE = re.compile(r"^✓ (\S+) is already at (\S+) \((sha256:[0-9a-f]{64})\)\n\Z")
 PULLED_RE = re.compile(r"^✓ Deployed (\S+) at (\d+\.\d+\.\d+\.\d+)\n  Command: .*\n"
                        r"  Image: (\S+) \((sha256:[0-9a-f]{64})\)\n\Z")
-
-
-@pytest.fixture
-def anonymous(tmp_path):
-    """faasd's --registry-auth for anonymous pulls (never the host's own file)."""
-    path = tmp_path / "no-auth.json"
-    path.write_text("{}")
-    return str(path)
 
 
 def pull(faas, name, ref, *options):

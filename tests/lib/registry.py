@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,10 @@ from typing import Optional
 from .vm import VM, Spawned, wait_for
 
 HERE = Path(__file__).resolve().parent
+
+
+# `faas new --image` of a reference the serving version is at already.
+ALREADY_RE = re.compile(r"^✓ (\S+) is already at (\S+) \((sha256:[0-9a-f]{64})\)\n\Z")
 
 
 def _curl_status(vm: VM, url: str) -> str:

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "api/handlers.h"
+#include "api/push_route.h"
 
 namespace faas::api {
 namespace {
@@ -117,6 +118,38 @@ TEST(ApiRouteTest, RollbackToABadVersionIs400WithoutCallingTheBackend) {
     EXPECT_EQ(r.status, 400) << query;
   }
   EXPECT_TRUE(backend.rollbacks.empty());
+}
+
+TEST(ApiPushRouteTest, ReadsTheImageAndTheVersion) {
+  auto parsed = ParsePushRequest(
+      verb::post, "/api/functions/hello/push?image=127.0.0.1%3A5000%2Fteam%2Fhello%3A1&version=2");
+  ASSERT_TRUE(parsed.has_value());
+  const auto* push = std::get_if<PushRequest>(&*parsed);
+  ASSERT_NE(push, nullptr);
+  EXPECT_EQ(push->name, "hello");
+  EXPECT_EQ(push->image, "127.0.0.1:5000/team/hello:1");
+  EXPECT_EQ(push->version, std::optional<uint64_t>(2));
+
+  parsed = ParsePushRequest(verb::post, "/api/functions/hello/push?image=r/x:1");
+  ASSERT_TRUE(parsed.has_value());
+  push = std::get_if<PushRequest>(&*parsed);
+  ASSERT_NE(push, nullptr);
+  EXPECT_EQ(push->version, std::nullopt);
+}
+
+TEST(ApiPushRouteTest, OtherPathsAreNotItsAndBadQueriesAre400) {
+  for (const char* target : {"/api/functions/hello/pushed", "/api/functions/push",
+                             "/api/functions/a/b/push", "/api/functions/hello/logs"})
+    EXPECT_FALSE(ParsePushRequest(verb::post, target).has_value()) << target;
+  auto status = [](verb method, const std::string& target) {
+    auto parsed = ParsePushRequest(method, target);
+    const Reply* reply = parsed ? std::get_if<Reply>(&*parsed) : nullptr;
+    return reply != nullptr ? reply->status : 0;
+  };
+  EXPECT_EQ(status(verb::get, "/api/functions/hello/push?image=r/x:1"), 405);
+  for (const char* query : {"", "?version=2", "?image=", "?image=r/x:1&version=0",
+                            "?image=r/x:1&version=x", "?image=%zz", "?image=r/x:1&tag=2"})
+    EXPECT_EQ(status(verb::post, std::string("/api/functions/hello/push") + query), 400) << query;
 }
 
 TEST(ApiRouteTest, UnknownFunctionActionsAre404) {

@@ -616,5 +616,26 @@ TEST(LimitsTest, RecordWithoutScalingGetsTheDefaults) {
   EXPECT_EQ(r->scaling.max_concurrency, ScalingOptions::DefaultMaxConcurrency());
 }
 
+TEST(RegistryTest, ImageEnvIsKeptApartFromTheDeploysEnv) {
+  FunctionRecord r;
+  r.ip = "10.0.0.10";
+  r.rootfs = "/r";
+  r.cmd = {"/h"};
+  r.env = {"PATH=/bin", "A=deploy"};
+  r.image_env = {"PATH=/bin", "A=image"};
+  auto back = FunctionFromJson(ToJson(r));
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->image_env, r.image_env);
+
+  // A record of a faasd that did not keep it: the env less what the deploy set.
+  auto old = FunctionFromJson({{"ip", "10.0.0.10"},
+                               {"rootfs", "/r"},
+                               {"cmd", {"/h"}},
+                               {"env", {"PATH=/bin", "A=deploy", "B=2"}},
+                               {"options", {{"env", {"A=deploy"}}}}});
+  ASSERT_TRUE(old.ok()) << old.error().message;
+  EXPECT_EQ(old->image_env, (std::vector<std::string>{"PATH=/bin", "B=2"}));
+}
+
 }  // namespace
 }  // namespace faas::store
