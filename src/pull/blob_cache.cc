@@ -100,10 +100,27 @@ std::optional<BlobCache::Lease> BlobCache::Find(const std::string& hex, uint64_t
     ++counters_.misses;
     return std::nullopt;
   }
+  if (!OnDisk(hex, size)) {
+    // Removed or cut short behind faasd's back: forgotten, and downloaded again.
+    spdlog::warn("layer cache: {} is gone or changed on disk: fetching it again", BlobPath(hex));
+    if (it->second.leases == 0) {
+      (void)::unlink(BlobPath(hex).c_str());
+      counters_.bytes -= it->second.size;
+      entries_.erase(it);
+    }
+    ++counters_.misses;
+    return std::nullopt;
+  }
   ++counters_.hits;
   // Its mtime keeps the order of use across restarts.
   (void)::utimensat(AT_FDCWD, BlobPath(hex).c_str(), nullptr, 0);
   return Take(hex, it->second);
+}
+
+bool BlobCache::OnDisk(const std::string& hex, uint64_t size) const {
+  struct stat st {};
+  return ::stat(BlobPath(hex).c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+         static_cast<uint64_t>(st.st_size) == size;
 }
 
 std::string BlobCache::PartPath(const std::string& hex) {
@@ -115,7 +132,8 @@ std::string BlobCache::PartPath(const std::string& hex) {
 Result<BlobCache::Lease> BlobCache::Insert(const std::string& hex, const std::string& part_path,
                                            uint64_t size) {
   std::lock_guard lock(mutex_);
-  if (auto it = entries_.find(hex); it != entries_.end() && it->second.size == size) {
+  if (auto it = entries_.find(hex);
+      it != entries_.end() && it->second.size == size && OnDisk(hex, size)) {
     (void)::unlink(part_path.c_str());
     return Take(hex, it->second);
   }

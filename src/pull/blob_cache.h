@@ -51,8 +51,9 @@ class BlobCache {
     std::string path_;
   };
 
-  // The cached blob of sha256 `hex` if there is one of `size` bytes; it becomes the
-  // most recently used.
+  // The cached blob of sha256 `hex` if there is one of `size` bytes on disk; it
+  // becomes the most recently used. One removed or changed behind faasd's back is
+  // forgotten (a miss).
   std::optional<Lease> Find(const std::string& hex, uint64_t size);
 
   // A new path inside the cache to download the blob of `hex` to.
@@ -81,6 +82,7 @@ class BlobCache {
     int leases = 0;
   };
   std::string BlobPath(const std::string& hex) const { return dir_ + "/sha256/" + hex; }
+  bool OnDisk(const std::string& hex, uint64_t size) const;
   Lease Take(const std::string& hex, Entry& entry);  // mutex_ held
   void Unlease(const std::string& hex);
   void EvictLocked();  // mutex_ held

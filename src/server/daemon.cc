@@ -259,6 +259,17 @@ class Daemon::Impl : public api::Backend {
         .containers_running =
             [this] { return static_cast<uint64_t>(functions_->ContainersAlive()); },
         .dropped_lines = [this](const std::string& name) { return logs_->DroppedLines(name); },
+        .layer_cache =
+            [this] {
+              if (!blob_cache_) return LayerCacheStats{};
+              const pull::BlobCache::Counters c = blob_cache_->counters();
+              return LayerCacheStats{.bytes = c.bytes,
+                                     .limit_bytes = blob_cache_->max_bytes(),
+                                     .blobs = c.blobs,
+                                     .hits = c.hits,
+                                     .misses = c.misses,
+                                     .evictions = c.evictions};
+            },
     });
     StartLogs();
     blob_cache_ =

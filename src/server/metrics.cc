@@ -64,6 +64,32 @@ void AddValue(MetricFamily& family, double value, std::vector<ClientMetric::Labe
   family.metric.push_back(std::move(metric));
 }
 
+void AppendLayerCache(const LayerCacheStats& cache, std::vector<MetricFamily>& out) {
+  const struct {
+    const char* name;
+    const char* help;
+    MetricType type;
+    uint64_t value;
+  } figures[] = {
+      {"faasd_layer_cache_bytes", "Bytes of pulled layers kept in the layer cache",
+       MetricType::Gauge, cache.bytes},
+      {"faasd_layer_cache_limit_bytes", "The layer cache's bound (--cache-size)", MetricType::Gauge,
+       cache.limit_bytes},
+      {"faasd_layer_cache_blobs", "Layers kept in the layer cache", MetricType::Gauge, cache.blobs},
+      {"faasd_layer_cache_hits_total", "Layers a pull found in the cache", MetricType::Counter,
+       cache.hits},
+      {"faasd_layer_cache_misses_total", "Layers a pull had to download", MetricType::Counter,
+       cache.misses},
+      {"faasd_layer_cache_evictions_total", "Layers removed to keep the cache in its bound",
+       MetricType::Counter, cache.evictions},
+  };
+  for (const auto& figure : figures) {
+    auto family = ScrapeFamily(figure.name, figure.help, figure.type);
+    AddValue(family, static_cast<double>(figure.value));
+    out.push_back(std::move(family));
+  }
+}
+
 // The per-function gauges of a scrape, and the count of functions.
 void AppendLoads(const std::vector<FunctionLoad>& deployed,
                  const std::function<uint64_t(const std::string&)>& dropped_lines,
@@ -213,6 +239,7 @@ std::string Metrics::Render() {
   auto fds = ScrapeFamily("faasd_open_fds", "File descriptors faasd has open", MetricType::Gauge);
   AddValue(fds, static_cast<double>(CountOpenFds()));
   families.push_back(std::move(fds));
+  if (sources_.layer_cache) AppendLayerCache(sources_.layer_cache(), families);
   return prometheus::TextSerializer().Serialize(families);
 }
 

@@ -9,8 +9,9 @@
 // and daemon-wide faasd_deploys_total{outcome}, faasd_deploy_import_duration_seconds,
 // faasd_build_info{version}. Read at each scrape (ScrapeSources): per function
 // faasd_function_pool_ready, _pool_starting, _active_requests and
-// _log_lines_dropped_total; faasd_functions_deployed, faasd_containers_running and
-// faasd_open_fds.
+// _log_lines_dropped_total; faasd_functions_deployed, faasd_containers_running,
+// faasd_open_fds, and the layer cache's faasd_layer_cache_bytes, _limit_bytes, _blobs,
+// _hits_total, _misses_total and _evictions_total.
 //
 // A function's series are created with all their label values at 0 when it is
 // first seen (a deploy or a request), and removed by OnRemoved; a scrape also drops
@@ -49,11 +50,22 @@ struct FunctionLoad {
 
 // Where a scrape reads the live figures. Each may be empty: its metrics are then
 // left out (a unit test gives only what it checks).
+// The pulled layers' cache (pull::BlobCache::Counters and its bound).
+struct LayerCacheStats {
+  uint64_t bytes = 0;
+  uint64_t limit_bytes = 0;
+  uint64_t blobs = 0;
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t evictions = 0;
+};
+
 struct ScrapeSources {
   std::function<std::vector<FunctionLoad>()> functions;  // the deployed functions, now
   std::function<uint64_t()> containers_running;          // every container faasd owns
   // Lines the function log store dropped for a function (0: none, or unknown).
   std::function<uint64_t(const std::string&)> dropped_lines;
+  std::function<LayerCacheStats()> layer_cache;  // none: no cache
 };
 
 class Metrics final : public Telemetry {

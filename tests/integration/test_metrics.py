@@ -8,12 +8,12 @@ metrics listener must see the calls made.
 """
 
 import json
-import re
 import shutil
 import urllib.parse
 
 import pytest
 
+from lib.helpers import parse_samples
 from lib.vm import wait_for
 
 pytestmark = pytest.mark.integration
@@ -21,19 +21,6 @@ pytestmark = pytest.mark.integration
 METRICS_PORT = 9100
 LISTEN = f"127.0.0.1:{METRICS_PORT}"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
-
-
-def parse_samples(text: str) -> dict:
-    """{'name{labels}': value} of every sample line."""
-    samples = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = SAMPLE_RE.match(line)
-        assert m, f"not a sample line: {line!r}"
-        samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return samples
 
 
 def series_of(samples: dict, function: str) -> list:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lib.helpers import hello_body
+from lib.helpers import hello_body, parse_samples
 from lib.images import make_tar, tar_entry
 from lib.registry import (ALREADY_RE, LyingRegistry, Registry, TokenServer, auth_file,
                           make_server_cert)
@@ -193,6 +193,21 @@ def blob_gets(registry, digest):
     return len(re.findall(r'"GET /v2/[^ "]+/blobs/' + re.escape(digest) + r' HTTP', log))
 
 
+def layer_sizes(faas, registry, repo_tag):
+    manifest = json.loads(faas.vm.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                                       f"docker://{registry.host}/{repo_tag}"]).stdout)
+    return [layer["size"] for layer in manifest["layers"]]
+
+
+def cache_metrics(faasd):
+    """The faasd_layer_cache_* samples of GET /metrics, without the prefix."""
+    text = faasd.vm.run(["curl", "-sSf", "--max-time", "10", "--unix-socket", faasd.socket,
+                         "http://x/metrics"]).stdout
+    return {name.removeprefix("faasd_layer_cache_"): value
+            for name, value in parse_samples(text).items()
+            if name.startswith("faasd_layer_cache_")}
+
+
 def cached_blobs(faasd):
     return sorted(faasd.vm.listdir(f"{faasd.state_dir}/cache/blobs/sha256"))
 
@@ -220,6 +235,11 @@ def test_layers_are_downloaded_once_for_every_function_and_version(faasd_unstart
     assert_pulled(faas, pull(faas, "one", ref), "one", ref, registry.digest("team/a:1"))
     assert [blob_gets(registry, d) for d in layers] == [1] * len(layers)
     assert cached_blobs(faasd) == sorted(d.removeprefix("sha256:") for d in layers)
+    # The metrics say the same: one miss per layer, then hits.
+    metrics = cache_metrics(faasd)
+    assert metrics["misses_total"] == len(layers) and metrics["hits_total"] == 3 * len(layers)
+    assert metrics["blobs"] == len(layers) and metrics["limit_bytes"] == 1 << 30
+    assert 0 < metrics["bytes"] == sum(layer_sizes(faas, registry, "team/a:1"))
 
     # Kept across a restart.
     faasd.stop()
@@ -241,6 +261,10 @@ def test_cache_size_bounds_the_layer_cache(faasd_unstarted, faas_unstarted, tmp_
         faas.assert_handler_responds(ip, hello_body())
         assert [blob_gets(registry, d) for d in layers] == [i] * len(layers)
         assert cached_blobs(faasd) == []
+    metrics = cache_metrics(faasd)
+    assert (metrics["misses_total"], metrics["evictions_total"]) == (2 * len(layers),
+                                                                     2 * len(layers))
+    assert (metrics["blobs"], metrics["bytes"], metrics["limit_bytes"]) == (0, 0, 0)
 
     r = faasd_unstarted.vm.run(faasd_unstarted.command("--cache-size", "lots"), check=False)
     assert r.returncode == 2 and "invalid --cache-size 'lots'" in r.stderr, r

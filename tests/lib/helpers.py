@@ -17,6 +17,21 @@ DEPLOYED_RE = re.compile(r"^✓ Deployed (\S+) at (\d+\.\d+\.\d+\.\d+)\n  Comman
                          r"(?:  Kept from (v\d+: .*)\n)?\Z")
 
 
+SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
+
+
+def parse_samples(text: str) -> dict:
+    """{'name{labels}': value} of every sample line of a Prometheus exposition."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE_RE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return samples
+
+
 def hello_body(method: str = "GET", path: str = "/") -> str:
     """The exact body tests/handlers/hello (and python-hello) answer."""
     return HELLO_BODY.format(line=f"{method} {path} HTTP/1.1")

@@ -110,6 +110,25 @@ TEST_F(BlobCacheTest, ASecondDownloadOfACachedBlobIsDropped) {
   EXPECT_EQ(cache.counters().bytes, 10u);
 }
 
+TEST_F(BlobCacheTest, ABlobRemovedOrChangedOnDiskIsAMissAndIsTakenAgain) {
+  BlobCache cache(dir_, 100);
+  ASSERT_TRUE(cache.Open().ok());
+  { auto lease = Put(cache, 'a'); }
+  { auto lease = Put(cache, 'b'); }
+  ASSERT_EQ(::unlink((dir_ + "/sha256/" + Hex('a')).c_str()), 0);
+  ASSERT_TRUE(WriteFile(dir_ + "/sha256/" + Hex('b'), "short"));
+  EXPECT_FALSE(cache.Find(Hex('a'), 10).has_value());
+  EXPECT_FALSE(cache.Find(Hex('b'), 10).has_value());
+  EXPECT_EQ(cache.counters().misses, 2u);
+  EXPECT_EQ(cache.counters().blobs, 0u);
+  EXPECT_EQ(cache.counters().bytes, 0u);
+  EXPECT_FALSE(Cached('b'));
+  // Downloaded again, it is cached again.
+  auto again = Put(cache, 'a');
+  EXPECT_TRUE(Cached('a'));
+  EXPECT_TRUE(cache.Find(Hex('a'), 10).has_value());
+}
+
 TEST_F(BlobCacheTest, OpenIndexesBlobsInTheirOrderOfUseAndDropsPartialDownloads) {
   {
     BlobCache cache(dir_, 100);

@@ -161,9 +161,24 @@ TEST(Metrics, ScrapeReadsTheLiveFiguresAndDropsFunctionsNoLongerDeployed) {
       {.functions = [&] { return deployed; },
        .containers_running = [] { return uint64_t{7}; },
        .dropped_lines =
-           [](const std::string& name) { return name == "web" ? uint64_t{12} : uint64_t{0}; }});
+           [](const std::string& name) { return name == "web" ? uint64_t{12} : uint64_t{0}; },
+       .layer_cache =
+           [] {
+             return LayerCacheStats{.bytes = 300,
+                                    .limit_bytes = 1000,
+                                    .blobs = 2,
+                                    .hits = 5,
+                                    .misses = 4,
+                                    .evictions = 1};
+           }});
   metrics.OnRequest(Request("old", Outcome::kOk, StartKind::kCold, microseconds(3000)));
   auto samples = Samples(metrics.Render());
+  EXPECT_EQ(samples["faasd_layer_cache_bytes"], 300);
+  EXPECT_EQ(samples["faasd_layer_cache_limit_bytes"], 1000);
+  EXPECT_EQ(samples["faasd_layer_cache_blobs"], 2);
+  EXPECT_EQ(samples["faasd_layer_cache_hits_total"], 5);
+  EXPECT_EQ(samples["faasd_layer_cache_misses_total"], 4);
+  EXPECT_EQ(samples["faasd_layer_cache_evictions_total"], 1);
   EXPECT_EQ(samples["faasd_functions_deployed"], 2);
   EXPECT_EQ(samples["faasd_containers_running"], 7);
   EXPECT_EQ(samples["faasd_function_pool_ready{function=\"web\"}"], 2);
