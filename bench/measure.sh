@@ -224,7 +224,8 @@ done
 # ---- deploy of the big image from a registry ------------------------------------------
 # docker-registry on loopback holds the big image (skopeo copy of the archive); each
 # run deploys it by reference into a fresh faasd (every layer downloaded), again after
-# `faas rm` (every layer from faasd's cache), and copies it with skopeo to a directory.
+# `faas rm` (every layer from faasd's cache), pushes the version back to new tags, and
+# copies the image with skopeo to a directory and from the archive to the registry.
 log "registry: the big image into docker-registry on 127.0.0.1:5000"
 reg=$work/registry
 mkdir -p "$reg"
@@ -247,11 +248,20 @@ for i in $(seq "$kDeployRuns"); do
   faas rm big >/dev/null
   "$bench_bin/floor" spawn -n 1 -- faas new big --image "$big_ref" \
     >"$results/pull-cached-$i.json"
+  # The deployed version pushed to a new repository (its layer written and uploaded),
+  # then under another tag (nothing sent again).
+  "$bench_bin/floor" spawn -n 1 -- faas push big "127.0.0.1:5000/bench/pushed-$i:1" \
+    >"$results/pull-push-$i.json"
+  "$bench_bin/floor" spawn -n 1 -- faas push big "127.0.0.1:5000/bench/pushed-$i:2" \
+    >"$results/pull-pushagain-$i.json"
   stop_faasd
   rm -rf "$work/pull-$i"
   "$bench_bin/floor" spawn -n 1 -- skopeo copy -q --src-tls-verify=false "docker://$big_ref" \
     "dir:$work/skopeo-$i" >"$results/pull-skopeo-$i.json"
   rm -rf "$work/skopeo-$i"
+  "$bench_bin/floor" spawn -n 1 -- skopeo copy -q --dest-tls-verify=false \
+    "docker-archive:$images/big.tar" "docker://127.0.0.1:5000/bench/skopeo-$i:1" \
+    >"$results/pull-skopeopush-$i.json"
 done
 kill "$registry_pid"
 wait "$registry_pid" 2>/dev/null || true

@@ -162,7 +162,8 @@ class Results:
         self.pull = {kind: [s[0] / 1e6 for s in
                             (load(results, p.stem)["to_exit_us"]
                              for p in sorted(results.glob(f"pull-{kind}-*.json"))) if s]
-                     for kind in ("faas", "cached", "skopeo")}
+                     for kind in ("faas", "cached", "skopeo", "push", "pushagain",
+                                  "skopeopush")}
         self.hwm_mib = [load(results, p.stem.replace("faas", "mem"))["vmhwm_kb"] / KB_PER_MIB
                         for p in runs]
         # runc and crun in the vmtest guest (bench/run.sh --vm); None when not measured.
@@ -297,6 +298,14 @@ def pull_rows(r: Results) -> list:
         ("`skopeo copy` to a directory", r.pull["skopeo"]))]
 
 
+def push_rows(r: Results) -> list:
+    skopeo = statistics.median(r.pull["skopeopush"]) if r.pull["skopeopush"] else 0
+    return [seconds_row(label, values, skopeo) for label, values in (
+        ("`faas push` to a new repository: layer written and uploaded", r.pull["push"]),
+        ("`faas push` again, another tag: nothing sent", r.pull["pushagain"]),
+        ("`skopeo copy` of the archive to a new repository", r.pull["skopeopush"]))]
+
+
 def pull_section(r: Results) -> list:
     return [
         "Deploys of the same image by reference from docker-registry on loopback (pushed",
@@ -307,6 +316,14 @@ def pull_section(r: Results) -> list:
         "| | median | min | max | × skopeo copy |",
         "|---|---|---|---|---|",
         *pull_rows(r),
+        "",
+        "The deployed version pushed back (`faas push`: its tree as one gzip layer, a",
+        "config and a manifest), against `skopeo copy` of the archive to the registry",
+        "(its two layers compressed on the way).",
+        "",
+        "| | median | min | max | × skopeo copy |",
+        "|---|---|---|---|---|",
+        *push_rows(r),
         "",
     ]
 
