@@ -45,6 +45,7 @@ remove_floor_cgroups() {
 }
 
 registry_pid=""
+push_registry_pid=""
 cleanup() {
   local status=$?
   # After a failure, keep the log of the faasd that was running.
@@ -53,6 +54,7 @@ cleanup() {
   fi
   stop_faasd
   [ -z "$registry_pid" ] || kill "$registry_pid" 2>/dev/null || true
+  [ -z "$push_registry_pid" ] || kill "$push_registry_pid" 2>/dev/null || true
   delete_containers "$work/floor/runc-root"
   remove_floor_cgroups
 }
@@ -227,41 +229,54 @@ done
 # `faas rm` (every layer from faasd's cache), pushes the version back to new tags, and
 # copies the image with skopeo to a directory and from the archive to the registry.
 log "registry: the big image into docker-registry on 127.0.0.1:5000"
-reg=$work/registry
-mkdir -p "$reg"
-printf '{"version": 0.1, "log": {"level": "warn"}, "http": {"addr": "127.0.0.1:5000"},
-  "storage": {"filesystem": {"rootdirectory": "%s/data"}}}\n' "$reg" >"$reg/config.yml"
-docker-registry serve "$reg/config.yml" >"$reg/registry.log" 2>&1 &
+# serve_registry DIR PORT: docker-registry with its storage in DIR on 127.0.0.1:PORT,
+# in the background; waits until it answers.
+serve_registry() {
+  mkdir -p "$1"
+  printf '{"version": 0.1, "log": {"level": "warn"}, "http": {"addr": "127.0.0.1:%s"},
+  "storage": {"filesystem": {"rootdirectory": "%s/data"}}}\n' "$2" "$1" >"$1/config.yml"
+  docker-registry serve "$1/config.yml" >"$1/registry.log" 2>&1 &
+  for _ in $(seq 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:$2/v2/" && return 0
+    sleep 0.1
+  done
+  echo "docker-registry on port $2 did not start" >&2
+  return 1
+}
+serve_registry "$work/registry" 5000
 registry_pid=$!
-for _ in $(seq 100); do
-  curl -sf -o /dev/null http://127.0.0.1:5000/v2/ && break
-  sleep 0.1
-done
 big_ref=127.0.0.1:5000/bench/big:1
 skopeo copy -q --dest-tls-verify=false "docker-archive:$images/big.tar" "docker://$big_ref"
 echo '{}' >"$work/no-registry-auth.json"
 for i in $(seq "$kDeployRuns"); do
-  log "pull $i/$kDeployRuns: faas new --image, again with the layers cached, skopeo copy"
+  log "pull $i/$kDeployRuns: faas new --image, again with the layers cached, faas push, skopeo copy"
   start_faasd "$work/pull-$i" --registry-auth "$work/no-registry-auth.json"
   "$bench_bin/floor" spawn -n 1 -- faas new big --image "$big_ref" \
     >"$results/pull-faas-$i.json"
   faas rm big >/dev/null
   "$bench_bin/floor" spawn -n 1 -- faas new big --image "$big_ref" \
     >"$results/pull-cached-$i.json"
-  # The deployed version pushed to a new repository (its layer written and uploaded),
-  # then under another tag (nothing sent again).
-  "$bench_bin/floor" spawn -n 1 -- faas push big "127.0.0.1:5000/bench/pushed-$i:1" \
+  # Pushes go to an empty registry of their own (nothing there to skip or mount): the
+  # deployed version (its layer written and uploaded), then under another tag (the
+  # layer from faasd's cache, nothing sent), then skopeo's copy of the archive.
+  serve_registry "$work/push-registry-$i" 5001
+  push_registry_pid=$!
+  "$bench_bin/floor" spawn -n 1 -- faas push big "127.0.0.1:5001/bench/pushed:1" \
     >"$results/pull-push-$i.json"
-  "$bench_bin/floor" spawn -n 1 -- faas push big "127.0.0.1:5000/bench/pushed-$i:2" \
+  "$bench_bin/floor" spawn -n 1 -- faas push big "127.0.0.1:5001/bench/pushed:2" \
     >"$results/pull-pushagain-$i.json"
   stop_faasd
   rm -rf "$work/pull-$i"
+  "$bench_bin/floor" spawn -n 1 -- skopeo copy -q --dest-tls-verify=false \
+    "docker-archive:$images/big.tar" "docker://127.0.0.1:5001/bench/skopeo:1" \
+    >"$results/pull-skopeopush-$i.json"
+  kill "$push_registry_pid"
+  wait "$push_registry_pid" 2>/dev/null || true
+  push_registry_pid=""
+  rm -rf "$work/push-registry-$i"
   "$bench_bin/floor" spawn -n 1 -- skopeo copy -q --src-tls-verify=false "docker://$big_ref" \
     "dir:$work/skopeo-$i" >"$results/pull-skopeo-$i.json"
   rm -rf "$work/skopeo-$i"
-  "$bench_bin/floor" spawn -n 1 -- skopeo copy -q --dest-tls-verify=false \
-    "docker-archive:$images/big.tar" "docker://127.0.0.1:5000/bench/skopeo-$i:1" \
-    >"$results/pull-skopeopush-$i.json"
 done
 kill "$registry_pid"
 wait "$registry_pid" 2>/dev/null || true

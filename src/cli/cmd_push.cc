@@ -24,7 +24,8 @@ constexpr char kHelp[] =
     "keeps serving it. Prints \"✓ Pushed NAME vN to REF (DIGEST)\" and the layer's digest,\n"
     "size and whether it was uploaded, already there or mounted; --json prints faasd's\n"
     "answer: {\"name\", \"version\", \"image\", \"manifest_digest\", \"config_digest\",\n"
-    "\"layer\": {\"digest\", \"size\", \"outcome\"}, \"blobs\": {\"uploaded\", \"existed\",\n"
+    "\"layer\": {\"digest\", \"size\", \"outcome\", \"written\"}, \"blobs\": {\"uploaded\", "
+    "\"existed\",\n"
     "\"mounted\"}}. Fails while a deploy of NAME is under way.";
 
 int RunPush(const Client& client, const std::string& name, const std::string& ref,

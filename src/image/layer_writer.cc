@@ -37,9 +37,9 @@ class GzipSink {
   GzipSink& operator=(const GzipSink&) = delete;
 
   Status Start() {
-    // 15 + 16: a gzip wrapper, whose header zlib writes without a time or a name.
-    if (deflateInit2(&z_, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
-        Z_OK)
+    // 15 + 16: a gzip wrapper, whose header zlib writes without a time or a name. Level
+    // 1: about three times as fast as the default on binaries, for a tenth more bytes.
+    if (deflateInit2(&z_, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
       return MakeError(Errc::kInternal, "zlib: cannot start gzip");
     started_ = true;
     return Ok();

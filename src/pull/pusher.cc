@@ -5,6 +5,7 @@
 
 #include <exception>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/fd.h"
 #include "image/archive_util.h"
@@ -66,9 +67,11 @@ class Pusher::Impl {
       : ref_(std::move(ref)), session_(ref_, options, std::move(cancelled), "push") {}
 
   Result<PushResult> Push(const PushImage& image, const std::string& work_dir,
-                          const std::string& mount_from);
+                          const std::string& mount_from, BlobCache* cache, const KnownLayer* known);
 
  private:
+  Result<image::WrittenLayer> Layer(const PushImage& image, const std::string& work_dir,
+                                    BlobCache* cache, const KnownLayer* known);
   enum class Outcome { kUploaded, kExisted, kMounted };
   Result<Outcome> PushBlob(const Blob& blob, const std::string& what,
                            const std::string& mount_from);
@@ -78,7 +81,42 @@ class Pusher::Impl {
 
   Reference ref_;
   RegistrySession session_;
+  UniqueFd layer_fd_;
+  std::optional<BlobCache::Lease> lease_;  // the layer, while it is pushed
+  bool reused_ = false;                    // the layer is an earlier push's
 };
+
+// The version's layer: an earlier push's from the cache, or written now (and cached).
+Result<image::WrittenLayer> Pusher::Impl::Layer(const PushImage& image, const std::string& work_dir,
+                                                BlobCache* cache, const KnownLayer* known) {
+  if (cache != nullptr && known != nullptr && !known->digest.empty()) {
+    auto hex = image::Sha256HexOfDigest(known->digest);
+    if (hex.ok()) {
+      if (auto cached = cache->Find(*hex, known->size)) {
+        layer_fd_.Reset(::open(cached->path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (layer_fd_) {
+          lease_.emplace(std::move(*cached));
+          reused_ = true;
+          return image::WrittenLayer{.digest = known->digest,
+                                     .diff_id = known->diff_id,
+                                     .size = known->size,
+                                     .entries = 0};
+        }
+      }
+    }
+  }
+  const std::string path = work_dir + "/layer.tar.gz";
+  layer_fd_.Reset(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!layer_fd_) return SysError(errno, "create " + path);
+  auto layer = image::WriteLayer(image.rootfs, image.id_base, layer_fd_.get());
+  if (!layer.ok()) return std::move(layer).error().Wrap("layer of " + image.rootfs);
+  if (cache != nullptr) {
+    // The open fd stays valid across the rename into the cache.
+    auto lease = cache->Insert(layer->digest.substr(7), path, layer->size);
+    if (lease.ok()) lease_.emplace(std::move(*lease));
+  }
+  return layer;
+}
 
 Result<Pusher::Impl::Outcome> Pusher::Impl::PushBlob(const Blob& blob, const std::string& what,
                                                      const std::string& mount_from) {
@@ -123,18 +161,15 @@ Status Pusher::Impl::Upload(const Blob& blob, const std::string& what,
 }
 
 Result<PushResult> Pusher::Impl::Push(const PushImage& image, const std::string& work_dir,
-                                      const std::string& mount_from) {
+                                      const std::string& mount_from, BlobCache* cache,
+                                      const KnownLayer* known) {
   if (!ref_.digest.empty() || ref_.tag.empty()) {
     return MakeError(Errc::kInvalidArgument,
                      "push to a tag (" + ref_.domain + "/" + ref_.repository +
                          ":TAG), not to a digest: the registry names what it stores");
   }
-  const std::string layer_path = work_dir + "/layer.tar.gz";
-  UniqueFd layer_fd(
-      ::open(layer_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!layer_fd) return SysError(errno, "create " + layer_path);
-  auto layer = image::WriteLayer(image.rootfs, image.id_base, layer_fd.get());
-  if (!layer.ok()) return std::move(layer).error().Wrap("layer of " + image.rootfs);
+  FAAS_ASSIGN_OR_RETURN(image::WrittenLayer layer_written, Layer(image, work_dir, cache, known));
+  const image::WrittenLayer* layer = &layer_written;
   FAAS_RETURN_IF_ERROR(session_.Check());
 
   FAAS_ASSIGN_OR_RETURN(HttpAnswer ping, session_.Send(HttpRequest{}, "/v2/", Drop));
@@ -149,7 +184,7 @@ Result<PushResult> Pusher::Impl::Push(const PushImage& image, const std::string&
     if (outcome == Outcome::kExisted) ++result.existed;
     if (outcome == Outcome::kMounted) ++result.mounted;
   };
-  Blob layer_blob{.digest = layer->digest, .size = layer->size, .fd = layer_fd.get(), .text = {}};
+  Blob layer_blob{.digest = layer->digest, .size = layer->size, .fd = layer_fd_.get(), .text = {}};
   FAAS_ASSIGN_OR_RETURN(
       Outcome layer_outcome,
       PushBlob(layer_blob, "layer " + image::ShortDigest(layer->digest), mount_from));
@@ -184,6 +219,8 @@ Result<PushResult> Pusher::Impl::Push(const PushImage& image, const std::string&
   result.manifest_digest = manifest_digest;
   result.config_digest = config_blob.digest;
   result.layer_digest = layer->digest;
+  result.layer_diff_id = layer->diff_id;
+  result.layer_written = !reused_;
   result.layer_bytes = layer->size;
   return result;
 }
@@ -194,9 +231,10 @@ Pusher::Pusher(Reference ref, const RegistryOptions& options, std::function<bool
 Pusher::~Pusher() = default;
 
 Result<PushResult> Pusher::Push(const PushImage& image, const std::string& work_dir,
-                                const std::string& mount_from) {
+                                const std::string& mount_from, BlobCache* cache,
+                                const KnownLayer* known) {
   try {
-    return impl_->Push(image, work_dir, mount_from);
+    return impl_->Push(image, work_dir, mount_from, cache, known);
   } catch (const std::bad_alloc&) {
     return MakeError(Errc::kInternal, "push: out of memory");
   } catch (const std::exception& e) {

@@ -286,7 +286,8 @@ class Daemon::Impl : public api::Backend {
                                        .registry = options_.registry,
                                        .blob_cache = blob_cache_.get(),
                                    });
-    publisher_ = std::make_unique<Publisher>(io_, pool_, state_, *functions_, options_.registry);
+    publisher_ = std::make_unique<Publisher>(io_, pool_, state_, *functions_, options_.registry,
+                                             blob_cache_.get());
     api::Options api_options;
     api_options.unix_path =
         options_.socket.empty() ? options_.run_dir + "/faasd.sock" : options_.socket;

@@ -364,15 +364,18 @@ Status Functions::BeginDeploy(const std::string& name, const std::string& what) 
   return Ok();
 }
 
-Status Functions::RecordImage(const std::string& name, uint64_t version, const std::string& ref,
-                              const std::string& manifest_digest, const std::string& platform) {
+Status Functions::RecordPush(const std::string& name, uint64_t version, const Pushed& pushed) {
   const store::FunctionRecord* serving = registry_.Find(name);
   if (serving == nullptr) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
   auto stamp = [&](store::FunctionRecord& record) {
-    if (!record.image_ref.empty()) return false;
-    record.image_ref = ref;
-    record.manifest_digest = manifest_digest;
-    record.platform = platform;
+    bool changed = record.layer_digest != pushed.layer_digest;
+    record.layer_digest = pushed.layer_digest;
+    record.layer_diff_id = pushed.layer_diff_id;
+    record.layer_size = pushed.layer_size;
+    if (!record.image_ref.empty()) return changed;
+    record.image_ref = pushed.ref;
+    record.manifest_digest = pushed.manifest_digest;
+    record.platform = pushed.platform;
     return true;
   };
   const store::Registry before = registry_;

@@ -57,12 +57,20 @@ class Functions {
   Status BeginDeploy(const std::string& name, const std::string& what = "deploy");
   // Ends what BeginDeploy began, whatever the outcome.
   void EndDeploy(const std::string& name);
-  // Records that `version` of `name`, deployed from an archive, is now the registry
-  // image `ref` (canonical) at `manifest_digest` for `platform`: what a push made of
-  // it. A version that records an image already keeps it. kNotFound when the version
-  // is gone; the registry file's write errors.
-  Status RecordImage(const std::string& name, uint64_t version, const std::string& ref,
-                     const std::string& manifest_digest, const std::string& platform);
+  // Records what a push made of `version` of `name`: the layer it wrote (kept in the
+  // layer cache) and, for a version deployed from an archive, the registry image `ref`
+  // (canonical) at `manifest_digest` for `platform` (a version that records an image
+  // already keeps it). kNotFound when the version is gone; the registry file's write
+  // errors.
+  struct Pushed {
+    std::string ref;
+    std::string manifest_digest;
+    std::string platform;
+    std::string layer_digest;
+    std::string layer_diff_id;
+    uint64_t layer_size = 0;
+  };
+  Status RecordPush(const std::string& name, uint64_t version, const Pushed& pushed);
   // A container (not started) of `record`, a version of `name` not committed yet
   // (its version directory in place), without a client, reporting to `events`: a
   // deploy starts it to check that the version starts. nullptr when shutting down.

@@ -31,8 +31,14 @@ Result<store::FunctionRecord> FindVersion(const store::Registry& registry, const
 }  // namespace
 
 Publisher::Publisher(asio::io_context& io, asio::thread_pool& workers, const store::StateDir& state,
-                     Functions& functions, const pull::RegistryOptions& registry)
-    : io_(io), workers_(workers), state_(state), functions_(functions), registry_(registry) {}
+                     Functions& functions, const pull::RegistryOptions& registry,
+                     pull::BlobCache* cache)
+    : io_(io),
+      workers_(workers),
+      state_(state),
+      functions_(functions),
+      registry_(registry),
+      cache_(cache) {}
 
 Status Publisher::Start(const std::string& name, const std::string& image,
                         std::optional<uint64_t> version,
@@ -64,8 +70,10 @@ Status Publisher::Start(const std::string& name, const std::string& image,
                        .working_dir = record.working_dir,
                        .user = record.user,
                        .platform = platform};
+  pull::KnownLayer known{
+      .digest = record.layer_digest, .diff_id = record.layer_diff_id, .size = record.layer_size};
   const auto started = std::chrono::steady_clock::now();
-  asio::post(workers_, [this, name, ref, push = std::move(push), mount_from, cancel, started,
+  asio::post(workers_, [this, name, ref, push = std::move(push), mount_from, known, cancel, started,
                         version = record.version, done = std::move(done)]() mutable {
     std::string work = state_.TmpDir() + "/push-XXXXXX";
     Result<pull::PushResult> result = [&]() -> Result<pull::PushResult> {
@@ -76,7 +84,7 @@ Status Publisher::Start(const std::string& name, const std::string& image,
       }
       pull::Pusher pusher(ref, registry_,
                           [this, cancel] { return stopping_.load() || cancel->cancelled(); });
-      return pusher.Push(push, work, mount_from);
+      return pusher.Push(push, work, mount_from, cache_, &known);
     }();
     if (!work.empty()) (void)RemoveTree(work);
     asio::post(io_, [this, name, ref, version, started, result = std::move(result),
@@ -87,8 +95,13 @@ Status Publisher::Start(const std::string& name, const std::string& image,
                      ref.String(), MillisSince(started), result.error().message);
         return done(std::move(result).error());
       }
-      if (Status st = functions_.RecordImage(name, version, ref.String(), result->manifest_digest,
-                                             platform);
+      if (Status st = functions_.RecordPush(name, version,
+                                            {.ref = ref.String(),
+                                             .manifest_digest = result->manifest_digest,
+                                             .platform = platform,
+                                             .layer_digest = result->layer_digest,
+                                             .layer_diff_id = result->layer_diff_id,
+                                             .layer_size = result->layer_bytes});
           !st.ok())
         spdlog::warn("push of {}: the registry file does not record it: {}", name,
                      st.error().message);
@@ -103,7 +116,8 @@ Status Publisher::Start(const std::string& name, const std::string& image,
           {"layer",
            {{"digest", result->layer_digest},
             {"size", result->layer_bytes},
-            {"outcome", result->layer_outcome}}},
+            {"outcome", result->layer_outcome},
+            {"written", result->layer_written}}},
           {"blobs",
            {{"uploaded", result->uploaded},
             {"existed", result->existed},

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "api/server.h"
+#include "pull/blob_cache.h"
 #include "pull/session.h"
 #include "server/functions.h"
 #include "store/state_dir.h"
@@ -28,10 +29,11 @@ namespace faas::server {
 
 class Publisher {
  public:
-  // `registry` (credentials, TLS, timeouts) is borrowed and must outlive the publisher.
+  // `registry` (credentials, TLS, timeouts) and `cache` (the pushed layers go into it;
+  // may be null) are borrowed and must outlive the publisher.
   Publisher(boost::asio::io_context& io, boost::asio::thread_pool& workers,
             const store::StateDir& state, Functions& functions,
-            const pull::RegistryOptions& registry);
+            const pull::RegistryOptions& registry, pull::BlobCache* cache);
 
   // See api::Backend::StartPush. Errors: kInvalidArgument (a bad reference, one by
   // digest), kNotFound (no such function or version), kConflict (a deploy or push of
@@ -48,6 +50,7 @@ class Publisher {
   const store::StateDir& state_;
   Functions& functions_;
   const pull::RegistryOptions& registry_;
+  pull::BlobCache* cache_;
   std::atomic<bool> stopping_{false};
 };
 

@@ -31,6 +31,10 @@ nlohmann::json ToJson(const FunctionRecord& r) {
     json["manifest_digest"] = r.manifest_digest;
     json["platform"] = r.platform;
   }
+  if (!r.layer_digest.empty()) {
+    json["layer"] = {
+        {"digest", r.layer_digest}, {"diff_id", r.layer_diff_id}, {"size", r.layer_size}};
+  }
   return json;
 }
 
@@ -80,6 +84,12 @@ Result<FunctionRecord> FunctionFromJson(const nlohmann::json& json) {
     r.image_ref = json.value("image_ref", std::string());
     r.manifest_digest = json.value("manifest_digest", std::string());
     r.platform = json.value("platform", std::string());
+    if (json.contains("layer")) {
+      const nlohmann::json& layer = json.at("layer");
+      r.layer_digest = layer.at("digest").get<std::string>();
+      r.layer_diff_id = layer.at("diff_id").get<std::string>();
+      r.layer_size = layer.at("size").get<uint64_t>();
+    }
     r.options = json.value("options", nlohmann::json::object());
     if (!r.options.is_object()) return MakeError(Errc::kInternal, "bad function record: options");
     return r;

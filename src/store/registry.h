@@ -42,6 +42,12 @@ struct FunctionRecord {
   std::string image_ref;
   std::string manifest_digest;
   std::string platform;  // of the pull ("linux/amd64"): the one taken from an index
+  // The layer `faas push` made of this version's tree ("sha256:<hex>" of the gzip blob
+  // and of its tar, its size), kept in the layer cache while it stays there: a second
+  // push takes it from there instead of writing it again. Empty before a push.
+  std::string layer_digest = {};
+  std::string layer_diff_id = {};
+  uint64_t layer_size = 0;
   // The deploy options in force (DeployOptions::set): given or carried over.
   nlohmann::json options = nlohmann::json::object();
 };

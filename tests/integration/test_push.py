@@ -82,6 +82,8 @@ def test_push_then_pull_back_gives_the_same_digest_and_tree(faasd_unstarted, faa
     assert f"Image: {ref} ({digest})" in r.stdout, r.stdout
     copy = faas.describe("copy")
     assert copy["manifest_digest"] == digest
+    # The layer came from the layer cache, where the push left it: never downloaded.
+    assert requests(registry, "GET", f"team/app/blobs/{layer}") == []
     same_tree(faas, record["rootfs"], copy["rootfs"])
     faas.assert_handler_responds(faas.get_handler_ip("copy"), hello_body())
 
@@ -94,12 +96,20 @@ def test_a_second_push_sends_nothing_again_and_another_repository_mounts(
     faas.deploy_handler("app", "hello")
     ref = f"{registry.host}/team/app:1"
     digest, layer = assert_pushed(faas, push(faas, "app", ref), "app", 1, ref, "uploaded")
+    assert faas.describe("app")["layer"]["digest"] == layer
 
-    # The same version again, under another tag: the same digests, no blob uploaded.
+    # The same version again, under another tag: the same digests, no blob uploaded,
+    # and the layer is the first push's, from the layer cache, not written again.
     again = f"{registry.host}/team/app:stable"
-    assert assert_pushed(faas, push(faas, "app", again), "app", 1, again,
-                         "existed") == (digest, layer)
+    r = push(faas, "app", again, "--json")
+    assert r.returncode == 0, r
+    answer = json.loads(r.stdout)
+    assert (answer["manifest_digest"], answer["layer"]["digest"]) == (digest, layer)
+    assert (answer["layer"]["outcome"], answer["layer"]["written"]) == ("existed", False)
+    assert answer["blobs"] == {"uploaded": 0, "existed": 2, "mounted": 0}
     assert len(requests(registry, "PUT", r"team/app/blobs/uploads/[^ ]+")) == 2
+    assert layer.removeprefix("sha256:") in faas.vm.listdir(
+        f"{faasd_unstarted.state_dir}/cache/blobs/sha256")
 
     # Another repository of the registry: the layer and the config are mounted from the
     # first (the version records it), nothing is uploaded.
