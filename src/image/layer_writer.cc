@@ -25,6 +25,16 @@ namespace {
 
 constexpr size_t kChunk = 64 * 1024;
 
+// Data that does not compress (already compressed files, random bytes) costs deflate
+// the most time for nothing: a window of the tar that level 1 shrinks by less than 3%
+// switches the stream to stored blocks (level 0: a copy). While storing, the first
+// kProbe bytes of each window are deflated on the side, and the stream goes back to
+// level 1 when they shrink. The choice depends on the bytes alone, so the output stays
+// reproducible.
+constexpr uint64_t kWindow = 1 << 20;
+constexpr uint64_t kProbe = 64 << 10;
+constexpr double kWorthIt = 0.97;
+
 // The tar stream's consumer: hashes it (the diff_id), compresses it with gzip, hashes
 // the compressed bytes (the digest) and writes them out.
 class GzipSink {
@@ -32,6 +42,7 @@ class GzipSink {
   explicit GzipSink(int fd) : fd_(fd) {}
   ~GzipSink() {
     if (started_) deflateEnd(&z_);
+    if (probing_) deflateEnd(&probe_);
   }
   GzipSink(const GzipSink&) = delete;
   GzipSink& operator=(const GzipSink&) = delete;
@@ -42,12 +53,32 @@ class GzipSink {
     if (deflateInit2(&z_, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
       return MakeError(Errc::kInternal, "zlib: cannot start gzip");
     started_ = true;
+    if (deflateInit2(&probe_, Z_BEST_SPEED, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+      return MakeError(Errc::kInternal, "zlib: cannot start gzip");
+    probing_ = true;
     return Ok();
   }
 
   Status Write(const void* data, size_t size) {
     tar_hash_.Update(data, size);
-    return Deflate(data, size, Z_NO_FLUSH);
+    if (level_ == Z_NO_COMPRESSION && probe_.total_in < kProbe)
+      Probe(data, std::min<uint64_t>(size, kProbe - probe_.total_in), Z_NO_FLUSH);
+    FAAS_RETURN_IF_ERROR(Deflate(data, size, Z_NO_FLUSH));
+    if (z_.total_in - window_in_ < kWindow) return Ok();
+    // A window ends: keep the level, or change it (deflateParams flushes a block).
+    int level = level_;
+    if (level_ == Z_BEST_SPEED) {
+      if (Ratio(z_.total_out - window_out_, z_.total_in - window_in_) > kWorthIt)
+        level = Z_NO_COMPRESSION;
+    } else {
+      Probe(nullptr, 0, Z_FINISH);
+      if (Ratio(probe_.total_out, probe_.total_in) <= kWorthIt) level = Z_BEST_SPEED;
+    }
+    deflateReset(&probe_);
+    if (level != level_) FAAS_RETURN_IF_ERROR(SetLevel(level));
+    window_in_ = z_.total_in;
+    window_out_ = z_.total_out;
+    return Ok();
   }
 
   Status Finish() { return Deflate(nullptr, 0, Z_FINISH); }
@@ -60,6 +91,42 @@ class GzipSink {
   }
 
  private:
+  static double Ratio(uint64_t out, uint64_t in) {
+    return in == 0 ? 0 : static_cast<double>(out) / static_cast<double>(in);
+  }
+
+  // Deflates into a scratch buffer only to count the bytes it would make.
+  void Probe(const void* data, size_t size, int flush) {
+    probe_.next_in = static_cast<Bytef*>(const_cast<void*>(data));
+    probe_.avail_in = static_cast<uInt>(size);
+    int rc;
+    do {
+      probe_.next_out = scratch_.data();
+      probe_.avail_out = static_cast<uInt>(scratch_.size());
+      rc = deflate(&probe_, flush);
+    } while (rc == Z_OK && (probe_.avail_in > 0 || (flush == Z_FINISH && probe_.avail_out == 0)));
+  }
+
+  Status SetLevel(int level) {
+    for (;;) {
+      z_.next_out = out_.data();
+      z_.avail_out = static_cast<uInt>(out_.size());
+      const int rc = deflateParams(&z_, level, Z_DEFAULT_STRATEGY);
+      FAAS_RETURN_IF_ERROR(Emit(out_.size() - z_.avail_out));
+      if (rc == Z_OK) break;
+      if (rc != Z_BUF_ERROR) return MakeError(Errc::kInternal, "zlib: cannot change the level");
+    }
+    level_ = level;
+    return Ok();
+  }
+
+  Status Emit(size_t produced) {
+    if (produced == 0) return Ok();
+    blob_hash_.Update(out_.data(), produced);
+    size_ += produced;
+    return WriteAll(fd_, std::string_view(reinterpret_cast<char*>(out_.data()), produced));
+  }
+
   Status Deflate(const void* data, size_t size, int flush) {
     z_.next_in = static_cast<Bytef*>(const_cast<void*>(data));
     z_.avail_in = static_cast<uInt>(size);
@@ -68,13 +135,7 @@ class GzipSink {
       z_.avail_out = static_cast<uInt>(out_.size());
       int rc = deflate(&z_, flush);
       if (rc == Z_STREAM_ERROR) return MakeError(Errc::kInternal, "zlib: deflate failed");
-      const size_t produced = out_.size() - z_.avail_out;
-      if (produced > 0) {
-        blob_hash_.Update(out_.data(), produced);
-        size_ += produced;
-        FAAS_RETURN_IF_ERROR(
-            WriteAll(fd_, std::string_view(reinterpret_cast<char*>(out_.data()), produced)));
-      }
+      FAAS_RETURN_IF_ERROR(Emit(out_.size() - z_.avail_out));
       if (flush == Z_FINISH ? rc == Z_STREAM_END : (z_.avail_in == 0 && z_.avail_out != 0))
         return Ok();
     }
@@ -86,7 +147,13 @@ class GzipSink {
   Sha256 tar_hash_;
   Sha256 blob_hash_;
   uint64_t size_ = 0;
+  int level_ = Z_BEST_SPEED;
+  z_stream probe_{};
+  bool probing_ = false;
+  uint64_t window_in_ = 0;  // total_in and total_out when the window began
+  uint64_t window_out_ = 0;
   std::array<Bytef, kChunk> out_{};
+  std::array<Bytef, kChunk> scratch_{};
 };
 
 struct ArchiveDeleter {

@@ -1,7 +1,8 @@
 // Writing a directory tree back as one image layer: what `faas push` uploads of a
 // deployed version.
 //
-// The layer is a POSIX tar (pax where ustar is not enough) compressed with gzip (level 1)
+// The layer is a POSIX tar (pax where ustar is not enough) compressed with gzip (level 1;
+// stretches that do not compress are stored as they are)
 // (media type application/vnd.oci.image.layer.v1.tar+gzip). It is reproducible: the
 // entries come in byte order of their paths, each with its mode, numeric owner and
 // modification time in whole seconds, no user or group names, no access or change

@@ -218,6 +218,37 @@ TEST_F(LayerWriterTest, TheImporterAppliesTheLayerBackToTheSameTree) {
   EXPECT_STREQ(target, "../etc/passwd");
 }
 
+TEST_F(LayerWriterTest, DataThatDoesNotCompressIsStoredAndTheRestCompressed) {
+  std::string noise(3 << 20, '\0');
+  uint64_t x = 88172645463325252ull;  // xorshift: bytes deflate cannot shrink
+  for (char& c : noise) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    c = static_cast<char>(x);
+  }
+  WriteFile(root_ + "/a-noise", noise);
+  WriteFile(root_ + "/b-zeros", std::string(3 << 20, '\0'));
+  WriteFile(root_ + "/c-noise", noise);
+  auto layer = Write("layer.tar.gz", 0);
+  ASSERT_TRUE(layer.ok()) << layer.error().message;
+  // The noise is stored (a little over its size); of the zeros, at most the window
+  // where they begin is stored, the rest shrinks to almost nothing.
+  EXPECT_GT(layer->size, 2 * noise.size());
+  EXPECT_LT(layer->size, 2 * noise.size() + (1 << 20) + (256 << 10));
+  auto again = Write("again.tar.gz", 0);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->digest, layer->digest);
+  const std::string back = dir_ + "/back";
+  ASSERT_EQ(::mkdir(back.c_str(), 0755), 0);
+  ImportStats stats;
+  Status applied = ApplyLayerBlobs({{dir_ + "/layer.tar.gz", layer->digest.substr(7)}},
+                                   {layer->diff_id}, back, ImportLimits{}, &stats);
+  ASSERT_TRUE(applied.ok()) << applied.error().message;
+  for (const char* p : {"/a-noise", "/b-zeros", "/c-noise"})
+    EXPECT_EQ(ReadFile(back + p), ReadFile(root_ + p)) << p;
+}
+
 TEST_F(LayerWriterTest, AMissingTreeOrAFullOutputIsAnError) {
   UniqueFd null(::open("/dev/null", O_WRONLY | O_CLOEXEC));
   auto missing = WriteLayer(dir_ + "/nowhere", 0, null.get());
