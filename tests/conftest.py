@@ -34,7 +34,7 @@ from lib.images import ImageBuilder  # noqa: E402
 from lib.vm import make_vm, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TIERS = ("unit", "integration", "stress")
+TIERS = ("unit", "integration", "stress", "cluster")
 
 
 def pytest_addoption(parser):
@@ -80,7 +80,7 @@ def pytest_collection_modifyitems(config, items):
     _deselect_other_cgroup_layouts(config, items)
     untiered = [i.nodeid for i in items if not any(i.get_closest_marker(t) for t in TIERS)]
     if untiered:
-        raise pytest.UsageError("tests without a tier marker (unit, integration or stress): "
+        raise pytest.UsageError("tests without a tier marker (unit, integration, stress or cluster): "
                                 + ", ".join(untiered))
 
 

@@ -135,6 +135,10 @@ Reply Route(Backend& backend, verb method, const std::string& raw_target) {
     if (method != verb::get) return MethodNotAllowed();
     return {200, backend.Version()};
   }
+  if (target == "/api/nodes") {
+    if (method != verb::get) return MethodNotAllowed();
+    return FromResult(backend.Nodes());
+  }
   if (TakePrefix(target, "/api/ip/", &name)) {
     if (method != verb::get) return MethodNotAllowed();
     return FromResult(backend.GetIp(name));

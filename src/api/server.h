@@ -112,6 +112,12 @@ class Backend {
                            std::shared_ptr<const DeployCancel> /*cancel*/, DeployDone /*done*/) {
     return MakeError(Errc::kNotFound, "no function named '" + name + "'");
   }
+  // The cluster's nodes as this node last read them from etcd: {"node": its own name,
+  // "etcd": "ok" or why not, "as_of": RFC 3339, "nodes": [{"name", "address",
+  // "version", "self"}]}. kNotFound when faasd runs alone (no --cluster).
+  virtual Result<nlohmann::json> Nodes() {
+    return MakeError(Errc::kNotFound, "faasd runs alone: start it with --cluster to join one");
+  }
   // {"version": faasd's release, "api": kApiVersion (common/version.h), ...}.
   virtual nlohmann::json Version() = 0;
 };

@@ -419,6 +419,11 @@ Result<long> SendCall(const Call& call, std::FILE* out, bool with_head) {  // NO
   return status;
 }
 
+Result<nlohmann::ordered_json> ParseReply(Result<Response> response) {
+  if (!response.ok()) return std::move(response).error();
+  return ParseReply(*response);
+}
+
 Result<nlohmann::ordered_json> ParseReply(const Response& response) {
   auto json = nlohmann::ordered_json::parse(response.body, nullptr, /*allow_exceptions=*/false);
   if (response.status < 200 || response.status >= 300) {

@@ -84,6 +84,8 @@ Result<long> SendCall(const Call& call, std::FILE* out, bool with_head);  // NOL
 // daemon's message from {"error": "..."}, or the body as text when it is not that. Key order is
 // kept as the daemon sent it.
 Result<nlohmann::ordered_json> ParseReply(const Response& response);
+// The same for a request's result: an error of the request itself passes through.
+Result<nlohmann::ordered_json> ParseReply(Result<Response> response);
 
 // A string member of a reply object; missing or not a string is an unexpected reply.
 Result<std::string> StringField(const nlohmann::ordered_json& reply, const char* key);

@@ -16,12 +16,9 @@ constexpr char kHelp[] =
 
 int RunDescribe(const Client& client, const std::string& name) {
   if (int code = CheckName(name); code != kExitOk) return code;
-  Result<Response> response = client.Get("/api/functions/" + name);
-  if (!response.ok()) return Fail(response.error());
-  Result<nlohmann::ordered_json> reply = ParseReply(*response);
+  Result<nlohmann::ordered_json> reply = ParseReply(client.Get("/api/functions/" + name));
   if (!reply.ok()) return Fail(reply.error());
-  std::cout << EscapeJsonControl(reply->dump(2)) << "\n";
-  return kExitOk;
+  return PrintJson(*reply);
 }
 
 }  // namespace

@@ -37,14 +37,9 @@ int RunPush(const Client& client, const std::string& name, const std::string& re
     if (!version.ok()) return Fail(version.error(), kExitUsage);
     path += "&version=" + std::to_string(*version);
   }
-  Result<Response> response = client.Post(path);
-  if (!response.ok()) return Fail(response.error());
-  Result<nlohmann::ordered_json> reply = ParseReply(*response);
+  Result<nlohmann::ordered_json> reply = ParseReply(client.Post(path));
   if (!reply.ok()) return Fail(reply.error());
-  if (json) {
-    std::cout << EscapeJsonControl(reply->dump(2)) << "\n";
-    return kExitOk;
-  }
+  if (json) return PrintJson(*reply);
   Result<std::string> image = StringField(*reply, "image");
   if (!image.ok()) return Fail(image.error());
   Result<std::string> digest = StringField(*reply, "manifest_digest");

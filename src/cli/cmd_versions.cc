@@ -73,29 +73,12 @@ std::string Pulled(const nlohmann::ordered_json& version) {
          ShortDigest(Text(version.value("manifest_digest", nlohmann::ordered_json(""))));
 }
 
-void PrintTable(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> widths(rows.front().size(), 0);
-  for (const auto& row : rows)
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i)
-      line += row[i] + std::string(i + 1 < row.size() ? widths[i] - row[i].size() + 2 : 0, ' ');
-    while (!line.empty() && line.back() == ' ') line.pop_back();
-    std::cout << EscapeControl(line) << "\n";
-  }
-}
-
 int RunVersions(const Client& client, const std::string& name, bool json) {
   if (int code = CheckName(name); code != kExitOk) return code;
-  Result<Response> response = client.Get("/api/functions/" + name + "/versions");
-  if (!response.ok()) return Fail(response.error());
-  Result<nlohmann::ordered_json> reply = ParseReply(*response);
+  Result<nlohmann::ordered_json> reply =
+      ParseReply(client.Get("/api/functions/" + name + "/versions"));
   if (!reply.ok()) return Fail(reply.error());
-  if (json) {
-    std::cout << EscapeJsonControl(reply->dump(2)) << "\n";
-    return kExitOk;
-  }
+  if (json) return PrintJson(*reply);
   const nlohmann::ordered_json versions = reply->value("versions", nlohmann::ordered_json());
   if (!versions.is_array())
     return Fail(MakeError(Errc::kIo, "unexpected reply from faasd: no list of versions"));

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "cli/client.h"
 #include "common/error.h"
@@ -31,6 +33,7 @@ Verb AddDescribeCommand(CLI::App& app);
 Verb AddVersionsCommand(CLI::App& app);
 Verb AddRollbackCommand(CLI::App& app);
 Verb AddPushCommand(CLI::App& app);
+Verb AddNodesCommand(CLI::App& app);
 Verb AddVersionCommand(CLI::App& app);
 Verb AddInvokeCommand(CLI::App& app);
 Verb AddLogsCommand(CLI::App& app);
@@ -42,6 +45,13 @@ int Fail(const Error& error, int exit_code = kExitFailure);
 
 // Fail() with kExitUsage when `name` is not a valid function name; kExitOk otherwise.
 int CheckName(const std::string& name);
+
+// Prints faasd's answer as indented JSON (control characters escaped); kExitOk.
+int PrintJson(const nlohmann::ordered_json& reply);
+
+// Prints `rows` (the header first) as columns two spaces apart, control characters
+// escaped.
+void PrintTable(const std::vector<std::vector<std::string>>& rows);
 
 // A version as users write it: "2" or "v2"; kInvalidArgument otherwise.
 Result<uint64_t> ParseVersion(std::string text);

@@ -1,6 +1,7 @@
 // faas: the command-line client of faasd. Parses the global flags and the verb, finds the daemon,
 // and runs the verb. Exit codes are in cli/commands.h.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <exception>
@@ -111,7 +112,7 @@ int Main(int argc, char** argv) {
       AddRmCommand(app),       AddDescribeCommand(app), AddVersionsCommand(app),
       AddRollbackCommand(app), AddInitCommand(app),     AddVersionCommand(app),
       AddInvokeCommand(app),   AddLogsCommand(app),     AddPushCommand(app),
-      AddHelpCommand(app),
+      AddNodesCommand(app),    AddHelpCommand(app),
   };
   try {
     app.parse(argc, argv);
@@ -150,6 +151,24 @@ int Fail(const Error& error, int exit_code) {
 int CheckName(const std::string& name) {
   Status valid = store::ValidateName(name);
   return valid.ok() ? kExitOk : Fail(valid.error(), kExitUsage);
+}
+
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths(rows.front().size(), 0);
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i)
+      line += row[i] + std::string(i + 1 < row.size() ? widths[i] - row[i].size() + 2 : 0, ' ');
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::cout << EscapeControl(line) << "\n";
+  }
+}
+
+int PrintJson(const nlohmann::ordered_json& reply) {
+  std::cout << EscapeJsonControl(reply.dump(2)) << "\n";
+  return kExitOk;
 }
 
 Result<uint64_t> ParseVersion(std::string text) {

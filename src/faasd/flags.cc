@@ -1,6 +1,7 @@
 #include "faasd/flags.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "logs/function_log.h"
 #include "pull/reference.h"
 #include "store/limits.h"
+#include "store/names.h"
 
 namespace faas::faasd {
 namespace {
@@ -144,6 +146,23 @@ void AddLimitFlags(CLI::App& app, Flags& flags) {
                  "Disk kept for layers pulled by `faas new --image` (STATE/cache/blobs), "
                  "least recently used evicted first; 0 keeps none past its deploy")
       ->capture_default_str();
+  app.add_flag("--cluster", flags.cluster,
+               "Join a cluster: announce this node in etcd (--etcd) under a lease and list "
+               "the nodes (`faas nodes`)");
+  app.add_option("--etcd", flags.etcd,
+                 "etcd's client URLs, http://HOST:PORT, comma-separated or repeated (with "
+                 "--cluster)")
+      ->delimiter(',')
+      ->allow_extra_args(false);
+  app.add_option("--node-name", flags.node_name,
+                 "This node's name in the cluster (default: "
+                 "the host name)");
+  app.add_option("--advertise-address", flags.advertise_address,
+                 "The address other nodes and operators reach this node at (shown by "
+                 "`faas nodes`)");
+  app.add_option("--node-ttl", flags.node_ttl,
+                 "How long a node that stops renewing its lease stays listed, e.g. 10s")
+      ->capture_default_str();
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   app.add_option("--log-size", flags.log_size,
@@ -230,6 +249,40 @@ Flags ParseFlags(int argc, char** argv) {
   return flags;
 }
 
+// The node's options, or none without --cluster.
+Result<std::optional<cluster::NodeOptions>> ClusterOptionsFrom(const Flags& flags) {
+  if (!flags.cluster) {
+    if (!flags.etcd.empty())
+      return MakeError(Errc::kInvalidArgument, "--etcd: only with --cluster");
+    return std::optional<cluster::NodeOptions>();
+  }
+  if (flags.etcd.empty())
+    return MakeError(Errc::kInvalidArgument, "--cluster: give etcd's client URLs with --etcd");
+  for (const std::string& url : flags.etcd) {
+    const std::string rest = url.starts_with("http://") ? url.substr(7) : "";
+    if (rest.empty() || rest.find(':') == std::string::npos ||
+        rest.find_first_of("/?#@ ") != std::string::npos)
+      return MakeError(Errc::kInvalidArgument,
+                       "--etcd: '" + EscapeControl(url) + "' is not http://HOST:PORT");
+  }
+  FAAS_ASSIGN_OR_RETURN(uint64_t ttl_ms, store::ParseDuration(flags.node_ttl, "--node-ttl"));
+  if (ttl_ms < 2000) return MakeError(Errc::kInvalidArgument, "--node-ttl: at least 2s");
+  std::string name = flags.node_name;
+  if (name.empty()) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+      return MakeError(Errc::kInvalidArgument, "--node-name: the host has no name; give one");
+    name = host;
+  }
+  if (Status valid = store::ValidateName(name); !valid.ok())
+    return MakeError(Errc::kInvalidArgument, "--node-name: " + valid.error().message);
+  cluster::NodeOptions node;
+  node.etcd.endpoints = flags.etcd;
+  node.self = {.name = name, .address = flags.advertise_address, .version = kVersion};
+  node.ttl = std::chrono::seconds(ttl_ms / 1000);
+  return std::optional<cluster::NodeOptions>(std::move(node));
+}
+
 Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags) {
   constexpr store::DurationForm kBareMs{.bare_unit_ms = 1};
   FAAS_ASSIGN_OR_RETURN(uint64_t connect,
@@ -259,6 +312,7 @@ Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags) {
   FAAS_RETURN_IF_ERROR(CheckInsecureRegistries(flags.options.registry.insecure));
   FAAS_ASSIGN_OR_RETURN(pull::AuthFile auth, LoadRegistryAuth(flags.registry_auth));
   server::DaemonOptions options = flags.options;
+  FAAS_ASSIGN_OR_RETURN(options.cluster, ClusterOptionsFrom(flags));
   options.log_size = log_size;
   options.log_rate = log_rate;
   options.cache_size = cache_size;

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "server/daemon.h"
@@ -34,6 +35,13 @@ struct Flags {
   // --registry-auth as given; empty: $REGISTRY_AUTH_FILE, else /root/.docker/config.json
   // (a missing default file: anonymous pulls).
   std::string registry_auth;
+  // Cluster membership: --cluster with etcd's client URLs; the node's name (default
+  // the host name), advertise address and lease TTL as typed.
+  bool cluster = false;
+  std::vector<std::string> etcd;
+  std::string node_name;
+  std::string advertise_address;
+  std::string node_ttl = "10s";
   // `faasd unpack IMAGE DIR`: import IMAGE into DIR instead of serving.
   bool unpack = false;
   std::string unpack_image;  // a path, or "-" for stdin
@@ -54,7 +62,9 @@ Flags ParseFlags(int argc, char** argv);
 // --queue-timeout, --rate-limit, --api-timeout and --first-byte-timeout (in that
 // order) that does not parse, then --metrics-listen when it is not a HOST:PORT, then
 // --log-size, --log-rate and --log-driver, then the registry auth file when it cannot
-// be read (a given one) or parsed, or an --insecure-registry that is not HOST[:PORT].
+// be read (a given one) or parsed, or an --insecure-registry that is not HOST[:PORT],
+// then the cluster flags (--etcd without --cluster or the reverse, an etcd URL that is
+// not http://HOST:PORT, a --node-ttl under 2 s).
 // Without --log-driver, journald gets the functions' lines too when $JOURNAL_STREAM
 // is set.
 Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags);

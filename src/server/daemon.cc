@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "logs/function_log.h"
+#include "logs/query.h"
 #include "pull/blob_cache.h"
 #include "runtime/bundle.h"
 #include "server/deploy.h"
@@ -105,6 +106,8 @@ class Daemon::Impl : public api::Backend {
       notifier_.Stopping();
       api_->Stop();
       publisher_->Stop();
+      // Leaving the cluster (its lease revoked) must not hold the loop that drains.
+      if (node_) asio::post(pool_, [this] { node_->Stop(); });
       functions_->Shutdown(options_.drain_timeout, [this] { io_.stop(); });
     });
     spdlog::info("faasd ready");
@@ -129,6 +132,22 @@ class Daemon::Impl : public api::Backend {
                    std::optional<uint64_t> version, std::shared_ptr<const api::DeployCancel> cancel,
                    DeployDone done) override {
     return publisher_->Start(name, image, version, std::move(cancel), std::move(done));
+  }
+
+  Result<nlohmann::json> Nodes() override {
+    if (!node_) return api::Backend::Nodes();
+    const cluster::Node::Health health = node_->health();
+    nlohmann::json nodes = nlohmann::json::array();
+    for (const cluster::NodeInfo& node : health.nodes)
+      nodes.push_back({{"name", node.name},
+                       {"address", node.address},
+                       {"version", node.version},
+                       {"self", node.name == node_->self().name}});
+    return nlohmann::json{
+        {"node", node_->self().name},
+        {"etcd", health.announced ? "ok" : health.error},
+        {"as_of", health.nodes.empty() && !health.announced ? "" : logs::FormatTime(health.as_of)},
+        {"nodes", std::move(nodes)}};
   }
 
   Result<nlohmann::json> Describe(const std::string& name) override {
@@ -254,6 +273,10 @@ class Daemon::Impl : public api::Backend {
         },
         telemetry_);
     FAAS_RETURN_IF_ERROR(functions_->Start());
+    if (options_.cluster) {
+      node_ = std::make_unique<cluster::Node>(*options_.cluster);
+      node_->Start();
+    }
     metrics_.SetSources({
         .functions = [this] { return FunctionLoads(*functions_); },
         .containers_running =
@@ -340,6 +363,7 @@ class Daemon::Impl : public api::Backend {
   std::unique_ptr<Functions> functions_;
   std::unique_ptr<Deployer> deployer_;
   std::unique_ptr<Publisher> publisher_;
+  std::unique_ptr<cluster::Node> node_;  // with --cluster; stopped on the pool
   std::unique_ptr<api::Server> api_;
   ServiceNotifier notifier_;  // after functions_: its status reads them
 };

@@ -5,9 +5,11 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "api/server.h"
+#include "cluster/node.h"
 #include "image/importer.h"
 #include "pull/puller.h"
 #include "runtime/runtime.h"
@@ -42,6 +44,8 @@ struct DaemonOptions {
   pull::RegistryOptions registry;  // deploys by image reference
   // Their layers, kept by digest in STATE/cache/blobs (pull/blob_cache.h).
   uint64_t cache_size = 1ull << 30;
+  // With --cluster: this node's membership (cluster/node.h); none: faasd runs alone.
+  std::optional<cluster::NodeOptions> cluster;
 };
 
 class Daemon {

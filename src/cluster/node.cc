@@ -1,0 +1,85 @@
+#include "cluster/node.h"
+
+#include <spdlog/spdlog.h>
+
+#include <utility>
+
+namespace faas::cluster {
+
+Node::Node(NodeOptions options)
+    : options_(std::move(options)), etcd_(options_.etcd), state_(etcd_, options_.prefix) {}
+
+Node::~Node() { Stop(); }
+
+void Node::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Node::Stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+Node::Health Node::health() const {
+  std::lock_guard lock(mutex_);
+  return health_;
+}
+
+void Node::Run() {
+  for (;;) {
+    Round();
+    std::unique_lock lock(mutex_);
+    const auto wait = health_.announced ? options_.ttl / 3 : options_.retry;
+    if (wake_.wait_for(lock, wait, [this] { return stopping_; })) break;
+  }
+  if (lease_ != 0) {
+    // Leaving: the node's keys go at once, not when the lease would expire.
+    if (Status st = etcd_.Revoke(lease_); !st.ok())
+      spdlog::warn("cluster: could not revoke the lease of node {}: {}", options_.self.name,
+                   st.error().message);
+    lease_ = 0;
+  }
+}
+
+// One round: renew (or get) the lease and announce, then read the nodes.
+void Node::Round() {
+  auto fail = [this](const Error& error) {
+    std::lock_guard lock(mutex_);
+    if (health_.announced || health_.error != error.message)
+      spdlog::warn("cluster: node {}: {}", options_.self.name, error.message);
+    health_.announced = false;
+    health_.error = error.message;
+  };
+  const auto now = std::chrono::steady_clock::now();
+  if (lease_ != 0) {
+    auto ttl = etcd_.KeepAlive(lease_);
+    if (ttl.ok() && *ttl > 0) {
+      last_renewal_ = now;
+    } else if (ttl.ok() || now - last_renewal_ >= options_.ttl) {
+      lease_ = 0;  // expired: its keys are gone, a new one is needed
+    }
+    if (!ttl.ok()) return fail(ttl.error());
+  }
+  if (lease_ == 0) {
+    auto lease = etcd_.GrantLease(options_.ttl);
+    if (!lease.ok()) return fail(lease.error());
+    lease_ = *lease;
+    last_renewal_ = now;
+    if (Status st = state_.Announce(options_.self, lease_); !st.ok()) return fail(st.error());
+    spdlog::info("cluster: node {} announced in etcd", options_.self.name);
+  }
+  auto nodes = state_.Nodes();
+  if (!nodes.ok()) return fail(nodes.error());
+  std::lock_guard lock(mutex_);
+  health_.announced = true;
+  health_.error.clear();
+  health_.nodes = std::move(*nodes);
+  health_.as_of = std::chrono::system_clock::now();
+}
+
+}  // namespace faas::cluster
