@@ -2,13 +2,14 @@
 config, an OCI manifest) to a registry, Debian's docker-registry inside the test's
 network namespace; pulling the reference back gives the same digest and tree."""
 
+import base64
 import json
 import re
 
 import pytest
 
 from lib.helpers import hello_body
-from lib.registry import ALREADY_RE, Registry, TokenServer, auth_file
+from lib.registry import ALREADY_RE, LyingRegistry, Registry, TokenServer, auth_file
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +188,50 @@ def test_push_with_basic_and_token_auth(faasd_unstarted, faas_unstarted, tmp_pat
     assert behind.digest("team/app:1", creds=("bob", "t0ken-pass")) == digest
     for secret in ("s3cret-basic", "not-it-0", "t0ken-pass", "Bearer "):
         assert secret not in faasd_unstarted.log()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+OTHER_DIGEST = "sha256:" + "1" * 64
+REGISTRY_ERROR = b64(json.dumps({"errors": [{"code": "MANIFEST_INVALID",
+                                             "message": "no"}]}).encode())
+HOSTILE_PUSHES = {
+    "not a registry": ({"/v2/": {"status": 404}}, "is not a registry: GET /v2/ answered 404"),
+    "a blob check that fails": ({"HEAD /v2/app/blobs/": {"status": 500}}, "answered 500"),
+    "an upload without a location": (
+        {"HEAD /v2/app/blobs/": {"status": 404},
+         "POST /v2/app/blobs/uploads/": {"status": 202}},
+        "started an upload without a Location"),
+    "a blob stored under another digest": (
+        {"HEAD /v2/app/blobs/": {"status": 404},
+         "POST /v2/app/blobs/uploads/": {"status": 202, "headers": {"Location": "/upload/1"}},
+         "PUT /upload/": {"status": 201, "headers": {"Docker-Content-Digest": OTHER_DIGEST}}},
+        f"stored it as '{OTHER_DIGEST}'"),
+    "a manifest stored under another digest": (
+        {"HEAD /v2/app/blobs/": {"status": 200},
+         "PUT /v2/app/manifests/": {"status": 201,
+                                    "headers": {"Docker-Content-Digest": OTHER_DIGEST}}},
+        f"stored it as '{OTHER_DIGEST}', not sha256:"),
+    "a manifest refused": (
+        {"HEAD /v2/app/blobs/": {"status": 200},
+         "PUT /v2/app/manifests/": {"status": 400, "body_b64": REGISTRY_ERROR}},
+        "answered 400 ('MANIFEST_INVALID')"),
+}
+
+
+def test_hostile_registries_fail_the_push_and_change_nothing(faasd_unstarted, faas_unstarted,
+                                                             tmp_path, anonymous):
+    faas = faas_unstarted
+    faasd_unstarted.start("--registry-auth", anonymous)
+    ip = faas.deploy_handler("app", "hello").ip
+    for port, (case, (routes, why)) in enumerate(HOSTILE_PUSHES.items(), start=5010):
+        lying = LyingRegistry(faas.vm, tmp_path / f"lying-{port}", {"routes": routes}, port=port)
+        r = push(faas, "app", f"{lying.host}/app:1")
+        assert r.returncode == 1 and r.stderr.startswith("Error: ") and why in r.stderr, \
+            f"{case}: {r}"
+        assert "image_ref" not in faas.describe("app"), case
+        assert faas.vm.listdir(f"{faasd_unstarted.state_dir}/tmp") == [], case
+    faas.assert_handler_responds(ip, hello_body())
+    faas.deploy_handler("app", "hello")  # not left busy
