@@ -108,6 +108,7 @@ struct NewOptions {
   std::string file = "-";  // the image archive; "-" is stdin
   std::string image;       // a reference to pull instead
   std::string platform;    // os/arch[/variant] of --image
+  std::string ip;          // the address asked for a new function
   std::string memory, cpus, timeout, connect_timeout;
   int pids = 0;
   std::vector<std::string> env;
@@ -118,7 +119,8 @@ struct NewOptions {
   bool no_start_check = false;
 
   // The X-Function-Options header value: compact JSON, ASCII only.
-  std::string Header() const {
+  // With `with_address` false: the settings alone, as ParseDeployOptions reads them.
+  std::string Header(bool with_address = true) const {
     nlohmann::json json = nlohmann::json::object();
     if (!memory.empty()) json["memory"] = memory;
     if (!cpus.empty()) json["cpus"] = cpus;
@@ -136,6 +138,7 @@ struct NewOptions {
     if (reuse) json["reuse"] = *reuse;
     if (reset) json["reset"] = true;
     if (no_start_check) json["start_check"] = false;
+    if (with_address && !ip.empty()) json["ip"] = ip;
     return json.dump(-1, ' ', /*ensure_ascii=*/true);
   }
 };
@@ -251,7 +254,7 @@ int RunNew(const Client& client, const NewOptions& options) {
   const std::string& name = options.name;
   if (int code = CheckName(name); code != kExitOk) return code;
   // faasd's own parser with its built-in defaults: a bad setting is refused before any request.
-  if (auto valid = store::ParseDeployOptions(options.Header(), {}); !valid.ok()) {
+  if (auto valid = store::ParseDeployOptions(options.Header(false), {}); !valid.ok()) {
     return Fail(valid.error(), kExitUsage);
   }
   if (!options.image.empty()) return RunNewReference(client, options);
@@ -282,6 +285,9 @@ Verb AddNewCommand(CLI::App& app) {
   command->add_option("--platform", options->platform,
                       "With --image: os/arch[/variant] to pick from a multi-platform index "
                       "(default faasd's own, e.g. linux/amd64)");
+  command->add_option("--ip", options->ip,
+                      "A new function's address: a free one of faasd's pool, e.g. 10.0.0.42 "
+                      "(default: the lowest free; a redeploy keeps the function's)");
   command->add_option("--memory", options->memory, "Memory limit, e.g. 256M (default 512M)");
   command->add_option("--cpus", options->cpus, "CPU limit, e.g. 0.5 (default 1)");
   command->add_option("--pids", options->pids, "Most processes in the container (default 64)")

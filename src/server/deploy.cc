@@ -11,6 +11,7 @@
 
 #include "common/file.h"
 #include "common/log.h"
+#include "net/ip_pool.h"
 #include "runtime/bundle.h"
 #include "store/names.h"
 
@@ -93,6 +94,20 @@ Result<ImageSource> TakeImageSource(std::string& header) {
   return source;
 }
 
+// Takes "ip" out of the options header: the address asked for a new function (not a
+// setting: a function keeps its address).
+Result<std::optional<net::Ipv4>> TakeAddress(std::string& header) {
+  nlohmann::json json = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object() || !json.contains("ip")) return std::optional<net::Ipv4>();
+  if (!json["ip"].is_string())
+    return MakeError(Errc::kInvalidArgument, "ip: expected an IPv4 address as a string");
+  auto ip = net::Ipv4::Parse(json["ip"].get<std::string>());
+  if (!ip.ok()) return std::move(ip).error().Wrap("ip");
+  json.erase("ip");
+  header = json.dump();
+  return std::optional<net::Ipv4>(*ip);
+}
+
 }  // namespace
 
 struct Deployer::Job {
@@ -100,6 +115,7 @@ struct Deployer::Job {
   store::DeployOptions options;
   uint64_t previous_version = 0;  // the serving version when the deploy began; 0: none
   ImageSource image;              // a deploy by reference: what to pull
+  std::optional<net::Ipv4> ip;    // the address asked for a new function
   // The serving record's, to tell an unchanged image by reference.
   std::string previous_ref, previous_manifest, previous_platform, previous_ip;
   nlohmann::json previous_options;
@@ -180,6 +196,16 @@ Result<UniqueFd> Deployer::Start(const std::string& name, const std::string& opt
   }
   std::string header = options_header;
   FAAS_ASSIGN_OR_RETURN(job->image, TakeImageSource(header));
+  FAAS_ASSIGN_OR_RETURN(job->ip, TakeAddress(header));
+  if (job->ip) {
+    if (previous != nullptr && previous->ip != job->ip->ToString()) {
+      return MakeError(Errc::kInvalidArgument,
+                       "ip: " + name + " is at " + previous->ip +
+                           "; a redeploy keeps the function's address (faas rm it to move it)");
+    }
+    // Checked again when the function is made: another may take it meanwhile.
+    if (previous == nullptr) FAAS_RETURN_IF_ERROR(functions_.CheckFreeAddress(*job->ip));
+  }
   FAAS_ASSIGN_OR_RETURN(job->options, store::ParseDeployOptions(
                                           header, options_.defaults, options_.scaling,
                                           previous ? previous->options : nlohmann::json::object()));
@@ -341,7 +367,8 @@ Status Deployer::PlaceVersion(Job& job) {
 
 store::FunctionRecord Deployer::RecordFor(const Job& job) const {
   return store::FunctionRecord{
-      .ip = {},  // Functions keeps or allocates it
+      .ip = job.ip && job.previous_ip.empty() ? job.ip->ToString()
+                                              : "",  // else Functions keeps or allocates it
       .rootfs = state_.RootfsPath(job.name),
       .cmd = job.config.cmd,
       .env = job.env,

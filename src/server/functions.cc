@@ -230,14 +230,37 @@ std::unique_ptr<Functions::Function> Functions::MakeFunction(
   return fn;
 }
 
-Result<net::Ipv4> Functions::AllocateIp() {
+Result<std::set<net::Ipv4>> Functions::TakenAddresses() {
   std::set<net::Ipv4> taken;
   FAAS_ASSIGN_OR_RETURN(auto addresses, netlink_->ListIpv4());
   for (const auto& addr : addresses) taken.insert(addr.address);
   for (const auto& [name, record] : registry_.functions()) {
     if (auto ip = net::Ipv4::Parse(record.ip); ip.ok()) taken.insert(*ip);
   }
+  return taken;
+}
+
+Result<net::Ipv4> Functions::AllocateIp() {
+  FAAS_ASSIGN_OR_RETURN(std::set<net::Ipv4> taken, TakenAddresses());
   return pool_->Allocate(taken);
+}
+
+Status Functions::CheckFreeAddress(net::Ipv4 ip) {
+  if (!pool_) return MakeError(Errc::kUnavailable, "faasd is not started");
+  if (!pool_->Contains(ip)) {
+    return MakeError(Errc::kInvalidArgument, "ip: " + ip.ToString() + " is not in faasd's pool " +
+                                                 pool_->ToString() + " (from " +
+                                                 pool_->first().ToString() + " to " +
+                                                 pool_->last().ToString() + ")");
+  }
+  FAAS_ASSIGN_OR_RETURN(std::set<net::Ipv4> taken, TakenAddresses());
+  if (taken.count(ip)) {
+    for (const auto& [name, record] : registry_.functions())
+      if (record.ip == ip.ToString())
+        return MakeError(Errc::kConflict, "ip: " + ip.ToString() + " is " + name + "'s");
+    return MakeError(Errc::kConflict, "ip: " + ip.ToString() + " is taken on the interface");
+  }
+  return Ok();
 }
 
 Status Functions::AddAddress(net::Ipv4 ip) {
@@ -503,8 +526,14 @@ std::shared_ptr<RootfsVersion> Functions::TakeRootfs(const std::string& name, Fu
 Result<store::FunctionRecord> Functions::DeployNew(const std::string& name,
                                                    store::FunctionRecord record,
                                                    std::shared_ptr<Container> first) {
-  FAAS_ASSIGN_OR_RETURN(net::Ipv4 ip, AllocateIp());
-  record.ip = ip.ToString();
+  net::Ipv4 ip;
+  if (record.ip.empty()) {
+    FAAS_ASSIGN_OR_RETURN(ip, AllocateIp());
+    record.ip = ip.ToString();
+  } else {
+    FAAS_ASSIGN_OR_RETURN(ip, net::Ipv4::Parse(record.ip));
+    FAAS_RETURN_IF_ERROR(CheckFreeAddress(ip));
+  }
   FAAS_RETURN_IF_ERROR(AddAddress(ip));
   ScopeGuard remove_address([&] { RemoveAddress(ip); });
   FAAS_ASSIGN_OR_RETURN(auto listener, Listen(name, ip));

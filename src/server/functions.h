@@ -51,6 +51,10 @@ class Functions {
   // pool), re-adds addresses and listens.
   Status Start();
 
+  // Whether a new function may have `ip`: kInvalidArgument outside the pool,
+  // kConflict when a function or another address on the interface has it.
+  Status CheckFreeAddress(net::Ipv4 ip);
+
   // Marks `name` as being deployed (or pushed: `what` is "push", for the messages);
   // kConflict if a deploy or push of it is under way. Rollbacks and removals of `name`
   // are refused meanwhile.
@@ -143,6 +147,7 @@ class Functions {
   std::shared_ptr<RootfsVersion> VersionOf(const std::string& name,
                                            const store::FunctionRecord& record,
                                            const std::shared_ptr<Container>& first);
+  Result<std::set<net::Ipv4>> TakenAddresses();
   Result<net::Ipv4> AllocateIp();
   Status AddAddress(net::Ipv4 ip);
   void RemoveAddress(net::Ipv4 ip);

@@ -152,3 +152,26 @@ def test_redeploy_keeps_old_rootfs_until_its_requests_finish(faas, faasd):
 def test_list_without_functions(faas):
     assert faas.list_handlers() == {}
     assert faas.list_table() == [["Name", "IP", "Command"]]
+
+
+def test_a_new_function_at_the_address_asked_for(faas, faasd):
+    """`faas new --ip`: a free address of the pool for a new function; a redeploy keeps
+    the function's address and may only name that one."""
+    app = faas.deploy_handler("app", options=("--ip", "10.0.0.42"))
+    assert app.ip == "10.0.0.42"
+    assert "10.0.0.42" in faasd.faas_addresses()
+    faas.assert_handler_responds(app.ip, hello_body())
+    assert faas.deploy_handler("app", options=("--ip", "10.0.0.42")).ip == "10.0.0.42"
+    # Without --ip the next function gets the lowest free address, as before.
+    assert faas.deploy_handler("other").ip == "10.0.0.10"
+
+    for name, ip, why in [
+        ("app", "10.0.0.43", "app is at 10.0.0.42; a redeploy keeps the function's address"),
+        ("new", "10.0.0.42", "ip: 10.0.0.42 is app's"),
+        ("new", "192.168.1.1", "ip: 192.168.1.1 is not in faasd's pool 10.0.0.0/24"),
+        ("new", "10.0.0.300", "ip: "),
+    ]:
+        r = faas.deploy_handler(name, options=("--ip", ip), check=False).result
+        assert r.returncode == 1 and r.stderr.startswith("Error: ") and why in r.stderr, r
+    assert sorted(faas.list_handlers()) == ["app", "other"]
+    assert faas.describe("app")["ip"] == "10.0.0.42"
