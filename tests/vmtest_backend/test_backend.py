@@ -231,8 +231,10 @@ def test_close_cleans_the_guest_and_reports_faasd_leftovers(vm, tmp_path):
     other.run(["ip", "addr", "add", "10.0.0.99/24", "dev", "lo", "label", "lo:faas"])
     other.run(["ip", "link", "add", "vt0", "type", "veth", "peer", "name", "vt1"])
     other.run(["mkdir", "/sys/fs/cgroup/leftover"])
-    # A process naming the test's run dir looks like a leaked runc/faasd helper.
-    other.run(f"setsid sh -c 'sleep 1000; true' leak {other.run_dir} </dev/null >/dev/null 2>&1 &")
+    # A process naming the test's run dir looks like a leaked runc/faasd helper. It loops,
+    # so killing its sleep first (the cleanup kills in any order) does not end it.
+    other.run(f"setsid sh -c 'while :; do sleep 1; done' leak {other.run_dir} "
+              "</dev/null >/dev/null 2>&1 &")
     other.spawn(["sleep", "999"])
     with pytest.raises(VMError, match="faasd/runc processes were still running"):
         other.close()
