@@ -124,6 +124,15 @@ class LayerWriterTest : public ::testing::Test {
     return WriteLayer(root_, base, fd.get());
   }
 
+  // The importer's layer code applies dir_/layer.tar.gz into `back` (made here).
+  void ApplyBack(const WrittenLayer& layer, const std::string& back) {
+    ASSERT_EQ(::mkdir(back.c_str(), 0755), 0);
+    ImportStats stats;
+    Status applied = ApplyLayerBlobs({{dir_ + "/layer.tar.gz", layer.digest.substr(7)}},
+                                     {layer.diff_id}, back, ImportLimits{}, &stats);
+    ASSERT_TRUE(applied.ok()) << applied.error().message;
+  }
+
   std::string dir_;
   std::string root_;
 };
@@ -199,11 +208,7 @@ TEST_F(LayerWriterTest, TheImporterAppliesTheLayerBackToTheSameTree) {
   auto layer = Write("layer.tar.gz", 0);
   ASSERT_TRUE(layer.ok()) << layer.error().message;
   const std::string back = dir_ + "/back";
-  ASSERT_EQ(::mkdir(back.c_str(), 0755), 0);
-  ImportStats stats;
-  Status applied = ApplyLayerBlobs({{dir_ + "/layer.tar.gz", layer->digest.substr(7)}},
-                                   {layer->diff_id}, back, ImportLimits{}, &stats);
-  ASSERT_TRUE(applied.ok()) << applied.error().message;
+  ASSERT_NO_FATAL_FAILURE(ApplyBack(*layer, back));
   for (const char* p : {"/etc/passwd", "/b-dir/data"})
     EXPECT_EQ(ReadFile(back + p), ReadFile(root_ + p)) << p;
   struct stat one {
@@ -240,11 +245,7 @@ TEST_F(LayerWriterTest, DataThatDoesNotCompressIsStoredAndTheRestCompressed) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->digest, layer->digest);
   const std::string back = dir_ + "/back";
-  ASSERT_EQ(::mkdir(back.c_str(), 0755), 0);
-  ImportStats stats;
-  Status applied = ApplyLayerBlobs({{dir_ + "/layer.tar.gz", layer->digest.substr(7)}},
-                                   {layer->diff_id}, back, ImportLimits{}, &stats);
-  ASSERT_TRUE(applied.ok()) << applied.error().message;
+  ASSERT_NO_FATAL_FAILURE(ApplyBack(*layer, back));
   for (const char* p : {"/a-noise", "/b-zeros", "/c-noise"})
     EXPECT_EQ(ReadFile(back + p), ReadFile(root_ + p)) << p;
 }
