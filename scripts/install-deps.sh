@@ -12,4 +12,4 @@ apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends \
   runc crun podman uidmap iproute2 curl zstd util-linux \
   python3 python3-pytest clang-format clang libclang-rt-14-dev \
   busybox-static mmdebstrap qemu-system-x86 linux-image-amd64 strace \
-  docker-registry skopeo apache2-utils openssl etcd-server etcd-client
+  docker-registry skopeo apache2-utils openssl etcd-server etcd-client bird2

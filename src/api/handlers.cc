@@ -10,10 +10,7 @@ namespace {
 
 using boost::beast::http::verb;
 
-Reply FromResult(Result<nlohmann::json> result) {
-  if (result.ok()) return {200, std::move(result).value()};
-  return {HttpStatusFor(result.error().code), ErrorJson(result.error().message)};
-}
+Reply FromResult(Result<nlohmann::json> result) { return ReplyFor(std::move(result)); }
 
 bool TakePrefix(const std::string& target, const char* prefix, std::string* rest) {
   std::string p(prefix);
@@ -73,7 +70,9 @@ Reply FunctionAction(Backend& backend, verb method, const std::string& raw_targe
     if (method != verb::post) return MethodNotAllowed();
     auto version = VersionQuery(raw_target);
     if (!version.ok()) return FromResult(std::move(version).error());
-    return FromResult(backend.Rollback(name, *version));
+    return Reply{.later = [&backend, name, version = *version](Reply::Answer answer) {
+      backend.StartRollback(name, version, std::move(answer));
+    }};
   }
   return {404, ErrorJson("no such endpoint: " + raw_target.substr(0, raw_target.find('?')))};
 }
@@ -88,6 +87,11 @@ Reply MetricsReply(Backend& backend, verb method) {
 }  // namespace
 
 nlohmann::json ErrorJson(const std::string& message) { return {{"error", message}}; }
+
+Reply ReplyFor(Result<nlohmann::json> result) {
+  if (result.ok()) return {200, std::move(result).value()};
+  return {HttpStatusFor(result.error().code), ErrorJson(result.error().message)};
+}
 
 std::string DumpJson(const nlohmann::json& body) {
   return body.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::json::error_handler_t::replace);
@@ -146,7 +150,9 @@ Reply Route(Backend& backend, verb method, const std::string& raw_target) {
   if (TakePrefix(target, "/api/functions/", &name)) {
     if (method == verb::get) return FromResult(backend.Describe(name));
     if (method != verb::delete_) return MethodNotAllowed();
-    return FromResult(backend.Remove(name));
+    return Reply{.later = [&backend, name](Reply::Answer answer) {
+      backend.StartRemove(name, std::move(answer));
+    }};
   }
   if (std::string action; TakeAction(target, &name, &action))
     return FunctionAction(backend, method, raw_target, name, action);

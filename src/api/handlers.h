@@ -2,6 +2,7 @@
 #pragma once
 
 #include <boost/beast/http/verb.hpp>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -29,13 +30,20 @@ struct Reply {
             .content_type = std::move(content_type)};
   }
 
+  using Answer = std::function<void(Result<nlohmann::json>)>;
+
   int status = 200;
-  nlohmann::json body;
+  nlohmann::json body = {};
   std::optional<std::string> text = std::nullopt;  // set: sent instead of `body`
   std::string content_type = {};
+  // Set: the answer comes later, from the operation this starts (a cluster node's
+  // removal or rollback writes etcd first); status and body are unused.
+  std::function<void(Answer)> later = {};
 };
 
 nlohmann::json ErrorJson(const std::string& message);
+// 200 with the result, or the status of its error with ErrorJson.
+Reply ReplyFor(Result<nlohmann::json> result);
 
 // Serialises a reply. Bytes that are not UTF-8 (a request path may carry any) are
 // replaced rather than thrown on: a bad path must get a 404, not end the daemon.

@@ -170,6 +170,13 @@ class Session : public SessionBase,
     }
     Reply reply = metrics_only_ ? RouteMetricsOnly(backend_, req.method(), target)
                                 : Route(backend_, req.method(), target);
+    if (reply.later) {
+      return reply.later([self = this->shared_from_this(),
+                          keep_alive = req.keep_alive()](Result<nlohmann::json> result) {
+        Reply answer = ReplyFor(std::move(result));
+        self->Respond(answer.status, answer.body, keep_alive);
+      });
+    }
     if (reply.text)
       return Send(reply.status, reply.content_type, std::move(*reply.text), req.keep_alive());
     Respond(reply.status, reply.body, req.keep_alive());

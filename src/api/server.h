@@ -87,6 +87,13 @@ class Backend {
   // Makes `version` (none: the one that served before) of `name` serve again.
   virtual Result<nlohmann::json> Rollback(const std::string& name,
                                           std::optional<uint64_t> version) = 0;
+  // What the API calls: Remove and Rollback, answered through `done` (at once here; a
+  // cluster node answers once etcd has the change).
+  virtual void StartRemove(const std::string& name, DeployDone done) { done(Remove(name)); }
+  virtual void StartRollback(const std::string& name, std::optional<uint64_t> version,
+                             DeployDone done) {
+    done(Rollback(name, version));
+  }
   // Why faasd cannot serve fully right now (e.g. a function's listener paused for
   // lack of fds), one sentence each; empty when healthy.
   virtual std::vector<std::string> Degraded() { return {}; }

@@ -215,7 +215,8 @@ Status Etcd::Revoke(int64_t lease) {
   return Ok();
 }
 
-Status Etcd::Watch(const std::string& prefix, int64_t start_revision, const std::atomic<bool>& stop,
+Status Etcd::Watch(const std::string& prefix, int64_t start_revision,
+                   const std::function<bool()>& stop,
                    const std::function<void(const std::vector<WatchEvent>&, int64_t)>& on_events) {
   const json body = {{"create_request",
                       {{"key", B64(prefix)},
@@ -259,7 +260,7 @@ Status Etcd::Watch(const std::string& prefix, int64_t start_revision, const std:
                             .timeout = std::chrono::hours(24 * 365),
                             .connect_timeout = options_.timeout,
                             .low_speed_bytes = 0,
-                            .cancelled = [&stop] { return stop.load(); }};
+                            .cancelled = stop};
   auto sent = pull::HttpSend(request, [&](std::string_view chunk) -> Status {
     pending.append(chunk);
     for (size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
@@ -272,7 +273,7 @@ Status Etcd::Watch(const std::string& prefix, int64_t start_revision, const std:
       return MakeError(Errc::kTooLarge, "etcd watch: line too long");
     return Ok();
   });
-  if (stop.load()) return Ok();
+  if (stop()) return Ok();
   if (!sent.ok()) {
     preferred_.store(index + 1);  // the next call tries another member first
     return std::move(sent).error();

@@ -94,10 +94,10 @@ class Etcd {
 
   // Streams the changes under `prefix` from `start_revision` (the revision after a
   // Range's), calling `on_events` with each batch and the revision it brings the store
-  // to, until `stop` is set (Ok) or the stream breaks (kUnavailable; watch again from
-  // the last revision seen + 1). kNotFound (compacted) when `start_revision` is older
-  // than what etcd keeps: read the prefix again.
-  Status Watch(const std::string& prefix, int64_t start_revision, const std::atomic<bool>& stop,
+  // to, until `stop` returns true (Ok) or the stream breaks (kUnavailable; watch again from
+  // the last revision seen + 1). `stop` is polled about once a second. kNotFound (compacted) when
+  // `start_revision` is older than what etcd keeps: read the prefix again.
+  Status Watch(const std::string& prefix, int64_t start_revision, const std::function<bool()>& stop,
                const std::function<void(const std::vector<WatchEvent>&, int64_t)>& on_events);
 
  private:

@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <optional>
 #include <utility>
+#include <vector>
 
 namespace faas::cluster {
 
@@ -30,12 +32,43 @@ Node::Health Node::health() const {
   return health_;
 }
 
+void Node::Report(NodeStatus status) {
+  status.node = options_.self.name;
+  {
+    std::lock_guard lock(mutex_);
+    unwritten_.insert(status.function);
+    reports_[status.function] = std::move(status);
+  }
+  wake_.notify_all();
+}
+
+void Node::Unreport(const std::string& function) {
+  {
+    std::lock_guard lock(mutex_);
+    if (reports_.erase(function) == 0) return;
+    unwritten_.insert(function);
+  }
+  wake_.notify_all();
+}
+
 void Node::Run() {
   for (;;) {
+    const auto began = std::chrono::steady_clock::now();
     Round();
     std::unique_lock lock(mutex_);
     const auto wait = health_.announced ? options_.ttl / 3 : options_.retry;
-    if (wake_.wait_for(lock, wait, [this] { return stopping_; })) break;
+    // Reports are written as they come; the lease is renewed on its own schedule.
+    for (;;) {
+      const bool woken = wake_.wait_until(lock, began + wait, [this] {
+        return stopping_ || (health_.announced && !unwritten_.empty());
+      });
+      if (stopping_) break;
+      if (!woken) break;
+      lock.unlock();
+      WriteReports();
+      lock.lock();
+    }
+    if (stopping_) break;
   }
   if (lease_ != 0) {
     // Leaving: the node's keys go at once, not when the lease would expire. An etcd
@@ -74,7 +107,10 @@ void Node::Round() {
     last_renewal_ = now;
     if (Status st = state_.Announce(options_.self, lease_); !st.ok()) return fail(st.error());
     spdlog::info("cluster: node {} announced in etcd", options_.self.name);
+    std::lock_guard lock(mutex_);
+    for (const auto& [function, status] : reports_) unwritten_.insert(function);
   }
+  WriteReports();
   auto nodes = state_.Nodes();
   if (!nodes.ok()) return fail(nodes.error());
   std::lock_guard lock(mutex_);
@@ -82,6 +118,32 @@ void Node::Round() {
   health_.error.clear();
   health_.nodes = std::move(*nodes);
   health_.as_of = std::chrono::system_clock::now();
+}
+
+// Writes the reports etcd lacks under the lease (deletes those withdrawn); what fails
+// stays for the next round.
+void Node::WriteReports() {
+  std::vector<std::string> functions;
+  {
+    std::lock_guard lock(mutex_);
+    functions.assign(unwritten_.begin(), unwritten_.end());
+  }
+  for (const std::string& function : functions) {
+    std::optional<NodeStatus> status;
+    {
+      std::lock_guard lock(mutex_);
+      unwritten_.erase(function);
+      if (auto it = reports_.find(function); it != reports_.end()) status = it->second;
+    }
+    Status st =
+        status ? state_.Report(*status, lease_) : state_.Unreport(function, options_.self.name);
+    if (!st.ok()) {
+      std::lock_guard lock(mutex_);
+      unwritten_.insert(function);
+      spdlog::debug("cluster: report on {}: {}", function, st.error().message);
+      return;
+    }
+  }
 }
 
 }  // namespace faas::cluster

@@ -11,7 +11,9 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,6 +44,11 @@ class Node {
   // Revokes the lease (best effort) and ends the thread. Idempotent.
   void Stop();
 
+  // This node's report on a function (ClusterState::Report), written by the thread
+  // under the node's lease, and again under a new lease; Unreport deletes it.
+  void Report(NodeStatus status);
+  void Unreport(const std::string& function);
+
   struct Health {
     bool announced = false;       // the node's key is in etcd under a live lease
     std::string error;            // the last failure talking to etcd, while not announced
@@ -54,6 +61,7 @@ class Node {
  private:
   void Run();
   void Round();
+  void WriteReports();
 
   NodeOptions options_;
   Etcd etcd_;
@@ -62,7 +70,9 @@ class Node {
   std::condition_variable wake_;
   bool stopping_ = false;
   Health health_;
-  int64_t lease_ = 0;  // the thread's
+  std::map<std::string, NodeStatus> reports_;  // function -> the latest report
+  std::set<std::string> unwritten_;            // functions whose report etcd lacks
+  int64_t lease_ = 0;                          // the thread's
   std::chrono::steady_clock::time_point last_renewal_{};
   std::thread thread_;
 };

@@ -1,6 +1,8 @@
 #include "cluster/state.h"
 
+#include <algorithm>
 #include <set>
+#include <stdexcept>
 #include <utility>
 
 namespace faas::cluster {
@@ -19,16 +21,41 @@ Result<json> ParseObject(const std::string& text, const std::string& what) {
 
 }  // namespace
 
-json ToJson(const FunctionSpec& spec) {
-  return {{"ip", spec.ip},
-          {"version", spec.version},
-          {"image_ref", spec.image_ref},
-          {"manifest_digest", spec.manifest_digest},
-          {"platform", spec.platform},
-          {"options", spec.options},
-          {"deployed_at", spec.deployed_at},
-          {"deployed_by", spec.deployed_by}};
+json ToJson(const SpecVersion& version) {
+  return {{"version", version.version},
+          {"image_ref", version.image_ref},
+          {"manifest_digest", version.manifest_digest},
+          {"platform", version.platform},
+          {"options", version.options},
+          {"deployed_at", version.deployed_at},
+          {"deployed_by", version.deployed_by}};
 }
+
+json ToJson(const FunctionSpec& spec) {
+  json doc = ToJson(spec.serving);
+  doc["ip"] = spec.ip;
+  doc["latest"] = spec.latest;
+  doc["kept"] = json::array();
+  for (const SpecVersion& kept : spec.kept) doc["kept"].push_back(ToJson(kept));
+  return doc;
+}
+
+namespace {
+
+SpecVersion VersionFromJson(const json& doc) {
+  SpecVersion version;
+  version.version = doc.at("version").get<uint64_t>();
+  version.image_ref = doc.at("image_ref").get<std::string>();
+  version.manifest_digest = doc.at("manifest_digest").get<std::string>();
+  version.platform = doc.value("platform", std::string());
+  version.options = doc.value("options", json::object());
+  version.deployed_at = doc.value("deployed_at", std::string());
+  version.deployed_by = doc.value("deployed_by", std::string());
+  if (!version.options.is_object()) throw std::invalid_argument("options: not an object");
+  return version;
+}
+
+}  // namespace
 
 Result<FunctionSpec> SpecFromJson(const std::string& name, const std::string& text) {
   FAAS_ASSIGN_OR_RETURN(json doc, ParseObject(text, "spec of " + name));
@@ -36,19 +63,61 @@ Result<FunctionSpec> SpecFromJson(const std::string& name, const std::string& te
     FunctionSpec spec;
     spec.name = name;
     spec.ip = doc.at("ip").get<std::string>();
-    spec.version = doc.at("version").get<uint64_t>();
-    spec.image_ref = doc.at("image_ref").get<std::string>();
-    spec.manifest_digest = doc.at("manifest_digest").get<std::string>();
-    spec.platform = doc.value("platform", std::string());
-    spec.options = doc.value("options", json::object());
-    spec.deployed_at = doc.value("deployed_at", std::string());
-    spec.deployed_by = doc.value("deployed_by", std::string());
-    if (!spec.options.is_object() || !net::Ipv4::Parse(spec.ip).ok())
-      return MakeError(Errc::kInvalidArgument, "spec of " + name + ": bad ip or options");
+    spec.serving = VersionFromJson(doc);
+    for (const json& kept : doc.value("kept", json::array()))
+      spec.kept.push_back(VersionFromJson(kept));
+    spec.latest = std::max(doc.value("latest", uint64_t{0}), spec.serving.version);
+    if (!net::Ipv4::Parse(spec.ip).ok())
+      return MakeError(Errc::kInvalidArgument, "spec of " + name + ": bad ip " + spec.ip);
     return spec;
-  } catch (const json::exception& e) {
+  } catch (const std::exception& e) {
     return MakeError(Errc::kInvalidArgument, "spec of " + name + ": " + e.what());
   }
+}
+
+FunctionSpec FunctionSpec::WithVersion(SpecVersion next, size_t keep) const {
+  FunctionSpec spec = *this;
+  next.version = latest + 1;
+  spec.latest = next.version;
+  spec.kept.clear();
+  if (!pending()) spec.kept.push_back(serving);
+  for (const SpecVersion& old : kept) spec.kept.push_back(old);
+  if (spec.kept.size() + 1 > keep) spec.kept.resize(keep > 0 ? keep - 1 : 0);
+  spec.serving = std::move(next);
+  return spec;
+}
+
+Result<FunctionSpec> FunctionSpec::RolledBack(uint64_t version) const {
+  auto it = std::find_if(kept.begin(), kept.end(), [&](const SpecVersion& v) {
+    return version == 0 || v.version == version;
+  });
+  if (it == kept.end()) {
+    if (version == serving.version)
+      return MakeError(Errc::kConflict,
+                       "version " + std::to_string(version) + " of " + name + " serves already");
+    return MakeError(Errc::kNotFound, version == 0 ? name + " has no earlier version kept"
+                                                   : "version " + std::to_string(version) + " of " +
+                                                         name + " is not kept");
+  }
+  FunctionSpec spec = *this;
+  spec.serving = *it;
+  spec.kept.clear();
+  spec.kept.push_back(serving);
+  for (const SpecVersion& old : kept)
+    if (old.version != it->version) spec.kept.push_back(old);
+  return spec;
+}
+
+NodeStatus StatusFromJson(const std::string& function, const std::string& node,
+                          const std::string& text) {
+  NodeStatus status{.function = function, .node = node, .version = 0, .ready = false, .error = {}};
+  json doc = json::parse(text, nullptr, false);
+  if (doc.is_object()) {
+    status.version = doc.value("version", uint64_t{0});
+    status.ready = doc.value("ready", false);
+    status.error = doc.value("error", std::string());
+  }
+  return status;
 }
 
 ClusterState::ClusterState(Etcd& etcd, std::string prefix)
@@ -85,7 +154,6 @@ Result<FunctionSpec> ClusterState::Create(FunctionSpec spec, const net::IpPool& 
     }
     FAAS_ASSIGN_OR_RETURN(net::Ipv4 ip, pool.Allocate(taken));
     spec.ip = ip.ToString();
-    spec.version = std::max<uint64_t>(spec.version, 1);
     const std::string ip_key = prefix_ + "ips/" + spec.ip;
     FAAS_ASSIGN_OR_RETURN(
         bool created,
@@ -114,8 +182,10 @@ Result<FunctionSpec> ClusterState::Update(FunctionSpec spec) {
                    "'" + spec.name + "' was changed by another deploy meanwhile: try again");
 }
 
-Status ClusterState::Remove(const std::string& name) {
+Status ClusterState::Remove(const std::string& name, int64_t mod_revision) {
   FAAS_ASSIGN_OR_RETURN(FunctionSpec spec, Function(name));
+  if (mod_revision != 0 && spec.mod_revision != mod_revision)
+    return MakeError(Errc::kConflict, "'" + name + "' was changed by a deploy meanwhile");
   const std::string key = FunctionsPrefix() + name;
   FAAS_ASSIGN_OR_RETURN(
       bool removed,
@@ -170,20 +240,8 @@ Result<std::vector<NodeStatus>> ClusterState::Statuses(const std::string& functi
   const std::string dir = prefix_ + "status/" + function + "/";
   FAAS_ASSIGN_OR_RETURN(std::vector<KeyValue> kvs, etcd_.Range(dir, true));
   std::vector<NodeStatus> out;
-  for (const KeyValue& kv : kvs) {
-    json doc = json::parse(kv.value, nullptr, false);
-    NodeStatus status{.function = function,
-                      .node = kv.key.substr(dir.size()),
-                      .version = 0,
-                      .ready = false,
-                      .error = {}};
-    if (doc.is_object()) {
-      status.version = doc.value("version", uint64_t{0});
-      status.ready = doc.value("ready", false);
-      status.error = doc.value("error", std::string());
-    }
-    out.push_back(std::move(status));
-  }
+  for (const KeyValue& kv : kvs)
+    out.push_back(StatusFromJson(function, kv.key.substr(dir.size()), kv.value));
   return out;
 }
 

@@ -26,9 +26,8 @@
 
 namespace faas::cluster {
 
-struct FunctionSpec {
-  std::string name = {};
-  std::string ip = {};
+// One version of a function as the cluster knows it.
+struct SpecVersion {
   uint64_t version = 0;
   std::string image_ref = {};        // canonical reference as deployed
   std::string manifest_digest = {};  // what every node pulls: ref@digest
@@ -36,12 +35,33 @@ struct FunctionSpec {
   nlohmann::json options = nlohmann::json::object();  // the deploy options in force
   std::string deployed_at = {};
   std::string deployed_by = {};  // the node that wrote it
-  int64_t mod_revision = 0;      // of the key, when read
+};
+
+// A function's spec: the version that must serve, and the earlier ones a rollback
+// can return to. A spec without a manifest digest is a new function whose first
+// deploy is under way on the node that created it (its name and address are taken);
+// nodes do not serve it yet.
+struct FunctionSpec {
+  std::string name = {};
+  std::string ip = {};
+  SpecVersion serving = {};
+  std::vector<SpecVersion> kept = {};  // newest first
+  uint64_t latest = 0;                 // the highest version number given out
+  int64_t mod_revision = 0;            // of the key, when read
+
+  bool pending() const { return serving.manifest_digest.empty(); }
+  // The spec with `next` serving (numbered latest + 1), the serving one kept first,
+  // at most `keep` versions in all.
+  FunctionSpec WithVersion(SpecVersion next, size_t keep) const;
+  // The spec with kept `version` (0: the newest kept) serving again; kNotFound when it
+  // is not kept.
+  Result<FunctionSpec> RolledBack(uint64_t version) const;
 };
 
 nlohmann::json ToJson(const FunctionSpec& spec);
 // kInvalidArgument for a document that is not a spec of `name`.
 Result<FunctionSpec> SpecFromJson(const std::string& name, const std::string& text);
+nlohmann::json ToJson(const SpecVersion& version);
 
 struct NodeInfo {
   std::string name = {};
@@ -56,6 +76,10 @@ struct NodeStatus {
   bool ready = false;
   std::string error = {};  // why not, when not ready
 };
+// A status key's value (ClusterState::Report); a value that is not one reads as not
+// ready.
+NodeStatus StatusFromJson(const std::string& function, const std::string& node,
+                          const std::string& text);
 
 class ClusterState {
  public:
@@ -75,7 +99,8 @@ class ClusterState {
   // when another write came first (read it again), kNotFound when it was removed.
   Result<FunctionSpec> Update(FunctionSpec spec);
   // Removes the function, its address and its status keys; kNotFound when absent.
-  Status Remove(const std::string& name);
+  // With `mod_revision`, only the spec read at that revision (kConflict otherwise).
+  Status Remove(const std::string& name, int64_t mod_revision = 0);
 
   // A node's liveness key under `lease`.
   Status Announce(const NodeInfo& node, int64_t lease);
@@ -86,6 +111,8 @@ class ClusterState {
   Result<std::vector<NodeStatus>> Statuses(const std::string& function);
 
   std::string FunctionsPrefix() const { return prefix_ + "functions/"; }
+  std::string StatusPrefix() const { return prefix_ + "status/"; }
+  const std::string& prefix() const { return prefix_; }
   Etcd& etcd() { return etcd_; }
 
  private:

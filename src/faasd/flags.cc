@@ -163,6 +163,16 @@ void AddLimitFlags(CLI::App& app, Flags& flags) {
   app.add_option("--node-ttl", flags.node_ttl,
                  "How long a node that stops renewing its lease stays listed, e.g. 10s")
       ->capture_default_str();
+  app.add_option("--registry", flags.cluster_registry,
+                 "With --cluster: where an archive deployed on this node is pushed before "
+                 "the other nodes pull it, HOST[:PORT]/PATH (the image is PATH/NAME:vN)");
+  app.add_option("--bird-routes", flags.bird_routes,
+                 "With --cluster: the bird2 configuration fragment this node writes, one "
+                 "static /32 route per function it serves, for its BGP peers (see "
+                 "docs/CLUSTER.md)");
+  app.add_option("--bird-socket", flags.bird_socket,
+                 "bird's control socket, for `birdc configure` after --bird-routes changes")
+      ->capture_default_str();
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   app.add_option("--log-size", flags.log_size,
@@ -254,6 +264,10 @@ Result<std::optional<cluster::NodeOptions>> ClusterOptionsFrom(const Flags& flag
   if (!flags.cluster) {
     if (!flags.etcd.empty())
       return MakeError(Errc::kInvalidArgument, "--etcd: only with --cluster");
+    if (!flags.cluster_registry.empty())
+      return MakeError(Errc::kInvalidArgument, "--registry: only with --cluster");
+    if (!flags.bird_routes.empty())
+      return MakeError(Errc::kInvalidArgument, "--bird-routes: only with --cluster");
     return std::optional<cluster::NodeOptions>();
   }
   if (flags.etcd.empty())
@@ -313,6 +327,14 @@ Result<server::DaemonOptions> DaemonOptionsFrom(const Flags& flags) {
   FAAS_ASSIGN_OR_RETURN(pull::AuthFile auth, LoadRegistryAuth(flags.registry_auth));
   server::DaemonOptions options = flags.options;
   FAAS_ASSIGN_OR_RETURN(options.cluster, ClusterOptionsFrom(flags));
+  if (!flags.cluster_registry.empty()) {
+    if (auto ref = pull::ParseReference(flags.cluster_registry + "/function:v1"); !ref.ok())
+      return MakeError(Errc::kInvalidArgument,
+                       "--registry: '" + EscapeControl(flags.cluster_registry) +
+                           "' is not HOST[:PORT]/PATH: " + ref.error().message);
+  }
+  options.cluster_registry = flags.cluster_registry;
+  options.bird = {.routes_file = flags.bird_routes, .socket = flags.bird_socket};
   options.log_size = log_size;
   options.log_rate = log_rate;
   options.cache_size = cache_size;

@@ -42,6 +42,9 @@ struct Flags {
   std::string node_name;
   std::string advertise_address;
   std::string node_ttl = "10s";
+  std::string cluster_registry;  // --registry
+  std::string bird_routes;
+  std::string bird_socket = "/run/bird/bird.ctl";
   // `faasd unpack IMAGE DIR`: import IMAGE into DIR instead of serving.
   bool unpack = false;
   std::string unpack_image;  // a path, or "-" for stdin

@@ -20,6 +20,7 @@
 #include "logs/query.h"
 #include "pull/blob_cache.h"
 #include "runtime/bundle.h"
+#include "server/cluster_sync.h"
 #include "server/deploy.h"
 #include "server/metrics.h"
 #include "server/notify.h"
@@ -106,9 +107,20 @@ class Daemon::Impl : public api::Backend {
       notifier_.Stopping();
       api_->Stop();
       publisher_->Stop();
-      // Leaving the cluster (its lease revoked) must not hold the loop that drains.
-      if (node_) asio::post(pool_, [this] { node_->Stop(); });
-      functions_->Shutdown(options_.drain_timeout, [this] { io_.stop(); });
+      auto drain = [this] {
+        // Leaving the cluster (its lease revoked) must not hold the loop that drains.
+        if (node_) {
+          asio::post(pool_, [this] {
+            watcher_->Stop();
+            node_->Stop();
+          });
+        }
+        functions_->Shutdown(options_.drain_timeout, [this] { io_.stop(); });
+      };
+      // A cluster node withdraws its routes first: new connections go to the others
+      // while the ones here finish.
+      if (sync_) return sync_->Withdraw(drain);
+      drain();
     });
     spdlog::info("faasd ready");
     notifier_.Ready();
@@ -121,6 +133,13 @@ class Daemon::Impl : public api::Backend {
   Result<UniqueFd> StartDeploy(const std::string& name, const std::string& options_header,
                                std::shared_ptr<const api::DeployCancel> cancel,
                                DeployDone done) override {
+    if (sync_) {
+      return sync_->Deploy(name, options_header, std::move(cancel),
+                           [this, done = std::move(done)](Result<nlohmann::json> result) {
+                             done(std::move(result));
+                             notifier_.UpdateStatus();
+                           });
+    }
     return deployer_->Start(name, options_header, std::move(cancel),
                             [this, done = std::move(done)](Result<nlohmann::json> result) {
                               done(std::move(result));
@@ -151,22 +170,28 @@ class Daemon::Impl : public api::Backend {
   }
 
   Result<nlohmann::json> Describe(const std::string& name) override {
-    const auto* record = functions_->registry().Find(name);
-    if (!record) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
-    nlohmann::json out = store::ToJson(*record);
-    out["name"] = name;
-    if (auto stats = functions_->RuntimeStats(name); stats.ok()) out["runtime"] = *stats;
-    return out;
+    Result<nlohmann::json> local = DescribeHere(name);
+    if (sync_) return sync_->Describe(name, std::move(local));
+    return local;
   }
 
   Result<nlohmann::json> GetIp(const std::string& name) override {
     const auto* record = functions_->registry().Find(name);
-    if (!record) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+    if (!record) {
+      if (!sync_) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+      FAAS_ASSIGN_OR_RETURN(nlohmann::json answer, sync_->GetIp(name));
+      answer["port"] = options_.functions.listener.port;
+      return answer;
+    }
     return nlohmann::json{
         {"name", name}, {"ip", record->ip}, {"port", options_.functions.listener.port}};
   }
 
-  nlohmann::json List() override { return functions_->registry().ToJson(); }
+  nlohmann::json List() override {
+    nlohmann::json local = functions_->registry().ToJson();
+    if (sync_) return sync_->List(std::move(local));
+    return local;
+  }
 
   std::vector<std::string> Degraded() override {
     std::vector<std::string> reasons;
@@ -174,6 +199,20 @@ class Daemon::Impl : public api::Backend {
       reasons.push_back("the listener of " + name +
                         " is paused: accept failed (out of fds or memory)");
     return reasons;
+  }
+
+  void StartRemove(const std::string& name, DeployDone done) override {
+    if (!sync_) return done(Remove(name));
+    sync_->Remove(name, [this, done = std::move(done)](Result<nlohmann::json> result) {
+      done(std::move(result));
+      notifier_.UpdateStatus();
+    });
+  }
+
+  void StartRollback(const std::string& name, std::optional<uint64_t> version,
+                     DeployDone done) override {
+    if (!sync_) return done(Rollback(name, version));
+    sync_->Rollback(name, version, std::move(done));
   }
 
   Result<nlohmann::json> Remove(const std::string& name) override {
@@ -220,6 +259,34 @@ class Daemon::Impl : public api::Backend {
   }
 
  private:
+  Result<nlohmann::json> DescribeHere(const std::string& name) {
+    const auto* record = functions_->registry().Find(name);
+    if (!record) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
+    nlohmann::json out = store::ToJson(*record);
+    out["name"] = name;
+    if (auto stats = functions_->RuntimeStats(name); stats.ok()) out["runtime"] = *stats;
+    return out;
+  }
+
+  // With --cluster: the functions follow the cluster's specs (server/cluster_sync.h).
+  Status StartCluster() {
+    const cluster::NodeOptions& node = *options_.cluster;
+    watcher_ = std::make_unique<cluster::Watcher>(
+        cluster::WatcherOptions{.etcd = node.etcd, .prefix = node.prefix},
+        [this] { asio::post(io_, [this] { sync_->OnChange(); }); });
+    sync_ = std::make_unique<ClusterSync>(
+        io_, pool_, *functions_, *deployer_, *publisher_, *node_, *watcher_,
+        ClusterSyncOptions{.etcd = node.etcd,
+                           .prefix = node.prefix,
+                           .pool = options_.functions.pool,
+                           .keep_versions = options_.functions.keep_versions,
+                           .registry = options_.cluster_registry,
+                           .bird = options_.bird});
+    FAAS_RETURN_IF_ERROR(sync_->Start());
+    watcher_->Start();
+    return Ok();
+  }
+
   // What systemd shows as the service's status (`systemctl status faasd`).
   std::string ServiceStatus() const {
     uint64_t requests = 0;
@@ -311,6 +378,7 @@ class Daemon::Impl : public api::Backend {
                                    });
     publisher_ = std::make_unique<Publisher>(io_, pool_, state_, *functions_, options_.registry,
                                              blob_cache_.get());
+    if (options_.cluster) FAAS_RETURN_IF_ERROR(StartCluster());
     api::Options api_options;
     api_options.unix_path =
         options_.socket.empty() ? options_.run_dir + "/faasd.sock" : options_.socket;
@@ -363,7 +431,9 @@ class Daemon::Impl : public api::Backend {
   std::unique_ptr<Functions> functions_;
   std::unique_ptr<Deployer> deployer_;
   std::unique_ptr<Publisher> publisher_;
-  std::unique_ptr<cluster::Node> node_;  // with --cluster; stopped on the pool
+  std::unique_ptr<cluster::Node> node_;        // with --cluster; stopped on the pool
+  std::unique_ptr<cluster::Watcher> watcher_;  // likewise
+  std::unique_ptr<ClusterSync> sync_;
   std::unique_ptr<api::Server> api_;
   ServiceNotifier notifier_;  // after functions_: its status reads them
 };

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "api/server.h"
+#include "cluster/bird.h"
 #include "cluster/node.h"
 #include "image/importer.h"
 #include "pull/puller.h"
@@ -46,6 +47,10 @@ struct DaemonOptions {
   uint64_t cache_size = 1ull << 30;
   // With --cluster: this node's membership (cluster/node.h); none: faasd runs alone.
   std::optional<cluster::NodeOptions> cluster;
+  // With --cluster: where archives deployed here are pushed (server/cluster_sync.h),
+  // and the routes exported to bird.
+  std::string cluster_registry;
+  cluster::BirdOptions bird;
 };
 
 class Daemon {

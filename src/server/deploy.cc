@@ -123,6 +123,7 @@ struct Deployer::Job {
   bool unchanged = false;       // the same image and settings as the serving version
   std::shared_ptr<const api::DeployCancel> cancel;
   api::Backend::DeployDone done;
+  Reserve reserve;  // none: nothing to ask before the commit
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::string work_dir;  // the spooled archive
   std::string rootfs;    // .new-*, then the version directory
@@ -179,10 +180,11 @@ void Deployer::Report(const std::string& name, const Job* job, const Status& res
 
 Result<UniqueFd> Deployer::Start(const std::string& name, const std::string& options_header,
                                  std::shared_ptr<const api::DeployCancel> cancel,
-                                 api::Backend::DeployDone done) {
+                                 api::Backend::DeployDone done, Reserve reserve) {
   FAAS_RETURN_IF_ERROR(store::ValidateName(name));
   auto job = std::make_shared<Job>();
   job->name = name;
+  job->reserve = std::move(reserve);
   // What serves now cannot change before the commit: a rollback or removal of `name`
   // is refused while its deploy is under way.
   const store::FunctionRecord* previous = functions_.registry().Find(name);
@@ -344,9 +346,34 @@ void Deployer::Commit(std::shared_ptr<Job> job) {
   // Checked again here, where the API sets it: a deploy whose client went away
   // before its commit commits nothing.
   if (job->cancel->cancelled()) return Abort(std::move(job), CancelledError());
+  if (job->reserve) {
+    Reserve reserve = std::move(job->reserve);
+    const std::string name = job->name;
+    return reserve(name, [this, job = std::move(job)](Result<net::Ipv4> ip) mutable {
+      Reserved(std::move(job), std::move(ip));
+    });
+  }
   if (auto st = PlaceVersion(*job); !st.ok()) return Abort(std::move(job), std::move(st).error());
   if (!job->options.start_check) return Swap(std::move(job));
   StartCheck(std::move(job));
+}
+
+// On the loop: the address the function must have (a new one: where it is made; an
+// existing one must be there already).
+void Deployer::Reserved(std::shared_ptr<Job> job, Result<net::Ipv4> ip) {
+  if (!ip.ok()) return Abort(std::move(job), std::move(ip).error());
+  if (!job->previous_ip.empty() && job->previous_ip != ip->ToString()) {
+    return Abort(
+        std::move(job),
+        MakeError(Errc::kConflict, job->name + " is at " + job->previous_ip + " here but at " +
+                                       ip->ToString() + " in the cluster"));
+  }
+  if (job->previous_ip.empty()) {
+    if (auto st = functions_.CheckFreeAddress(*ip); !st.ok())
+      return Abort(std::move(job), std::move(st).error());
+    job->ip = *ip;
+  }
+  Commit(std::move(job));
 }
 
 // The import becomes version directory vN, which is never renamed again: the start
@@ -437,7 +464,8 @@ void Deployer::Swap(std::shared_ptr<Job> job) {
   }
   job->check.reset();
   functions_.EndDeploy(job->name);
-  nlohmann::json reply = {{"name", job->name}, {"ip", record->ip}, {"cmd", record->cmd}};
+  nlohmann::json reply = {
+      {"name", job->name}, {"ip", record->ip}, {"cmd", record->cmd}, {"version", record->version}};
   if (job->image.ref) {
     reply["image_ref"] = record->image_ref;
     reply["manifest_digest"] = record->manifest_digest;

@@ -31,6 +31,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -57,6 +58,12 @@ struct DeployerOptions {
   pull::BlobCache* blob_cache = nullptr;  // their layers; none: downloaded every time
 };
 
+// Called on the loop once a deploy's image is in, before its version is placed: a
+// cluster node takes the function's name and address in etcd there (ClusterSync).
+// `then` (on the loop) gets the function's address, or why the deploy cannot commit.
+using Reserve =
+    std::function<void(const std::string& name, std::function<void(Result<net::Ipv4>)> then)>;
+
 class Deployer {
  public:
   // `telemetry` gets a record of each deploy that Start accepted or refused; it must
@@ -70,9 +77,10 @@ class Deployer {
   // runs on the loop with the answer once the deploy has ended. With "image": REF
   // (and optionally "platform": "os/arch[/variant]") in the options the image is
   // pulled from its registry and the body must be empty.
+  // With `reserve`, the deploy commits only once it has answered (see Reserve).
   Result<UniqueFd> Start(const std::string& name, const std::string& options_header,
                          std::shared_ptr<const api::DeployCancel> cancel,
-                         api::Backend::DeployDone done);
+                         api::Backend::DeployDone done, Reserve reserve = {});
 
  private:
   struct Job;
@@ -82,6 +90,7 @@ class Deployer {
   Result<image::ImageConfig> Pull(Job& job, int input);
   void Unchanged(std::shared_ptr<Job> job);
   void Commit(std::shared_ptr<Job> job);
+  void Reserved(std::shared_ptr<Job> job, Result<net::Ipv4> ip);
   Status PlaceVersion(Job& job);
   store::FunctionRecord RecordFor(const Job& job) const;
   void StartCheck(std::shared_ptr<Job> job);

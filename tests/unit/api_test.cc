@@ -72,6 +72,16 @@ class FakeBackend : public Backend {
   std::vector<std::string> degraded;
 };
 
+// A reply whose answer comes later, once the backend has answered (the fake answers at
+// once).
+Reply Settle(Reply reply) {
+  if (!reply.later) return reply;
+  std::optional<Reply> answered;
+  reply.later([&](Result<nlohmann::json> result) { answered = ReplyFor(std::move(result)); });
+  EXPECT_TRUE(answered.has_value());
+  return answered ? *answered : Reply{.status = 0};
+}
+
 TEST(ApiRouteTest, Healthz) {
   FakeBackend backend;
   Reply r = Route(backend, verb::get, "/healthz");
@@ -99,11 +109,11 @@ TEST(ApiRouteTest, VersionsOfAFunction) {
 
 TEST(ApiRouteTest, RollbackWithAndWithoutAVersion) {
   FakeBackend backend;
-  EXPECT_EQ(Route(backend, verb::post, "/api/functions/hello/rollback").status, 200);
-  Reply r = Route(backend, verb::post, "/api/functions/hello/rollback?version=3");
+  EXPECT_EQ(Settle(Route(backend, verb::post, "/api/functions/hello/rollback")).status, 200);
+  Reply r = Settle(Route(backend, verb::post, "/api/functions/hello/rollback?version=3"));
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.body["version"], 3);
-  EXPECT_EQ(Route(backend, verb::post, "/api/functions/busy/rollback").status, 409);
+  EXPECT_EQ(Settle(Route(backend, verb::post, "/api/functions/busy/rollback")).status, 409);
   ASSERT_EQ(backend.rollbacks.size(), 3u);
   EXPECT_EQ(backend.rollbacks[0].second, std::nullopt);
   EXPECT_EQ(backend.rollbacks[1].second, std::optional<uint64_t>(3));
@@ -114,7 +124,8 @@ TEST(ApiRouteTest, RollbackToABadVersionIs400WithoutCallingTheBackend) {
   FakeBackend backend;
   for (const char* query :
        {"?version=0", "?version=x", "?version=", "?version=-1", "?version=1x"}) {
-    Reply r = Route(backend, verb::post, std::string("/api/functions/hello/rollback") + query);
+    Reply r =
+        Settle(Route(backend, verb::post, std::string("/api/functions/hello/rollback") + query));
     EXPECT_EQ(r.status, 400) << query;
   }
   EXPECT_TRUE(backend.rollbacks.empty());
@@ -217,8 +228,8 @@ TEST(ApiListenAddressTest, HostPortWithIpv6InBrackets) {
 
 TEST(ApiRouteTest, DeleteMapsErrorsToStatuses) {
   FakeBackend backend;
-  EXPECT_EQ(Route(backend, verb::delete_, "/api/functions/hello").status, 200);
-  EXPECT_EQ(Route(backend, verb::delete_, "/api/functions/busy").status, 409);
+  EXPECT_EQ(Settle(Route(backend, verb::delete_, "/api/functions/hello")).status, 200);
+  EXPECT_EQ(Settle(Route(backend, verb::delete_, "/api/functions/busy")).status, 409);
   EXPECT_EQ(backend.removed, (std::vector<std::string>{"hello", "busy"}));
 }
 

@@ -29,6 +29,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
+std::string Digest(char c) { return "sha256:" + std::string(64, c); }
+
 // A loopback port nobody listens on now.
 int FreePort() {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -161,8 +163,9 @@ TEST_F(EtcdTest, WatchSeesPutsAndDeletesFromARevision) {
   std::promise<void> three;
   std::vector<WatchEvent> seen;
   std::thread watcher([&] {
-    Status st =
-        etcd.Watch(prefix_, start + 1, stop, [&](const std::vector<WatchEvent>& events, int64_t) {
+    Status st = etcd.Watch(
+        prefix_, start + 1, [&] { return stop.load(); },
+        [&](const std::vector<WatchEvent>& events, int64_t) {
           seen.insert(seen.end(), events.begin(), events.end());
           if (seen.size() == 3) three.set_value();
         });
@@ -205,17 +208,13 @@ TEST_F(EtcdTest, NewFunctionsAtOnceGetDistinctAddressesAndNamesAreCreatedOnce) {
       start.wait();
       Etcd own = Client();
       ClusterState mine(own, prefix_);
-      return mine.Create({.name = "fn" + std::to_string(i % 4),
-                          .ip = {},
-                          .version = 1,
-                          .image_ref = "127.0.0.1:5000/fn:1",
-                          .manifest_digest = "sha256:" + std::string(64, 'a'),
-                          .platform = "linux/amd64",
-                          .options = nlohmann::json::object(),
-                          .deployed_at = {},
-                          .deployed_by = "node" + std::to_string(i),
-                          .mod_revision = 0},
-                         *pool);
+      FunctionSpec spec{.name = "fn" + std::to_string(i % 4)};
+      spec.serving = {.version = 1,
+                      .image_ref = "127.0.0.1:5000/fn:1",
+                      .manifest_digest = "sha256:" + std::string(64, 'a'),
+                      .platform = "linux/amd64",
+                      .deployed_by = "node" + std::to_string(i)};
+      return mine.Create(spec, *pool);
     }));
   }
   go.set_value();
@@ -240,21 +239,22 @@ TEST_F(EtcdTest, UpdatesAreOverTheRevisionReadAndRemovalFreesTheAddress) {
   Etcd etcd = Client();
   ClusterState state(etcd, prefix_);
   auto pool = net::IpPool::Parse("10.0.0.0/24");
-  FunctionSpec spec{
-      .name = "web", .image_ref = "r/web:1", .manifest_digest = "sha256:" + std::string(64, 'b')};
+  FunctionSpec spec{.name = "web"};
+  spec.serving = {.version = 1, .image_ref = "r/web:1", .manifest_digest = Digest('b')};
+  spec.latest = 1;
   auto created = state.Create(spec, *pool);
   ASSERT_TRUE(created.ok()) << created.error().message;
   EXPECT_EQ(created->ip, pool->first().ToString());
 
-  FunctionSpec next = *created;
-  next.version = 2;
-  next.manifest_digest = "sha256:" + std::string(64, 'c');
+  FunctionSpec next = created->WithVersion({.manifest_digest = Digest('c')}, 3);
   auto updated = state.Update(next);
   ASSERT_TRUE(updated.ok()) << updated.error().message;
-  EXPECT_EQ(updated->version, 2u);
-  // A writer that read before the update loses.
-  FunctionSpec stale = *created;
-  stale.version = 2;
+  EXPECT_EQ(updated->serving.version, 2u);
+  ASSERT_EQ(updated->kept.size(), 1u);
+  EXPECT_EQ(updated->kept[0].manifest_digest, Digest('b'));
+  // A writer that read before the update loses, and so does a removal of what it read.
+  FunctionSpec stale = created->WithVersion({.manifest_digest = Digest('d')}, 3);
+  EXPECT_EQ(state.Remove("web", created->mod_revision).error().code, Errc::kConflict);
   auto lost = state.Update(stale);
   ASSERT_FALSE(lost.ok());
   EXPECT_EQ(lost.error().code, Errc::kConflict);
@@ -267,11 +267,40 @@ TEST_F(EtcdTest, UpdatesAreOverTheRevisionReadAndRemovalFreesTheAddress) {
   EXPECT_EQ(state.Function("web").error().code, Errc::kNotFound);
   EXPECT_TRUE(state.Statuses("web")->empty());
   // Its address is free for the next function.
-  auto again = state.Create(
-      {.name = "api", .image_ref = "r/api:1", .manifest_digest = "sha256:" + std::string(64, 'd')},
-      *pool);
+  auto again = state.Create({.name = "api"}, *pool);
   ASSERT_TRUE(again.ok()) << again.error().message;
   EXPECT_EQ(again->ip, pool->first().ToString());
+  EXPECT_TRUE(again->pending());  // created without a version: its first deploy is under way
+}
+
+TEST(FunctionSpecTest, NewVersionsAreNumberedOnAndRollbacksKeepWhatServed) {
+  FunctionSpec spec{.name = "web", .ip = "10.0.0.1"};
+  EXPECT_TRUE(spec.pending());
+  for (char c : {'a', 'b', 'c', 'd'}) spec = spec.WithVersion({.manifest_digest = Digest(c)}, 3);
+  EXPECT_EQ(spec.serving.version, 4u);
+  EXPECT_EQ(spec.latest, 4u);
+  ASSERT_EQ(spec.kept.size(), 2u);  // three versions in all
+  EXPECT_EQ(spec.kept[0].version, 3u);
+  EXPECT_EQ(spec.kept[1].version, 2u);
+
+  auto back = spec.RolledBack(0);  // the one before
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->serving.version, 3u);
+  EXPECT_EQ(back->kept[0].version, 4u);
+  EXPECT_EQ(back->RolledBack(2)->serving.manifest_digest, Digest('b'));
+  EXPECT_EQ(spec.RolledBack(1).error().code, Errc::kNotFound);
+  EXPECT_EQ(spec.RolledBack(4).error().code, Errc::kConflict);
+  // A deploy after a rollback gets the next number never given out.
+  EXPECT_EQ(back->WithVersion({.manifest_digest = Digest('e')}, 3).serving.version, 5u);
+
+  // The JSON round trip keeps all of it.
+  auto read = SpecFromJson("web", ToJson(*back).dump());
+  ASSERT_TRUE(read.ok()) << read.error().message;
+  EXPECT_EQ(read->serving.version, 3u);
+  EXPECT_EQ(read->latest, 4u);
+  ASSERT_EQ(read->kept.size(), 2u);
+  EXPECT_EQ(read->kept[1].manifest_digest, Digest('b'));
+  EXPECT_FALSE(SpecFromJson("web", R"({"ip":"x","version":1})").ok());
 }
 
 TEST_F(EtcdTest, NodesAreAnnouncedUnderTheirLease) {
