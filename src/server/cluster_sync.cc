@@ -66,6 +66,7 @@ Status ClusterSync::Start() {
     auto ref = pull::ParseReference(options_.registry + "/function:v1");
     if (!ref.ok()) return std::move(ref).error().Wrap("--registry");
   }
+  if (bird_) FAAS_RETURN_IF_ERROR(bird_->Open());
   ExportRoutes();
   return Ok();
 }

@@ -1,7 +1,8 @@
 """faasd --cluster: a node's membership in etcd (a real etcd, started by the test in
 its network namespace). The node's key lives under a lease it renews: `faas nodes`
 lists it, SIGTERM removes it at once, kill -9 within --node-ttl; a node that loses
-etcd keeps serving and says so."""
+etcd keeps serving and says so. A node alone pushes the archives deployed on it to the
+cluster's registry (--registry) and writes their spec."""
 
 import json
 import time
@@ -10,6 +11,7 @@ import pytest
 
 from lib.etcd import Etcd
 from lib.helpers import hello_body
+from lib.registry import Registry
 from lib.vm import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -65,13 +67,22 @@ def test_a_killed_node_leaves_the_list_within_its_ttl(faasd_unstarted, tmp_path)
 
 
 def test_a_node_that_loses_etcd_keeps_serving_and_comes_back(faas_unstarted, faasd_unstarted,
-                                                            tmp_path):
+                                                            tmp_path, anonymous):
     faas = faas_unstarted
     etcd = Etcd(faasd_unstarted.vm, tmp_path)
+    registry = Registry(faasd_unstarted.vm, tmp_path / "registry")
     faasd = faasd_unstarted.start("--cluster", "--etcd", etcd.endpoints, "--node-name", "n1",
-                                  "--node-ttl", "2s")
+                                  "--node-ttl", "2s", "--registry", f"{registry.host}/fn",
+                                  "--registry-auth", anonymous)
     wait_for(lambda: nodes(faasd)["etcd"] == "ok", 10, what="n1 announced")
+    # An archive deployed on a cluster node goes to the cluster's registry, and the
+    # spec names it.
     ip = faas.deploy_handler("app").ip
+    spec = etcd.get("/faasd/functions/app")
+    assert (spec["ip"], spec["version"]) == (ip, 1)
+    assert spec["image_ref"] == f"{registry.host}/fn/app:v1"
+    assert spec["manifest_digest"] == registry.digest("fn/app:v1")
+    assert etcd.get("/faasd/status/app/n1") == {"version": 1, "ready": True}
 
     etcd.stop("e0")
     wait_for(lambda: nodes(faasd)["etcd"] != "ok", 15, what="n1 to notice etcd is gone")
@@ -96,10 +107,26 @@ def test_a_node_that_loses_etcd_keeps_serving_and_comes_back(faas_unstarted, faa
      "--node-ttl: at least 2s"),
     (("--cluster", "--etcd", "http://127.0.0.1:2379", "--node-name", "Bad Name"),
      "--node-name: "),
+    (("--registry", "127.0.0.1:5000/fn"), "--registry: only with --cluster"),
+    (("--bird-routes", "/tmp/routes.conf"), "--bird-routes: only with --cluster"),
+    (("--cluster", "--etcd", "http://127.0.0.1:2379", "--registry", "Bad Host/x"),
+     "--registry: "),
 ])
 def test_bad_cluster_flags_stop_faasd_at_start(faasd_unstarted, args, message):
     r = faasd_unstarted.vm.run(faasd_unstarted.command(*args), check=False)
     assert r.returncode == 2 and message in r.stderr, r
+
+
+def test_a_cluster_node_refuses_an_archive_without_a_registry_and_a_chosen_address(
+        faas_unstarted, faasd_unstarted, tmp_path, images):
+    etcd = Etcd(faasd_unstarted.vm, tmp_path)
+    faasd = faasd_unstarted.start("--cluster", "--etcd", etcd.endpoints, "--node-name", "n1")
+    r = faasd.faas("new", "app", stdin_path=str(images.archive("hello")))
+    assert r.returncode == 1 and "--registry HOST/PATH" in r.stderr, r
+    r = faasd.faas("new", "app", "--image", "127.0.0.1:5000/x:1", "--ip", "10.0.0.50")
+    assert r.returncode == 1 and "a cluster hands out addresses itself" in r.stderr, r
+    assert etcd.get("/faasd/functions/app") is None
+    assert faasd.faas("list", check=True).stdout.splitlines()[1:] == []
 
 
 def test_faas_nodes_without_a_cluster(faasd):

@@ -144,9 +144,10 @@ class Cluster:
                                                check=True).stdout)
 
     def wait_served(self, function: str, version: int, nodes=NODES, via: str = "n1",
-                    timeout: float = 60) -> dict:
+                    timeout: float = 60, routed=None) -> dict:
         """Waits until each of `nodes` reports `version` of `function` ready (in the
-        describe answer of `via`), and the router has a path to each of them."""
+        describe answer of `via`), and the router's paths to it are those to `routed`
+        (default: `nodes`)."""
         def served():
             r = self.nodes[via].faas("describe", function)
             if r.returncode != 0:
@@ -164,7 +165,7 @@ class Cluster:
             raise AssertionError(f"{e}\n{via} describes it: {r.stdout}{r.stderr}\n" +
                                  self.logs()) from None
         self.router.wait_paths(f"{answer['ip']}/32",
-                               {self.nodes[n].address for n in nodes}, timeout)
+                               {self.nodes[n].address for n in (routed or nodes)}, timeout)
         return answer
 
     def logs(self, lines: int = 30) -> str:
