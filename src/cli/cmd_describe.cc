@@ -12,7 +12,10 @@ namespace {
 
 constexpr char kHelp[] =
     "Prints everything faasd knows about the function NAME as JSON: its IP address, command,\n"
-    "environment, user, resource limits and timeouts, version and deploy time.";
+    "environment, user, resource limits and timeouts, version and deploy time. On a cluster\n"
+    "node (faasd --cluster), \"version\" is the version the cluster serves, \"local_version\"\n"
+    "this node's number for what it serves, and \"cluster\" holds the cluster's image\n"
+    "reference and digest and, per node, the version it serves and whether it is ready.";
 
 int RunDescribe(const Client& client, const std::string& name) {
   if (int code = CheckName(name); code != kExitOk) return code;

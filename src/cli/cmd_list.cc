@@ -24,12 +24,18 @@ constexpr char kHelp[] =
     "(vN), Status and Deployed (the deploy time, UTC). Status is paused (the listener is\n"
     "paused: accept failed for want of fds or memory), serving (requests running), warm\n"
     "(containers ready ahead), starting (containers starting ahead) or idle (no container).\n"
+    "On a cluster node (faasd --cluster) the list is the cluster's: Version is the version\n"
+    "the cluster serves, and --wide adds a last column, Nodes: per node the version it\n"
+    "serves, e.g. \"n1:v3 n2:v3 n3:v2 (not ready)\" while n3 converges.\n"
     "The default table keeps its three columns, for scripts.";
 
 constexpr size_t kMinNameWidth = 20;
 constexpr size_t kIpWidth = 15;
 constexpr size_t kVersionWidth = 7;
 constexpr size_t kStatusWidth = 8;
+// Where the Deployed column ends, past the Name and Command columns: the separators,
+// IP, Version, Status and an RFC 3339 time.
+constexpr size_t kDeployedEnd = 4 + kIpWidth + kVersionWidth + kStatusWidth + 20;
 
 struct Row {
   std::string name;
@@ -40,6 +46,7 @@ struct Row {
   std::string version;
   std::string status;
   std::string deployed;
+  std::string nodes;  // on a cluster node
 };
 
 std::string Text(const nlohmann::ordered_json& value) {
@@ -51,6 +58,22 @@ std::string JoinCommand(const nlohmann::ordered_json& cmd) {
   std::string joined;
   for (const auto& arg : cmd) joined += (joined.empty() ? "" : " ") + Text(arg);
   return joined;
+}
+
+// "n1:v3 n2:v3 n3:v2 (not ready)": what each node reported of the function.
+std::string NodesOf(const nlohmann::ordered_json& record) {
+  const auto cluster = record.find("cluster");
+  if (cluster == record.end() || !cluster->is_object()) return "";
+  const auto nodes = cluster->find("nodes");
+  if (nodes == cluster->end() || !nodes->is_object()) return "";
+  std::string out;
+  for (const auto& [node, report] : nodes->items()) {
+    if (!report.is_object()) continue;
+    std::string entry = node + ":v" + Text(report.value("version", nlohmann::ordered_json(0)));
+    if (!report.value("ready", false)) entry += " (not ready)";
+    out += (out.empty() ? "" : " ") + entry;
+  }
+  return EscapeControl(out);
 }
 
 // Every field is escaped: an image chose the command, and the registry is faasd's to fill.
@@ -70,7 +93,8 @@ Row ToRow(const std::string& name, const nlohmann::ordered_json& record) {
           .key = name,
           .version = "v" + field("version"),
           .status = "",
-          .deployed = field("deployed_at")};
+          .deployed = field("deployed_at"),
+          .nodes = NodesOf(record)};
 }
 
 int64_t Count(const nlohmann::ordered_json& runtime, const char* key) {
@@ -123,10 +147,11 @@ void PrintRow(const Row& row, size_t name_width) {
   std::cout << line << "\n";
 }
 
-void PrintWideRow(const Row& row, size_t name_width, size_t command_width) {
+void PrintWideRow(const Row& row, size_t name_width, size_t command_width, bool cluster) {
   std::string line = Pad(row.name, name_width) + " " + Pad(row.ip, kIpWidth) + " " +
                      Pad(row.command, command_width) + " " + Pad(row.version, kVersionWidth) + " " +
                      Pad(row.status, kStatusWidth) + " " + row.deployed;
+  if (cluster) line = Pad(line, kDeployedEnd + name_width + command_width) + " " + row.nodes;
   while (!line.empty() && line.back() == ' ') line.pop_back();
   std::cout << line << "\n";
 }
@@ -144,14 +169,17 @@ void PrintTable(const std::vector<Row>& rows, bool wide) {
                    .key = "",
                    .version = "Version",
                    .status = "Status",
-                   .deployed = "Deployed"};
+                   .deployed = "Deployed",
+                   .nodes = "Nodes"};
   if (!wide) {
     PrintRow(header, name_width);
     for (const Row& row : rows) PrintRow(row, name_width);
     return;
   }
-  PrintWideRow(header, name_width, command_width);
-  for (const Row& row : rows) PrintWideRow(row, name_width, command_width);
+  const bool cluster =
+      std::any_of(rows.begin(), rows.end(), [](const Row& row) { return !row.nodes.empty(); });
+  PrintWideRow(header, name_width, command_width, cluster);
+  for (const Row& row : rows) PrintWideRow(row, name_width, command_width, cluster);
 }
 
 int RunList(const Client& client, bool json, bool wide) {

@@ -42,6 +42,12 @@ def test_a_deploy_through_one_node_serves_from_all_and_every_change_converges(cl
     for node in cluster.nodes.values():
         assert node.faas("ip", "web", check=True).stdout.strip() == ip
 
+    # Listed by every node with the version each node serves.
+    for node in cluster.nodes.values():
+        rows = node.faas("list", "--wide", check=True).stdout.splitlines()
+        assert rows[0].split()[-1] == "Nodes", rows
+        assert rows[1].split()[0] == "web" and rows[1].endswith("n1:v1 n2:v1 n3:v1"), rows
+
     outcomes = cluster.requests(ip, 60)
     assert outcomes == ["ok"] * 60, outcomes
     spread = served_by(cluster, "web")
