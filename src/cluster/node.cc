@@ -54,16 +54,20 @@ void Node::Unreport(const std::string& function) {
 void Node::Run() {
   for (;;) {
     const auto began = std::chrono::steady_clock::now();
+    {
+      std::lock_guard lock(mutex_);
+      reports_failed_ = false;
+    }
     Round();
     std::unique_lock lock(mutex_);
     const auto wait = health_.announced ? options_.ttl / 3 : options_.retry;
-    // Reports are written as they come; the lease is renewed on its own schedule.
-    for (;;) {
+    // Reports are written as they come; the lease is renewed on its own schedule. A
+    // report that fails waits for the next round (which renews or replaces the lease).
+    while (!stopping_ && std::chrono::steady_clock::now() < began + wait) {
       const bool woken = wake_.wait_until(lock, began + wait, [this] {
-        return stopping_ || (health_.announced && !unwritten_.empty());
+        return stopping_ || (health_.announced && !reports_failed_ && !unwritten_.empty());
       });
-      if (stopping_) break;
-      if (!woken) break;
+      if (!woken || stopping_) break;
       lock.unlock();
       WriteReports();
       lock.lock();
@@ -140,6 +144,7 @@ void Node::WriteReports() {
     if (!st.ok()) {
       std::lock_guard lock(mutex_);
       unwritten_.insert(function);
+      reports_failed_ = true;
       spdlog::debug("cluster: report on {}: {}", function, st.error().message);
       return;
     }

@@ -72,6 +72,7 @@ class Node {
   Health health_;
   std::map<std::string, NodeStatus> reports_;  // function -> the latest report
   std::set<std::string> unwritten_;            // functions whose report etcd lacks
+  bool reports_failed_ = false;                // since the last round
   int64_t lease_ = 0;                          // the thread's
   std::chrono::steady_clock::time_point last_renewal_{};
   std::thread thread_;

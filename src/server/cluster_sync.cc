@@ -175,9 +175,7 @@ void ClusterSync::RetryLater() {
 // One export at a time; the last one wins.
 void ClusterSync::ExportRoutes() {
   if (!bird_) {
-    if (stopping_) {
-      for (auto& then : std::exchange(withdrawn_, {})) then();
-    }
+    if (stopping_) FinishWithdraw(/*grace=*/false);
     return;
   }
   std::set<std::string> ips;
@@ -190,9 +188,7 @@ void ClusterSync::ExportRoutes() {
     return;
   }
   if (exported_ == ips) {
-    if (ips.empty()) {
-      for (auto& then : std::exchange(withdrawn_, {})) then();
-    }
+    if (stopping_) FinishWithdraw(/*grace=*/true);
     return;
   }
   exporting_ = true;
@@ -206,15 +202,24 @@ void ClusterSync::ExportRoutes() {
       } else {
         exported_.reset();
         spdlog::warn("cluster: routes not exported: {}", st.error().message);
-        if (stopping_) {
-          for (auto& then : std::exchange(withdrawn_, {})) then();
-          return;
-        }
+        if (stopping_) return FinishWithdraw(/*grace=*/false);
         RetryLater();
       }
       if (std::exchange(export_again_, false) || stopping_) ExportRoutes();
     });
   });
+}
+
+// The routes are withdrawn (or cannot be): the drain may begin. With `grace`, this
+// node accepts connections a little longer, while the router applies the withdrawal.
+void ClusterSync::FinishWithdraw(bool grace) {
+  if (withdrawn_.empty()) return;
+  auto finish = [this] {
+    for (auto& then : std::exchange(withdrawn_, {})) then();
+  };
+  if (!grace || options_.withdraw_grace.count() == 0) return finish();
+  retry_timer_.expires_after(options_.withdraw_grace);
+  retry_timer_.async_wait([finish](boost::system::error_code) { finish(); });
 }
 
 void ClusterSync::Withdraw(std::function<void()> then) {

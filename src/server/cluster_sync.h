@@ -61,6 +61,9 @@ struct ClusterSyncOptions {
   std::string registry = {};
   cluster::BirdOptions bird = {};         // no routes file: no routes exported
   std::chrono::milliseconds retry{3000};  // after a failed convergence
+  // How long a stopping node accepts connections once its routes are withdrawn: the
+  // router applies the withdrawal meanwhile.
+  std::chrono::milliseconds withdraw_grace{1000};
 };
 
 class ClusterSync {
@@ -92,7 +95,8 @@ class ClusterSync {
   // A function the cluster has that does not serve here yet.
   Result<nlohmann::json> GetIp(const std::string& name);
 
-  // Stops converging, withdraws every route, then calls `then` (on the loop).
+  // Stops converging, withdraws every route, then calls `then` (on the loop) once the
+  // withdrawal had `withdraw_grace` to reach the router.
   void Withdraw(std::function<void()> then);
 
  private:
@@ -103,6 +107,7 @@ class ClusterSync {
   void Report(const std::string& name, uint64_t version, bool ready, const std::string& error);
   void RetryLater();
   void ExportRoutes();
+  void FinishWithdraw(bool grace);
   void Reserve(const std::shared_ptr<UserDeploy>& op, std::function<void(Result<net::Ipv4>)> then);
   void Deployed(const std::shared_ptr<UserDeploy>& op, Result<nlohmann::json> result);
   void WriteSpec(const std::shared_ptr<UserDeploy>& op, cluster::SpecVersion version,

@@ -95,6 +95,9 @@ def test_a_node_that_loses_etcd_keeps_serving_and_comes_back(faas_unstarted, faa
     etcd.restart("e0")
     wait_for(lambda: nodes(faasd)["etcd"] == "ok", 15, what="n1 announced again")
     assert etcd.get("/faasd/nodes/n1") is not None
+    # Its report on app is there again too (under the new lease).
+    wait_for(lambda: etcd.get("/faasd/status/app/n1") == {"version": 1, "ready": True}, 10,
+             what="n1's report on app")
     faas.assert_handler_responds(ip, hello_body())
 
 
