@@ -12,6 +12,7 @@ import math
 import re
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -167,6 +168,8 @@ class Results:
         self.hwm_mib = [load(results, p.stem.replace("faas", "mem"))["vmhwm_kb"] / KB_PER_MIB
                         for p in runs]
         # runc and crun in the vmtest guest (bench/run.sh --vm); None when not measured.
+        # The cluster part (bench/cluster.py); None when it did not run.
+        self.cluster = load(results, "cluster")
         self.vm_facts = load(results, "vm-facts")
         self.vm_machine = load(results, "vm-machine") or {}
         self.vm_bare = {rt: merged(results, f"vm-floor-{rt}", "to_response_us") for rt in RUNTIMES}
@@ -411,6 +414,139 @@ def runtimes_section(r: Results) -> list:
     ]
 
 
+def cluster_deploy_rows(c: dict) -> list:
+    rows = []
+    for key, label in (("deploy", "`faas new NAME --image REF` of a new function"),
+                       ("redeploy", "redeploy of it with a new setting (`--env RUN=i`)")):
+        d = c.get(key)
+        if not d:
+            rows.append(f"| {label} | missing | | | |")
+            continue
+        cli = [run["cli_s"] for run in d["runs"]]
+        rows.append(f"| {label}: to ready on every node and routed to each | "
+                    f"{d['median_s']:.2f} s | {min(d['ready_s']):.2f} s | "
+                    f"{max(d['ready_s']):.2f} s | {len(d['ready_s'])} |")
+        rows.append(f"| of which `faas new` itself, to n1's answer | {statistics.median(cli):.2f} s "
+                    f"| {min(cli):.2f} s | {max(cli):.2f} s | {len(cli)} |")
+    return rows
+
+
+def cluster_load_rows(load: dict) -> list:
+    rows = []
+    setups = load.get("setups", {})
+    one = setups.get("1", {}).get("median_rps")
+    for label, v in setups.items():
+        ratio_cell = ratio(v["median_rps"], one) if one else "–"
+        per_node = ", ".join(f"{name} {v['served_median'][name]:.0f} "
+                             f"({100 * v['share'][name]:.0f} %)" for name in v["serving"])
+        idle = sum(v["served_median"][name] for name in v["served_median"]
+                   if name not in v["serving"])
+        if idle:
+            per_node += f"; the others {idle:.0f}"
+        p50 = f"{fmt(v['p50_ms'])} ms" if v.get("p50_ms") is not None else "–"
+        rows.append(f"| {v['nodes']} ({', '.join(v['serving'])}) | {v['max_concurrency']} | "
+                    f"{v['median_rps']:.1f} | {ratio_cell} | "
+                    f"{', '.join(f'{x:.1f}' for x in v['rps'])} | {v['failed']} | {per_node} | "
+                    f"{p50} |")
+    return rows
+
+
+def paragraph(text: str) -> list:
+    """`text` wrapped as the page's hand-written paragraphs are, then a blank line."""
+    return textwrap.wrap(text, width=88, break_on_hyphens=False) + [""]
+
+
+def cluster_starts(load: dict) -> list:
+    """How the requests were served, from the serving nodes' counters around each run."""
+    setups = load.get("setups", {}).values()
+    warm = sum(v.get("warm_starts", 0) for v in setups)
+    cold = sum(v.get("cold_starts", 0) for v in setups)
+    if not warm + cold:
+        return []
+    text = (f"Of the {warm + cold} requests of all runs, {warm} were handed a ready container "
+            f"and {cold} started their own (faasd's `warm_starts` and `cold_starts` on the "
+            "serving nodes)")
+    if warm < 0.2 * (warm + cold):
+        text += (": under this load a node's pool is empty most of the time, so the rate is "
+                 "that of container starts, as on the cold path")
+    return paragraph(text + ".")
+
+
+def cluster_section(c, nproc) -> list:
+    head = ["## Cluster", ""]
+    if c is None:
+        return head + paragraph(
+            "Not measured in this run: bench/cluster.py did not run (no `cluster.json`; it runs "
+            "last, and only when everything before it succeeded).")
+    load = c.get("load") or {}
+    runs = {k: len((c.get(k) or {}).get("ready_s", [])) for k in ("deploy", "redeploy")}
+    how = ("How: `bench/cluster.py` deploys the hello handler by reference from the cluster's "
+           "registry through n1, timed from `faas new` until every node reports the version "
+           f"ready and the router has a path to each ({plural(runs['deploy'], 'new function')}, "
+           f"then {plural(runs['redeploy'], 'redeploy')} of one with `--env RUN=i`).")
+    if "setup_s" in c and "took_s" in c:
+        how += f" The part took {c['took_s']:.0f} s, {c['setup_s']:.0f} s of them to start the "
+        how += "cluster."
+    text = head + paragraph(
+        "faasd as a cluster: three nodes (`faasd --cluster`), each with its own etcd member and "
+        "bird2, behind a bird2 router that spreads the connections to a function's address over "
+        "the nodes announcing it (ECMP, L4 hash), and a client machine routed through the "
+        "router. It is the test suite's cluster (`tests/lib/cluster.py`): every machine is a "
+        "network namespace on this host, and each node's faasd runs as the tests start it "
+        "(debug logging).") + paragraph(how)
+    if c.get("error"):
+        text += paragraph(f"**The cluster part failed**: `{c['error'].splitlines()[0][:300]}`. "
+                          "Below is what it measured before.")
+    text += [
+        "| deploy through n1 (hello, `--image`) | median | min | max | runs |",
+        "|---|---|---|---|---|",
+        *cluster_deploy_rows(c),
+        "",
+    ]
+    if not load.get("runs"):
+        return text + ["Requests/s with 1, 2 and 3 nodes serving: not measured.", ""]
+    ratios = load.get("ratios", {})
+    default, control = load.get("max_concurrency"), load.get("control_max_concurrency")
+    ratio_text = " and ".join(f"{k.split('/')[0]} nodes / 1 node = {v:.2f}×"
+                              for k, v in sorted(ratios.items()) if k.endswith("/1"))
+    control_text = " and ".join(f"{k.split('/')[0]} nodes = {v:.2f}×"
+                                for k, v in sorted(ratios.items()) if not k.endswith("/1"))
+    text += paragraph(
+        "Requests/s through the router with 1, 2 and 3 nodes serving one function, the hello "
+        f"handler with `--warm {load['warm']} --warm-max {load.get('warm_max', '?')}` (each "
+        "serving node starts a run with one ready container, not with as many as a pool grown "
+        "by the run before holds). For N nodes the birds of the others are stopped until the "
+        "router's next hops are exactly the N; then bench/loadgen on the client machine, "
+        f"{load['clients']} closed-loop clients, each request on a new connection, "
+        f"{load['seconds']:g} s; {plural(load.get('repetitions', 0), 'round')} of the four rows "
+        "in turn, medians. Requests per node: the request records in each node's log of the "
+        "function (`faas logs --stream request --json`) dated within the run.")
+    if control:
+        text += paragraph(
+            f"A node serves at most `--max-concurrency` requests of a function at once ({default} "
+            "by default, 4 × cores) and queues the rest, so more nodes also serve more at once. "
+            f"The second row, a control, is one node with `--max-concurrency {control}`, as many "
+            "as the three nodes together: the ratios to it leave that out.")
+    text += [
+        "| nodes serving | at once per node | requests/s | × 1 node | runs | failed "
+        "| requests per node | p50 |",
+        "|---|---|---|---|---|---|---|---|",
+        *cluster_load_rows(load),
+        "",
+        *cluster_starts(load),
+    ]
+    text += paragraph(
+        f"**The nodes share this machine's {nproc or 'few'} cores** (with etcd, the birds, the "
+        "router and the client): a second or third node adds no CPU here, so the ratios "
+        f"({ratio_text or 'above'}"
+        + (f"; to the control, {control_text}" if control_text else "")
+        + ") are no scale-out figure. They show that the router spreads the connections over "
+        "the nodes that serve, and what spreading them costs: a ratio to the control near "
+        "1.00× means it costs little. On machines of their own, each node would bring its own "
+        "CPU.")
+    return text
+
+
 def method(r: Results) -> list:
     return [
         "Everything that starts faasd or sends a request runs in a network and mount namespace",
@@ -580,6 +716,7 @@ def page(r: Results) -> str:
         "![deploy and memory](img/deploy.png)",
         "",
         *runtimes_section(r),
+        *cluster_section(r.cluster, f.get("nproc")),
         "## Method",
         "",
         *method(r),

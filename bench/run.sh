@@ -9,9 +9,15 @@
 # side by side there (bench/vm_runtimes.py, a few minutes more): crun refuses this
 # host's hybrid cgroups, so the comparison cannot run on the host itself.
 #
+# Last, bench/cluster.py runs three faasd nodes behind a bird2 ECMP router (the test
+# suite's cluster, tests/lib/cluster.py) and measures deploy-to-ready and requests/s
+# with 1, 2 and 3 nodes serving (a few minutes). Should that part fail, the page is
+# still written, saying so, and run.sh exits with its status.
+#
 # Everything that starts faasd or sends a request runs in a network namespace
-# of its own (see measure.sh). FAASD_BIN_DIR=DIR measures the faasd and faas in
-# DIR instead of building them with scripts/build.sh.
+# of its own (see measure.sh; the cluster's machines are namespaces inside another).
+# FAASD_BIN_DIR=DIR measures the faasd and faas in DIR instead of building them with
+# scripts/build.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -122,6 +128,17 @@ if [ "$status" = 0 ] && [ "$vm" = 1 ]; then
   "$py" bench/vm_runtimes.py "$images" "$bin" "$bench_bin" "$work/results" || status=$?
 fi
 
+# The cluster: its machines (namespaces made by tests/lib/vm.py) inside a network and
+# mount namespace of their own; cluster.py bounds itself, timeout bounds it again.
+cluster_status=0
+if [ "$status" = 0 ]; then
+  log "the cluster: three nodes behind a bird2 ECMP router (bench/cluster.py)"
+  unshare --net --mount --propagation private \
+    timeout -k 120 1200 "$py" bench/cluster.py "$bin" "$bench_bin" \
+      "$work/results/cluster.json" --image "$images/hello.tar" --work "$work" \
+    || cluster_status=$?
+fi
+
 rm -rf bench/results
 cp -r "$work/results" bench/results
 if [ "$status" != 0 ]; then
@@ -130,3 +147,8 @@ if [ "$status" != 0 ]; then
 fi
 "$py" bench/report.py bench/results docs
 log "wrote docs/PERFORMANCE.md and docs/img/*.png (raw results in bench/results/)"
+if [ "$cluster_status" != 0 ]; then
+  echo "the cluster part failed (exit $cluster_status); see bench/results/cluster.json" \
+    "and cluster-failed.log" >&2
+  exit "$cluster_status"
+fi
