@@ -77,11 +77,12 @@ void ClusterSync::OnChange() {
   if (stopping_) return;
   view_ = watcher_.view();
   if (!view_.synced) return;
-  for (const auto& [name, spec] : view_.specs) Converge(name);
+  // Removals first: a new function may get the address of one removed.
   std::vector<std::string> gone;
   for (const auto& [name, record] : functions_.registry().functions())
     if (!view_.specs.contains(name)) gone.push_back(name);
   for (const std::string& name : gone) Converge(name);
+  for (const auto& [name, spec] : view_.specs) Converge(name);
   ExportRoutes();
 }
 

@@ -464,8 +464,7 @@ void Deployer::Swap(std::shared_ptr<Job> job) {
   }
   job->check.reset();
   functions_.EndDeploy(job->name);
-  nlohmann::json reply = {
-      {"name", job->name}, {"ip", record->ip}, {"cmd", record->cmd}, {"version", record->version}};
+  nlohmann::json reply = {{"name", job->name}, {"ip", record->ip}, {"cmd", record->cmd}};
   if (job->image.ref) {
     reply["image_ref"] = record->image_ref;
     reply["manifest_digest"] = record->manifest_digest;
