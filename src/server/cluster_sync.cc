@@ -107,6 +107,17 @@ void ClusterSync::Converge(const std::string& name) {
   const cluster::FunctionSpec& spec = it->second;
   if (spec.pending()) return;  // its first deploy is under way on the node that made it
   const cluster::SpecVersion& want = spec.serving;
+  if (local != nullptr && local->ip != spec.ip) {
+    // Removed and made again at another address while this node was away.
+    spdlog::info("cluster: {} moved from {} to {}: removing it here first", name, local->ip,
+                 spec.ip);
+    if (Status st = functions_.Remove(name); !st.ok()) {
+      spdlog::warn("cluster: remove {}: {}", name, st.error().message);
+      return RetryLater();
+    }
+    local = nullptr;
+    ExportRoutes();
+  }
   if (local != nullptr && Matches(*local, want)) return Report(name, want.version, true, "");
   if (local != nullptr) {
     for (const store::FunctionRecord& kept : functions_.registry().Kept(name)) {
