@@ -46,24 +46,11 @@ Status BirdRoutes::Open() {
 
 Status BirdRoutes::Export(const std::set<std::string>& ips) {
   FAAS_RETURN_IF_ERROR(AtomicWriteFile(options_.routes_file, Render(ips, options_.lifeline)));
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
-  UniqueFd read_end(fds[0]), write_end(fds[1]);
-  FAAS_ASSIGN_OR_RETURN(
-      runtime::Child child,
-      runtime::Spawn({.argv = {options_.birdc, "-s", options_.socket, "configure"},
-                      .stdin_fd = -1,
-                      .stdout_fd = write_end.get(),
-                      .stderr_fd = write_end.get()}));
-  write_end.Reset();
-  std::string output;
-  char buffer[4096];
-  for (ssize_t n; (n = ::read(read_end.get(), buffer, sizeof buffer)) != 0;) {
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) break;
-    if (output.size() < 64 * 1024) output.append(buffer, static_cast<size_t>(n));
-  }
-  FAAS_ASSIGN_OR_RETURN(int status, child.Wait());
+  FAAS_ASSIGN_OR_RETURN(runtime::Captured birdc,
+                        runtime::Capture({options_.birdc, "-s", options_.socket, "configure"},
+                                         64 * 1024, std::nullopt, /*with_stderr=*/true));
+  std::string& output = birdc.out;
+  FAAS_ASSIGN_OR_RETURN(int status, birdc.child.Wait());
   // "Reconfigured", or "Reconfiguration in progress" while bird finishes the last one.
   if (status == 0 && output.find("Reconfigur") != std::string::npos) return Ok();
   while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();

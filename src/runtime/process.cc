@@ -1,12 +1,14 @@
 #include "runtime/process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string_view>
@@ -153,6 +155,45 @@ std::string DescribeWaitStatus(int status) {
   if (WIFSIGNALED(status))
     return std::string("killed by signal ") + std::to_string(WTERMSIG(status));
   return "status " + std::to_string(status);
+}
+
+Result<std::string> ReadUntil(int fd, size_t max_bytes,
+                              std::optional<std::chrono::steady_clock::time_point> deadline) {
+  std::string out;
+  char buf[4096];
+  while (out.size() < max_bytes) {
+    int wait_ms = -1;
+    if (deadline) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline -
+                                                               std::chrono::steady_clock::now());
+      if (left.count() <= 0) break;
+      wait_ms = static_cast<int>(left.count());
+    }
+    pollfd pfd{fd, POLLIN, 0};
+    int ready = ::poll(&pfd, 1, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return SysError(errno, "poll");
+    if (ready == 0) break;
+    ssize_t n = ::read(fd, buf, std::min(sizeof buf, max_bytes - out.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return SysError(errno, "read");
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+Result<Captured> Capture(const std::vector<std::string>& argv, size_t max_bytes,
+                         std::optional<std::chrono::steady_clock::time_point> deadline,
+                         bool with_stderr) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
+  FAAS_ASSIGN_OR_RETURN(Child child,
+                        Spawn({argv, -1, write_end.get(), with_stderr ? write_end.get() : -1}));
+  write_end.Reset();
+  FAAS_ASSIGN_OR_RETURN(std::string out, ReadUntil(read_end.get(), max_bytes, deadline));
+  return Captured{std::move(child), std::move(out)};
 }
 
 }  // namespace faas::runtime

@@ -3,6 +3,8 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +59,23 @@ struct SpawnOptions {
 // child gets faasd's environment without NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID
 // (see server/notify.h).
 Result<Child> Spawn(const SpawnOptions& options);
+
+// Reads `fd` until EOF, `max_bytes`, or `deadline` (nullopt: none), whichever is
+// first. Unlike faas::ReadAll it stops quietly at the cap and at the deadline: a
+// program that hangs or babbles must not hang or fail its caller.
+Result<std::string> ReadUntil(int fd, size_t max_bytes,
+                              std::optional<std::chrono::steady_clock::time_point> deadline);
+
+struct Captured {
+  Child child;  // not reaped yet
+  std::string out;
+};
+
+// Runs `argv` with stdout (and stderr too when `with_stderr`, else it is inherited)
+// into a pipe and reads it (ReadUntil).
+Result<Captured> Capture(const std::vector<std::string>& argv, size_t max_bytes,
+                         std::optional<std::chrono::steady_clock::time_point> deadline,
+                         bool with_stderr);
 
 // Human-readable wait status: "exit 0", "killed by signal 9".
 std::string DescribeWaitStatus(int status);

@@ -65,52 +65,6 @@ Result<std::string> ResolveProgram(const std::string& program) {
   return MakeError(Errc::kInvalidArgument, "not found in PATH");
 }
 
-// Reads `fd` until EOF, `max_bytes`, or `deadline` (nullopt: none), whichever is
-// first. Unlike faas::ReadAll it stops quietly at the cap and at the deadline: a
-// runtime that hangs or babbles at `--version` must not hang or fail faasd's start.
-Result<std::string> ReadUntil(int fd, size_t max_bytes, std::optional<Clock::time_point> deadline) {
-  std::string out;
-  char buf[4096];
-  while (out.size() < max_bytes) {
-    int wait_ms = -1;
-    if (deadline) {
-      auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
-      if (left.count() <= 0) break;
-      wait_ms = static_cast<int>(left.count());
-    }
-    pollfd pfd{fd, POLLIN, 0};
-    int ready = ::poll(&pfd, 1, wait_ms);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready < 0) return SysError(errno, "poll");
-    if (ready == 0) break;
-    ssize_t n = ::read(fd, buf, std::min(sizeof buf, max_bytes - out.size()));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return SysError(errno, "read");
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
-}
-
-struct Captured {
-  Child child;  // not reaped yet
-  std::string out;
-};
-
-// Runs `argv` with stdout (and stderr too when `with_stderr`, else it is inherited)
-// into a pipe and reads it.
-Result<Captured> Capture(const std::vector<std::string>& argv, size_t max_bytes,
-                         std::optional<Clock::time_point> deadline, bool with_stderr) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return SysError(errno, "pipe");
-  UniqueFd read_end(fds[0]), write_end(fds[1]);
-  FAAS_ASSIGN_OR_RETURN(Child child,
-                        Spawn({argv, -1, write_end.get(), with_stderr ? write_end.get() : -1}));
-  write_end.Reset();
-  FAAS_ASSIGN_OR_RETURN(std::string out, ReadUntil(read_end.get(), max_bytes, deadline));
-  return Captured{std::move(child), std::move(out)};
-}
-
 std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
 
 // Runs `PROGRAM --version`, the proof that the runtime runs at all, and names it:
