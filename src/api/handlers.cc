@@ -10,8 +10,6 @@ namespace {
 
 using boost::beast::http::verb;
 
-Reply FromResult(Result<nlohmann::json> result) { return ReplyFor(std::move(result)); }
-
 bool TakePrefix(const std::string& target, const char* prefix, std::string* rest) {
   std::string p(prefix);
   if (target.rfind(p, 0) != 0 || target.size() == p.size()) return false;
@@ -64,12 +62,12 @@ Reply FunctionAction(Backend& backend, verb method, const std::string& raw_targe
                      const std::string& name, const std::string& action) {
   if (action == "versions") {
     if (method != verb::get) return MethodNotAllowed();
-    return FromResult(backend.Versions(name));
+    return ReplyFor(backend.Versions(name));
   }
   if (action == "rollback") {
     if (method != verb::post) return MethodNotAllowed();
     auto version = VersionQuery(raw_target);
-    if (!version.ok()) return FromResult(std::move(version).error());
+    if (!version.ok()) return ReplyFor(std::move(version).error());
     return Reply{.later = [&backend, name, version = *version](Reply::Answer answer) {
       backend.StartRollback(name, version, std::move(answer));
     }};
@@ -141,14 +139,14 @@ Reply Route(Backend& backend, verb method, const std::string& raw_target) {
   }
   if (target == "/api/nodes") {
     if (method != verb::get) return MethodNotAllowed();
-    return FromResult(backend.Nodes());
+    return ReplyFor(backend.Nodes());
   }
   if (TakePrefix(target, "/api/ip/", &name)) {
     if (method != verb::get) return MethodNotAllowed();
-    return FromResult(backend.GetIp(name));
+    return ReplyFor(backend.GetIp(name));
   }
   if (TakePrefix(target, "/api/functions/", &name)) {
-    if (method == verb::get) return FromResult(backend.Describe(name));
+    if (method == verb::get) return ReplyFor(backend.Describe(name));
     if (method != verb::delete_) return MethodNotAllowed();
     return Reply{.later = [&backend, name](Reply::Answer answer) {
       backend.StartRemove(name, std::move(answer));

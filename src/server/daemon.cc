@@ -133,18 +133,9 @@ class Daemon::Impl : public api::Backend {
   Result<UniqueFd> StartDeploy(const std::string& name, const std::string& options_header,
                                std::shared_ptr<const api::DeployCancel> cancel,
                                DeployDone done) override {
-    if (sync_) {
-      return sync_->Deploy(name, options_header, std::move(cancel),
-                           [this, done = std::move(done)](Result<nlohmann::json> result) {
-                             done(std::move(result));
-                             notifier_.UpdateStatus();
-                           });
-    }
-    return deployer_->Start(name, options_header, std::move(cancel),
-                            [this, done = std::move(done)](Result<nlohmann::json> result) {
-                              done(std::move(result));
-                              notifier_.UpdateStatus();
-                            });
+    if (sync_)
+      return sync_->Deploy(name, options_header, std::move(cancel), ThenStatus(std::move(done)));
+    return deployer_->Start(name, options_header, std::move(cancel), ThenStatus(std::move(done)));
   }
 
   Status StartPush(const std::string& name, const std::string& image,
@@ -203,10 +194,7 @@ class Daemon::Impl : public api::Backend {
 
   void StartRemove(const std::string& name, DeployDone done) override {
     if (!sync_) return done(Remove(name));
-    sync_->Remove(name, [this, done = std::move(done)](Result<nlohmann::json> result) {
-      done(std::move(result));
-      notifier_.UpdateStatus();
-    });
+    sync_->Remove(name, ThenStatus(std::move(done)));
   }
 
   void StartRollback(const std::string& name, std::optional<uint64_t> version,
@@ -259,6 +247,14 @@ class Daemon::Impl : public api::Backend {
   }
 
  private:
+  // `done`, then systemd's status line updated (the functions changed).
+  DeployDone ThenStatus(DeployDone done) {
+    return [this, done = std::move(done)](Result<nlohmann::json> result) {
+      done(std::move(result));
+      notifier_.UpdateStatus();
+    };
+  }
+
   Result<nlohmann::json> DescribeHere(const std::string& name) {
     const auto* record = functions_->registry().Find(name);
     if (!record) return MakeError(Errc::kNotFound, "no function named '" + name + "'");
