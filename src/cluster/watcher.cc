@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <utility>
 
 namespace faas::cluster {
@@ -69,80 +70,69 @@ Result<int64_t> Watcher::ReadAll() {
   int64_t revision = 0;
   FAAS_ASSIGN_OR_RETURN(std::vector<KeyValue> kvs,
                         etcd_.Range(options_.prefix, /*prefix=*/true, &revision));
-  std::map<std::string, FunctionSpec> specs;
-  std::map<std::string, std::map<std::string, NodeStatus>> statuses;
-  const std::string functions = state_.FunctionsPrefix(), status = state_.StatusPrefix();
-  for (const KeyValue& kv : kvs) {
-    if (kv.key.starts_with(functions)) {
-      const std::string name = kv.key.substr(functions.size());
-      auto spec = SpecFromJson(name, kv.value);
-      if (!spec.ok()) {
-        spdlog::warn("cluster: ignoring {}", spec.error().message);
-        continue;
-      }
-      spec->mod_revision = kv.mod_revision;
-      specs[name] = std::move(*spec);
-    } else if (std::string name, node; kv.key.starts_with(status) &&
-                                       SplitStatusKey(kv.key.substr(status.size()), &name, &node)) {
-      statuses[name][node] = StatusFromJson(name, node, kv.value);
-    }
-  }
+  std::vector<WatchEvent> puts;
+  puts.reserve(kvs.size());
+  for (KeyValue& kv : kvs) puts.push_back({.deleted = false, .kv = std::move(kv)});
+  View read;
+  Fold(puts, &read);
   bool changed = false;
   {
     std::lock_guard lock(mutex_);
     if (!view_.error.empty())
-      spdlog::info("cluster: following etcd again ({} function(s))", specs.size());
-    changed = !view_.synced || specs.size() != view_.specs.size();
-    if (!changed) {
-      for (const auto& [name, spec] : specs) {
-        auto it = view_.specs.find(name);
-        changed =
-            changed || it == view_.specs.end() || it->second.mod_revision != spec.mod_revision;
-      }
-    }
-    view_.synced = true;
-    view_.error.clear();
-    view_.specs = std::move(specs);
-    view_.statuses = std::move(statuses);
+      spdlog::info("cluster: following etcd again ({} function(s))", read.specs.size());
+    changed =
+        !view_.synced ||
+        !std::equal(read.specs.begin(), read.specs.end(), view_.specs.begin(), view_.specs.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.first == b.first && a.second.mod_revision == b.second.mod_revision;
+                    });
+    read.synced = true;
+    view_ = std::move(read);
   }
   if (changed) on_change_();
   return revision;
 }
 
 void Watcher::Apply(const std::vector<WatchEvent>& events) {
-  const std::string functions = state_.FunctionsPrefix(), status = state_.StatusPrefix();
   bool changed = false;
   {
     std::lock_guard lock(mutex_);
-    for (const WatchEvent& event : events) {
-      const std::string& key = event.kv.key;
-      if (key.starts_with(functions)) {
-        const std::string name = key.substr(functions.size());
-        changed = true;
-        if (event.deleted) {
-          view_.specs.erase(name);
-          view_.statuses.erase(name);
-          continue;
-        }
-        auto spec = SpecFromJson(name, event.kv.value);
-        if (!spec.ok()) {
-          spdlog::warn("cluster: ignoring {}", spec.error().message);
-          continue;
-        }
-        spec->mod_revision = event.kv.mod_revision;
-        view_.specs[name] = std::move(*spec);
-      } else if (std::string name, node; key.starts_with(status) &&
-                                         SplitStatusKey(key.substr(status.size()), &name, &node)) {
-        if (event.deleted) {
-          auto it = view_.statuses.find(name);
-          if (it != view_.statuses.end()) it->second.erase(node);
-        } else {
-          view_.statuses[name][node] = StatusFromJson(name, node, event.kv.value);
-        }
+    changed = Fold(events, &view_);
+  }
+  if (changed) on_change_();
+}
+
+bool Watcher::Fold(const std::vector<WatchEvent>& events, View* view) const {
+  const std::string functions = state_.FunctionsPrefix(), status = state_.StatusPrefix();
+  bool changed = false;
+  for (const WatchEvent& event : events) {
+    const std::string& key = event.kv.key;
+    if (key.starts_with(functions)) {
+      const std::string name = key.substr(functions.size());
+      changed = true;
+      if (event.deleted) {
+        view->specs.erase(name);
+        view->statuses.erase(name);
+        continue;
+      }
+      auto spec = SpecFromJson(name, event.kv.value);
+      if (!spec.ok()) {
+        spdlog::warn("cluster: ignoring {}", spec.error().message);
+        continue;
+      }
+      spec->mod_revision = event.kv.mod_revision;
+      view->specs[name] = std::move(*spec);
+    } else if (std::string name, node;
+               key.starts_with(status) && SplitStatusKey(key.substr(status.size()), &name, &node)) {
+      if (event.deleted) {
+        auto it = view->statuses.find(name);
+        if (it != view->statuses.end()) it->second.erase(node);
+      } else {
+        view->statuses[name][node] = StatusFromJson(name, node, event.kv.value);
       }
     }
   }
-  if (changed) on_change_();
+  return changed;
 }
 
 void Watcher::Failed(const Error& error) {

@@ -54,6 +54,9 @@ class Watcher {
   // Reads the prefix; the revision to watch from.
   Result<int64_t> ReadAll();
   void Apply(const std::vector<WatchEvent>& events);
+  // Applies `events` (a range's keys as puts, or a watch's batch) to `view`; whether a
+  // spec changed.
+  bool Fold(const std::vector<WatchEvent>& events, View* view) const;
   void Failed(const Error& error);
 
   WatcherOptions options_;
