@@ -62,10 +62,6 @@ ClusterSync::~ClusterSync() = default;
 Status ClusterSync::Start() {
   FAAS_ASSIGN_OR_RETURN(net::IpPool pool, net::IpPool::Parse(options_.pool));
   pool_ = pool;
-  if (!options_.registry.empty()) {
-    auto ref = pull::ParseReference(options_.registry + "/function:v1");
-    if (!ref.ok()) return std::move(ref).error().Wrap("--registry");
-  }
   if (bird_) FAAS_RETURN_IF_ERROR(bird_->Open());
   ExportRoutes();
   return Ok();
@@ -97,12 +93,8 @@ void ClusterSync::Converge(const std::string& name) {
   if (it == view_.specs.end()) {
     if (local == nullptr) return;
     spdlog::info("cluster: {} is no longer in the cluster: removing it here", name);
-    if (Status st = functions_.Remove(name); !st.ok()) {
-      spdlog::warn("cluster: remove {}: {}", name, st.error().message);
-      return RetryLater();
-    }
-    node_.Unreport(name);
-    return ExportRoutes();
+    if (RemoveHere(name)) node_.Unreport(name);
+    return;
   }
   const cluster::FunctionSpec& spec = it->second;
   if (spec.pending()) return;  // its first deploy is under way on the node that made it
@@ -111,12 +103,8 @@ void ClusterSync::Converge(const std::string& name) {
     // Removed and made again at another address while this node was away.
     spdlog::info("cluster: {} moved from {} to {}: removing it here first", name, local->ip,
                  spec.ip);
-    if (Status st = functions_.Remove(name); !st.ok()) {
-      spdlog::warn("cluster: remove {}: {}", name, st.error().message);
-      return RetryLater();
-    }
+    if (!RemoveHere(name)) return;
     local = nullptr;
-    ExportRoutes();
   }
   if (local != nullptr && Matches(*local, want)) return Report(name, want.version, true, "");
   if (local != nullptr) {
@@ -148,6 +136,18 @@ void ClusterSync::Converge(const std::string& name) {
       });
   if (!pipe.ok()) ConvergeDone(name, want.version, Status(pipe.error()));
   // A deploy by reference reads no body: its pipe closes here.
+}
+
+// Removes `name` here and withdraws its route; false (and a retry later) when it cannot
+// go now.
+bool ClusterSync::RemoveHere(const std::string& name) {
+  if (Status st = functions_.Remove(name); !st.ok()) {
+    spdlog::warn("cluster: remove {}: {}", name, st.error().message);
+    RetryLater();
+    return false;
+  }
+  ExportRoutes();
+  return true;
 }
 
 void ClusterSync::ConvergeDone(const std::string& name, uint64_t version, const Status& result) {
@@ -424,9 +424,10 @@ void ClusterSync::Rollback(const std::string& name, std::optional<uint64_t> vers
 
 // ---- Answers -----------------------------------------------------------------------
 
-json ClusterSync::ClusterJson(const std::string& name, const cluster::FunctionSpec& spec) const {
+json ClusterSync::ClusterJson(const cluster::Watcher::View& view, const std::string& name,
+                              const cluster::FunctionSpec& spec) {
   json nodes = json::object();
-  if (auto it = view_.statuses.find(name); it != view_.statuses.end()) {
+  if (auto it = view.statuses.find(name); it != view.statuses.end()) {
     for (const auto& [node, status] : it->second) {
       json entry = {{"version", status.version}, {"ready", status.ready}};
       if (!status.error.empty()) entry["error"] = status.error;
@@ -440,9 +441,9 @@ json ClusterSync::ClusterJson(const std::string& name, const cluster::FunctionSp
           {"nodes", std::move(nodes)}};
 }
 
-json ClusterSync::List(json local) {
-  view_ = watcher_.view();
-  for (const auto& [name, spec] : view_.specs) {
+json ClusterSync::List(json local) const {
+  const cluster::Watcher::View view = watcher_.view();
+  for (const auto& [name, spec] : view.specs) {
     if (spec.pending()) continue;
     json& entry = local[name];
     if (entry.is_object()) {
@@ -451,26 +452,26 @@ json ClusterSync::List(json local) {
       entry = {{"ip", spec.ip}, {"cmd", json::array()}};
     }
     entry["version"] = spec.serving.version;
-    entry["cluster"] = ClusterJson(name, spec);
+    entry["cluster"] = ClusterJson(view, name, spec);
   }
   return local;
 }
 
-Result<json> ClusterSync::Describe(const std::string& name, Result<json> local) {
-  view_ = watcher_.view();
-  auto it = view_.specs.find(name);
-  if (it == view_.specs.end() || it->second.pending()) return local;
+Result<json> ClusterSync::Describe(const std::string& name, Result<json> local) const {
+  const cluster::Watcher::View view = watcher_.view();
+  auto it = view.specs.find(name);
+  if (it == view.specs.end() || it->second.pending()) return local;
   json out = local.ok() ? std::move(*local) : json{{"name", name}, {"ip", it->second.ip}};
   if (out.contains("version")) out["local_version"] = out["version"];
   out["version"] = it->second.serving.version;
-  out["cluster"] = ClusterJson(name, it->second);
+  out["cluster"] = ClusterJson(view, name, it->second);
   return out;
 }
 
-Result<json> ClusterSync::GetIp(const std::string& name) {
-  view_ = watcher_.view();
-  auto it = view_.specs.find(name);
-  if (it == view_.specs.end() || it->second.pending())
+Result<json> ClusterSync::GetIp(const std::string& name) const {
+  const cluster::Watcher::View view = watcher_.view();
+  auto it = view.specs.find(name);
+  if (it == view.specs.end() || it->second.pending())
     return MakeError(Errc::kNotFound, "no function named '" + name + "'");
   return json{{"name", name}, {"ip", it->second.ip}};
 }

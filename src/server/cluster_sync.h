@@ -73,7 +73,7 @@ class ClusterSync {
               cluster::Watcher& watcher, ClusterSyncOptions options);
   ~ClusterSync();
 
-  // Checks the options (the pool, the registry reference).
+  // Parses the pool, opens bird's lifeline and exports the routes (none yet).
   Status Start();
   // The watcher's view changed.
   void OnChange();
@@ -90,10 +90,10 @@ class ClusterSync {
   // each node's report ("cluster": {"version", "image_ref", "manifest_digest",
   // "nodes": {NODE: {"version", "ready"[, "error"]}}}); functions not served here yet
   // are listed with their address.
-  nlohmann::json List(nlohmann::json local);
-  Result<nlohmann::json> Describe(const std::string& name, Result<nlohmann::json> local);
+  nlohmann::json List(nlohmann::json local) const;
+  Result<nlohmann::json> Describe(const std::string& name, Result<nlohmann::json> local) const;
   // A function the cluster has that does not serve here yet.
-  Result<nlohmann::json> GetIp(const std::string& name);
+  Result<nlohmann::json> GetIp(const std::string& name) const;
 
   // Stops converging, withdraws every route, then calls `then` (on the loop) once the
   // withdrawal had `withdraw_grace` to reach the router.
@@ -103,6 +103,7 @@ class ClusterSync {
   struct UserDeploy;
 
   void Converge(const std::string& name);
+  bool RemoveHere(const std::string& name);
   void ConvergeDone(const std::string& name, uint64_t version, const Status& result);
   void Report(const std::string& name, uint64_t version, bool ready, const std::string& error);
   void RetryLater();
@@ -113,7 +114,8 @@ class ClusterSync {
   void WriteSpec(const std::shared_ptr<UserDeploy>& op, cluster::SpecVersion version,
                  nlohmann::json reply);
   void FinishDeploy(const std::shared_ptr<UserDeploy>& op, Result<nlohmann::json> answer);
-  nlohmann::json ClusterJson(const std::string& name, const cluster::FunctionSpec& spec) const;
+  static nlohmann::json ClusterJson(const cluster::Watcher::View& view, const std::string& name,
+                                    const cluster::FunctionSpec& spec);
 
   boost::asio::io_context& io_;
   boost::asio::thread_pool& workers_;
@@ -128,7 +130,7 @@ class ClusterSync {
   cluster::ClusterState state_;
   std::optional<cluster::BirdRoutes> bird_;
 
-  cluster::Watcher::View view_;       // as of the last OnChange
+  cluster::Watcher::View view_;       // as of the last OnChange, and this node's own writes
   std::set<std::string> converging_;  // a convergence is under way
   std::set<std::string> again_;       // the spec changed meanwhile
   std::map<std::string, std::shared_ptr<UserDeploy>> user_deploys_;
