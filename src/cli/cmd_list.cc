@@ -33,9 +33,7 @@ constexpr size_t kMinNameWidth = 20;
 constexpr size_t kIpWidth = 15;
 constexpr size_t kVersionWidth = 7;
 constexpr size_t kStatusWidth = 8;
-// Where the Deployed column ends, past the Name and Command columns: the separators,
-// IP, Version, Status and an RFC 3339 time.
-constexpr size_t kDeployedEnd = 4 + kIpWidth + kVersionWidth + kStatusWidth + 20;
+constexpr size_t kDeployedWidth = 20;  // an RFC 3339 time in UTC, to the second
 
 struct Row {
   std::string name;
@@ -150,8 +148,8 @@ void PrintRow(const Row& row, size_t name_width) {
 void PrintWideRow(const Row& row, size_t name_width, size_t command_width, bool cluster) {
   std::string line = Pad(row.name, name_width) + " " + Pad(row.ip, kIpWidth) + " " +
                      Pad(row.command, command_width) + " " + Pad(row.version, kVersionWidth) + " " +
-                     Pad(row.status, kStatusWidth) + " " + row.deployed;
-  if (cluster) line = Pad(line, kDeployedEnd + name_width + command_width) + " " + row.nodes;
+                     Pad(row.status, kStatusWidth) + " " +
+                     (cluster ? Pad(row.deployed, kDeployedWidth) + " " + row.nodes : row.deployed);
   while (!line.empty() && line.back() == ' ') line.pop_back();
   std::cout << line << "\n";
 }
