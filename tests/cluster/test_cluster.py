@@ -94,11 +94,17 @@ def deploy(cluster, via, name, ref, *options, timeout=120):
     return r
 
 
-def test_a_node_killed_under_load_loses_its_routes_and_serves_again_once_restarted(
-        cluster, images):
+def serve_web(cluster, images):
+    """The hello image in the registry, deployed as web through n1 and served by all:
+    (its reference, web's address)."""
     ref = cluster.push_image(images, "hello", "hello:1")
     deploy(cluster, "n1", "web", ref)
-    ip = cluster.wait_served("web", 1)["ip"]
+    return ref, cluster.wait_served("web", 1)["ip"]
+
+
+def test_a_node_killed_under_load_loses_its_routes_and_serves_again_once_restarted(
+        cluster, images):
+    _, ip = serve_web(cluster, images)
     n2 = cluster.nodes["n2"]
     others = {cluster.nodes["n1"].address, cluster.nodes["n3"].address}
 
@@ -124,9 +130,7 @@ def test_a_node_killed_under_load_loses_its_routes_and_serves_again_once_restart
 
 
 def test_a_node_stopped_under_load_withdraws_its_routes_first_and_drains(cluster, images):
-    ref = cluster.push_image(images, "hello", "hello:1")
-    deploy(cluster, "n1", "web", ref)
-    ip = cluster.wait_served("web", 1)["ip"]
+    _, ip = serve_web(cluster, images)
     n3 = cluster.nodes["n3"]
     load = cluster.load(ip, seconds=6)
     time.sleep(2)
@@ -150,9 +154,7 @@ def test_a_node_stopped_under_load_withdraws_its_routes_first_and_drains(cluster
 
 def test_the_etcd_leader_dying_during_deploys_costs_deploys_seconds_and_requests_nothing(
         cluster, images):
-    ref = cluster.push_image(images, "hello", "hello:1")
-    deploy(cluster, "n1", "web", ref)
-    ip = cluster.wait_served("web", 1)["ip"]
+    ref, ip = serve_web(cluster, images)
     load = cluster.load(ip, seconds=20)
     leader = cluster.etcd.leader()
     version = 1
@@ -191,9 +193,7 @@ def cut_from_etcd(cluster, node, action="add"):
 
 def test_a_node_cut_off_from_etcd_keeps_serving_allocates_nothing_and_catches_up(
         cluster, images):
-    ref = cluster.push_image(images, "hello", "hello:1")
-    deploy(cluster, "n1", "web", ref)
-    ip = cluster.wait_served("web", 1)["ip"]
+    ref, ip = serve_web(cluster, images)
     n3 = cluster.nodes["n3"]
     cut_from_etcd(cluster, n3)
     wait_for(lambda: json.loads(n3.faas("nodes", "--json").stdout)["etcd"] != "ok", 20,
