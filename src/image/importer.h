@@ -13,6 +13,8 @@
 
 #include "common/error.h"
 #include "image/config.h"  // ImageConfig
+#include "image/layer.h"   // IdMapping
+#include "image/layer_store.h"
 
 namespace faas::image {
 
@@ -21,6 +23,7 @@ struct ImportLimits {
   uint64_t max_rootfs_bytes = 16ull << 30;  // sum of unpacked regular-file sizes
   uint64_t max_files = 1000000;             // entries written into the rootfs
   uint64_t max_depth = 256;                 // path components of an entry
+  IdMapping ids;  // a user namespace's: owners are mapped into it as layers are written
 };
 
 struct ImportStats {
@@ -41,15 +44,22 @@ struct ImportStats {
 // archive) while its SHA-256 is computed; memory use does not grow with the image.
 // Blobs are checked against the digests naming them (OCI descriptors, blobs/sha256/
 // paths) and each layer's uncompressed tar against the config's rootfs.diff_ids.
-// Layers are then unpacked in order into `rootfs_dir` (an existing empty directory)
+// Each layer is extracted into `store` (see layer_store.h) unless the store has it by
+// its diff_id already, and the layers are merged in order into `rootfs_dir` (an
+// existing empty directory, the version's, which then holds a reference on each)
 // with OCI whiteout semantics, numeric ownership, modes and mtimes; xattrs are skipped,
 // and so are device nodes (never created: a container gets its devices from the runtime;
 // a tree made by debootstrap or mmdebstrap has /dev/null and friends), which are
 // counted in `stats`. Paths are resolved with openat2(RESOLVE_BENEATH), so a
 // hostile archive cannot make us follow a symlink out of `rootfs_dir`.
 //
+// A member named by a digest (`HEX.tar`, `blobs/sha256/HEX`) that is the diff_id of a
+// layer the store has is taken to be that layer and not read again: its bytes are
+// skipped, not hashed. Without a `store`, a private one in `work_dir` is used (gone with
+// it); the tree then keeps its files alone.
+//
 // On failure `rootfs_dir` may hold partial content (the caller deletes it), but
-// nothing is ever written outside `work_dir` and `rootfs_dir`.
+// nothing is ever written outside `work_dir`, `rootfs_dir` and the store.
 //
 // Errors:
 //   kBadImage  malformed or unsafe input; the message says what and where, e.g.
@@ -62,12 +72,13 @@ struct ImportStats {
 // Never throws. `stats`, when given, is filled in on success and failure.
 Result<ImageConfig> ImportImage(int input_fd, const std::string& work_dir,
                                 const std::string& rootfs_dir, const ImportLimits& limits,
-                                ImportStats* stats = nullptr);
+                                ImportStats* stats = nullptr, LayerStore* store = nullptr);
 
 // A layer blob already on disk (e.g. downloaded from a registry), checked against
 // the digest of its descriptor.
 struct LayerBlob {
-  std::string path;    // a regular file
+  std::string path;    // a regular file; empty: `store` has the layer, and `rootfs_dir`
+                       // took a reference on it (LayerStore::Use)
   std::string sha256;  // lowercase hex of its bytes
 };
 
@@ -75,10 +86,12 @@ struct LayerBlob {
 // ImportImage applies an archive's layers: each one's uncompressed tar checked against
 // `diff_ids` (the config's rootfs.diff_ids, as many as `blobs`), with the same limits
 // (max_image_bytes is the caller's to enforce while downloading), filling `stats` as
-// it goes. Errors as ImportImage's. Thread-safe for distinct trees.
+// it goes, through `store` as ImportImage (without one: a private store in `work_dir`).
+// Errors as ImportImage's. Thread-safe for distinct trees.
 Status ApplyLayerBlobs(const std::vector<LayerBlob>& blobs,
                        const std::vector<std::string>& diff_ids, const std::string& rootfs_dir,
-                       const ImportLimits& limits, ImportStats* stats);
+                       const ImportLimits& limits, ImportStats* stats, LayerStore* store,
+                       const std::string& work_dir);
 
 // What an import skipped, as one line for a log (control characters of the image's
 // path escaped), e.g. "skipped 3 device node(s), the first /dev/console: containers get

@@ -10,15 +10,10 @@
 
 #include "common/error.h"
 #include "image/config.h"
+#include "image/layer.h"  // IdMapping
 #include "image/user.h"
 
 namespace faas::image {
-
-// Container ids 0..size-1 are host ids base..; base 0: no user namespace.
-struct IdMapping {
-  uint32_t base = 0;
-  uint32_t size = 0;
-};
 
 // Checks and prepares `rootfs_dir` for `config`, whose command is looked up with
 // `env` (the image's Env merged with the deploy's): returns the resolved user.

@@ -22,13 +22,16 @@ Error Refuse(const std::string& working_dir, const std::string& why) {
 
 // Creates `name` in `parent_fd` as a 0755 directory; an existing entry is left alone for
 // the caller to check. The explicit chmod undoes the process umask.
-Status MakeMissingDir(int parent_fd, const std::string& name, const std::string& shown) {
+Status MakeMissingDir(int parent_fd, const std::string& name, const std::string& shown,
+                      uid_t owner) {
   struct stat st;
   if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return Ok();
   if (errno != ENOENT) return SysError(errno, "stat " + shown);
   if (::mkdirat(parent_fd, name.c_str(), 0755) != 0) return SysError(errno, "mkdir " + shown);
   UniqueFd dir(::openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!dir || ::fchmod(dir.get(), 0755) != 0) return SysError(errno, "chmod " + shown);
+  if (owner != 0 && ::fchown(dir.get(), owner, owner) != 0)
+    return SysError(errno, "chown " + shown);
   return Ok();
 }
 
@@ -44,7 +47,8 @@ std::vector<std::string> Components(const std::string& path) {
 
 }  // namespace
 
-Status PrepareWorkingDir(const std::string& rootfs_dir, const std::string& working_dir) {
+Status PrepareWorkingDir(const std::string& rootfs_dir, const std::string& working_dir,
+                         uid_t owner) {
   if (working_dir.empty()) return Ok();
   if (working_dir[0] != '/') return Refuse(working_dir, "is not an absolute path");
   const std::vector<std::string> parts = Components(working_dir);
@@ -59,7 +63,7 @@ Status PrepareWorkingDir(const std::string& rootfs_dir, const std::string& worki
   for (const std::string& part : parts) {
     prefix += (prefix.empty() ? "" : "/") + part;
     const std::string shown = EscapeControl("/" + prefix);
-    FAAS_RETURN_IF_ERROR(MakeMissingDir(parent.get(), part, shown));
+    FAAS_RETURN_IF_ERROR(MakeMissingDir(parent.get(), part, shown, owner));
     Result<UniqueFd> dir = OpenDirBeneath(root.get(), prefix);
     if (!dir.ok()) {
       const int err = dir.error().sys_errno;

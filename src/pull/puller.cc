@@ -53,7 +53,7 @@ class Puller::Impl {
   Result<std::string> Resolve();
   Result<image::ImageConfig> Fetch(const std::string& work_dir, const std::string& rootfs_dir,
                                    const image::ImportLimits& limits, image::ImportStats* stats,
-                                   BlobCache* cache);
+                                   BlobCache* cache, image::LayerStore* layers);
 
  private:
   Result<HttpAnswer> Get(const std::string& path, const std::string& accept, const BodySink& sink);
@@ -218,7 +218,8 @@ Result<std::string> Puller::Impl::GetLayer(const Descriptor& layer, const std::s
 Result<image::ImageConfig> Puller::Impl::Fetch(const std::string& work_dir,
                                                const std::string& rootfs_dir,
                                                const image::ImportLimits& limits,
-                                               image::ImportStats* stats, BlobCache* cache) {
+                                               image::ImportStats* stats, BlobCache* cache,
+                                               image::LayerStore* layers) {
   max_download_ = limits.max_image_bytes;
   FAAS_ASSIGN_OR_RETURN(RegistryManifest manifest, ImageManifest());
   FAAS_ASSIGN_OR_RETURN(image::ParsedConfig config, GetConfig(manifest.config));
@@ -236,15 +237,27 @@ Result<image::ImageConfig> Puller::Impl::Fetch(const std::string& work_dir,
   }
   const std::string dir = work_dir + "/blobs/sha256";
   FAAS_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+  FAAS_ASSIGN_OR_RETURN(ino_t holder, image::LayerStore::HolderOf(rootfs_dir));
   std::vector<image::LayerBlob> blobs;
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
+    if (layers != nullptr) {
+      // Referenced now, so that the layer stays until the tree has it.
+      auto key = image::LayerStore::Key(config.diff_ids[i], limits.ids);
+      if (!key.ok()) return std::move(key).error().Wrap("layer " + std::to_string(i + 1));
+      FAAS_ASSIGN_OR_RETURN(bool stored, layers->Use(*key, holder));
+      if (stored) {
+        blobs.push_back({"", manifest.layers[i].digest.substr(7)});
+        continue;
+      }
+    }
     auto path = GetLayer(manifest.layers[i], dir, cache);
     stats->input_bytes = downloaded_;
     if (!path.ok()) return std::move(path).error().Wrap("layer " + std::to_string(i + 1));
     blobs.push_back({*path, manifest.layers[i].digest.substr(7)});
   }
   FAAS_RETURN_IF_ERROR(session_.Check());
-  FAAS_RETURN_IF_ERROR(image::ApplyLayerBlobs(blobs, config.diff_ids, rootfs_dir, limits, stats));
+  FAAS_RETURN_IF_ERROR(
+      image::ApplyLayerBlobs(blobs, config.diff_ids, rootfs_dir, limits, stats, layers, work_dir));
   leases_.clear();
   return std::move(config.config);
 }
@@ -274,8 +287,10 @@ Result<std::string> Puller::Resolve() {
 
 Result<image::ImageConfig> Puller::Fetch(const std::string& work_dir, const std::string& rootfs_dir,
                                          const image::ImportLimits& limits,
-                                         image::ImportStats* stats, BlobCache* cache) {
-  return Guarded("pull", [&] { return impl_->Fetch(work_dir, rootfs_dir, limits, stats, cache); });
+                                         image::ImportStats* stats, BlobCache* cache,
+                                         image::LayerStore* layers) {
+  return Guarded("pull",
+                 [&] { return impl_->Fetch(work_dir, rootfs_dir, limits, stats, cache, layers); });
 }
 
 }  // namespace faas::pull

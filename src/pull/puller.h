@@ -57,10 +57,12 @@ class Puller {
   // (max_image_bytes bounds the bytes downloaded); `stats` is filled in as it goes.
   // The config's digest is the returned ImageConfig's `digest`. Errors as Resolve's,
   // and those of image::ApplyLayerBlobs. With a `cache`, layers it has are not
-  // downloaded and those downloaded go into it (not into `work_dir`).
+  // downloaded and those downloaded go into it (not into `work_dir`). With `layers`,
+  // layers it has by diff_id are neither downloaded nor extracted again (see
+  // image::ImportImage).
   Result<image::ImageConfig> Fetch(const std::string& work_dir, const std::string& rootfs_dir,
                                    const image::ImportLimits& limits, image::ImportStats* stats,
-                                   BlobCache* cache = nullptr);
+                                   BlobCache* cache = nullptr, image::LayerStore* layers = nullptr);
 
  private:
   class Impl;

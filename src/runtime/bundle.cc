@@ -80,9 +80,13 @@ nlohmann::json Linux(const ContainerSpec& spec) {
   return linux_section;
 }
 
-Status EnsureDir(int rootfd, const char* name) {
-  if (::mkdirat(rootfd, name, 0755) != 0 && errno != EEXIST)
+Status EnsureDir(int rootfd, const char* name, uid_t owner) {
+  if (::mkdirat(rootfd, name, 0755) != 0) {
+    if (errno == EEXIST) return Ok();
     return SysError(errno, std::string("mkdir /") + name);
+  }
+  if (owner != 0 && ::fchownat(rootfd, name, owner, owner, AT_SYMLINK_NOFOLLOW) != 0)
+    return SysError(errno, std::string("chown /") + name);
   return Ok();
 }
 
@@ -123,11 +127,11 @@ Status WriteBundle(const std::string& dir, const ContainerSpec& spec) {
   return Ok();
 }
 
-Status PrepareRootfs(const std::string& rootfs) {
+Status PrepareRootfs(const std::string& rootfs, uid_t owner) {
   UniqueFd rootfd(::open(rootfs.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!rootfd) return SysError(errno, "open " + rootfs);
   for (const char* dir : {"proc", "dev", "sys", "tmp"})
-    FAAS_RETURN_IF_ERROR(EnsureDir(rootfd.get(), dir));
+    FAAS_RETURN_IF_ERROR(EnsureDir(rootfd.get(), dir, owner));
   const char* sock = kControlSocketInContainer + 1;
   struct stat st;
   if (::fstatat(rootfd.get(), sock, &st, AT_SYMLINK_NOFOLLOW) == 0) {
@@ -138,6 +142,8 @@ Status PrepareRootfs(const std::string& rootfs) {
   UniqueFd fd(
       ::openat(rootfd.get(), sock, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (!fd) return SysError(errno, "create /control.sock");
+  if (owner != 0 && ::fchown(fd.get(), owner, owner) != 0)
+    return SysError(errno, "chown /control.sock");
   return Ok();
 }
 

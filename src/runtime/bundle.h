@@ -44,7 +44,8 @@ Status WriteBundle(const std::string& dir, const ContainerSpec& spec);
 
 // Creates the mount points the config needs (/proc /dev /sys /tmp and an empty
 // /control.sock) inside a freshly imported rootfs, so runc never writes into a
-// shared read-only rootfs at request time. Existing entries are left alone.
-Status PrepareRootfs(const std::string& rootfs);
+// shared read-only rootfs at request time. Existing entries are left alone; what is
+// made is owned by `owner` (a user namespace's root on the host; 0 without one).
+Status PrepareRootfs(const std::string& rootfs, uid_t owner = 0);
 
 }  // namespace faas::runtime

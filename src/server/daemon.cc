@@ -71,10 +71,13 @@ std::string AbsolutePath(const std::string& path) {
   return absolute;
 }
 
-// Removes a retired rootfs, then its function directory if that is now empty.
-void RemoveRetired(const std::string& path) {
+// Removes a retired rootfs, then its function directory if that is now empty, then
+// the layers no version uses any more.
+void RemoveRetired(const std::string& path, image::LayerStore* layers,
+                   const store::StateDir& state) {
   if (auto st = RemoveTree(path); !st.ok()) spdlog::warn("remove {}: {}", path, st.error().message);
   ::rmdir(std::filesystem::path(path).parent_path().c_str());
+  if (layers != nullptr) CollectLayers(*layers, state);  // none yet: collected at start
 }
 
 }  // namespace
@@ -332,10 +335,16 @@ class Daemon::Impl : public api::Backend {
     functions_ = std::make_unique<Functions>(
         io_, state_, *runtime_, options_.functions,
         [this](std::string path) {
-          asio::post(pool_, [path = std::move(path)] { RemoveRetired(path); });
+          asio::post(pool_, [this, path = std::move(path)] {
+            RemoveRetired(path, layers_.get(), state_);
+          });
         },
         telemetry_);
     FAAS_RETURN_IF_ERROR(functions_->Start());
+    // After the start's clean-up of stale versions, whose layers go too.
+    layers_ = std::make_unique<image::LayerStore>(state_.LayersDir());
+    FAAS_RETURN_IF_ERROR(layers_->Open());
+    CollectLayers(*layers_, state_);
     if (options_.cluster) {
       node_ = std::make_unique<cluster::Node>(*options_.cluster);
       node_->Start();
@@ -371,6 +380,7 @@ class Daemon::Impl : public api::Backend {
                                                .size = runtime::kUsernsSize},
                                        .registry = options_.registry,
                                        .blob_cache = blob_cache_.get(),
+                                       .layers = layers_.get(),
                                    });
     publisher_ = std::make_unique<Publisher>(io_, pool_, state_, *functions_, options_.registry,
                                              blob_cache_.get());
@@ -418,6 +428,7 @@ class Daemon::Impl : public api::Backend {
   UniqueFd state_lock_, run_lock_;               // held for the daemon's life
   std::unique_ptr<runtime::Runtime> runtime_;    // outlives the loop's last handlers
   std::unique_ptr<pull::BlobCache> blob_cache_;  // outlives the pulls on pool_
+  std::unique_ptr<image::LayerStore> layers_;    // likewise the imports and removals
   asio::io_context io_;
   asio::thread_pool pool_;
   asio::signal_set signals_;

@@ -148,7 +148,14 @@ Deployer::Deployer(asio::io_context& io, asio::thread_pool& workers, const store
       state_(state),
       functions_(functions),
       telemetry_(telemetry),
-      options_(options) {}
+      options_(options) {
+  options_.limits.ids = options_.ids;
+}
+
+void CollectLayers(image::LayerStore& layers, const store::StateDir& state) {
+  for (const Error& left : layers.Collect([&state] { return state.VersionInodes(); }))
+    spdlog::warn("unused layer not removed: {}", left.message);
+}
 
 // Tells the telemetry how a deploy ended: when `job` is null, it ended in Start.
 void Deployer::Report(const std::string& name, const Job* job, const Status& result) const {
@@ -288,11 +295,12 @@ Status Deployer::ImportAndPrepare(Job& job, int input) {
     FAAS_ASSIGN_OR_RETURN(job.config, Pull(job, input));
     if (job.unchanged) return Ok();
   } else {
-    FAAS_ASSIGN_OR_RETURN(job.config, image::ImportImage(input, job.work_dir, job.rootfs,
-                                                         options_.limits, &job.stats));
+    FAAS_ASSIGN_OR_RETURN(
+        job.config, image::ImportImage(input, job.work_dir, job.rootfs, options_.limits, &job.stats,
+                                       options_.layers));
   }
   job.env = store::MergeEnv(job.config.env, job.options.env);
-  FAAS_RETURN_IF_ERROR(runtime::PrepareRootfs(job.rootfs));
+  FAAS_RETURN_IF_ERROR(runtime::PrepareRootfs(job.rootfs, options_.ids.base));
   FAAS_ASSIGN_OR_RETURN(job.user,
                         image::PrepareImage(job.rootfs, job.config, job.env, options_.ids));
   return Ok();
@@ -321,8 +329,8 @@ Result<image::ImageConfig> Deployer::Pull(Job& job, int input) {
                   job.previous_platform == job.image.platform.String() &&
                   job.previous_options == job.options.set;
   if (job.unchanged) return image::ImageConfig{};
-  auto config =
-      puller.Fetch(job.work_dir, job.rootfs, options_.limits, &job.stats, options_.blob_cache);
+  auto config = puller.Fetch(job.work_dir, job.rootfs, options_.limits, &job.stats,
+                             options_.blob_cache, options_.layers);
   if (!config.ok()) return std::move(config).error().Wrap("pull " + ref.String());
   return config;
 }
@@ -505,6 +513,7 @@ void Deployer::Discard(const Job& job) const {
   if (!job.work_dir.empty()) (void)RemoveTree(job.work_dir);
   if (!job.rootfs.empty()) (void)RemoveTree(job.rootfs);
   ::rmdir(state_.FunctionDir(job.name).c_str());  // only if this deploy created it
+  if (!job.rootfs.empty() && options_.layers != nullptr) CollectLayers(*options_.layers, state_);
 }
 
 }  // namespace faas::server

@@ -56,7 +56,12 @@ struct DeployerOptions {
   image::IdMapping ids;                   // the containers' user namespace, if any
   pull::RegistryOptions registry;         // deploys by reference
   pull::BlobCache* blob_cache = nullptr;  // their layers; none: downloaded every time
+  image::LayerStore* layers = nullptr;    // applied layers; none: extracted every time
 };
+
+// Removes the layers no version directory uses any more (on a worker: it deletes
+// trees), logging what it could not remove.
+void CollectLayers(image::LayerStore& layers, const store::StateDir& state);
 
 // Called on the loop once a deploy's image is in, before its version is placed: a
 // cluster node takes the function's name and address in etcd there (ClusterSync).

@@ -117,6 +117,19 @@ Status StateDir::UnlinkRootfs(const std::string& name) const {
   return Ok();
 }
 
+std::set<ino_t> StateDir::VersionInodes() const {
+  std::set<ino_t> inodes;
+  std::error_code ec;
+  for (const auto& fn : std::filesystem::directory_iterator(ImagesDir(), ec)) {
+    std::error_code inner;
+    for (const auto& entry : std::filesystem::directory_iterator(fn.path(), inner)) {
+      struct stat st;
+      if (::lstat(entry.path().c_str(), &st) == 0 && S_ISDIR(st.st_mode)) inodes.insert(st.st_ino);
+    }
+  }
+  return inodes;
+}
+
 std::vector<Error> StateDir::RemoveStale(
     const std::map<std::string, std::set<uint64_t>>& live) const {
   std::vector<Error> left;

@@ -11,6 +11,10 @@
 //                               (faasd --keep-versions); one that falls out of that set
 //                               is removed after its last request.
 //   STATE/images/NAME/.new-*    an import in progress (removed at start-up)
+//   STATE/layers/               the layers of the versions above, by diff_id, read-only
+//                               and shared: a version's files are hard links to them
+//                               (image/layer_store.h). A layer goes when no version
+//                               directory uses it any more.
 //   STATE/bundles/<id>/         one OCI bundle per request, removed after it
 //   STATE/tmp/                  spooled uploads; emptied at start-up
 //   STATE/logs/NAME/            NAME's log (logs/function_log.h), root's alone (0700);
@@ -70,6 +74,9 @@ class StateDir {
   std::string VersionPath(const std::string& name, uint64_t version) const {
     return FunctionDir(name) + "/" + VersionName(version);
   }
+  // The inode numbers of every version directory that exists (serving, kept, retired
+  // and in progress), which name the layers' references.
+  std::set<ino_t> VersionInodes() const;
   // Atomically points NAME's `rootfs` at `version` (a new link renamed over the old).
   Status PointRootfsAt(const std::string& name, uint64_t version) const;
   // Removes NAME's `rootfs` link.
@@ -84,6 +91,7 @@ class StateDir {
   std::string BundlePath(const std::string& id) const { return BundlesDir() + "/" + id; }
   std::string TmpDir() const { return root_ + "/tmp"; }
   std::string LogsDir() const { return root_ + "/logs"; }
+  std::string LayersDir() const { return root_ + "/layers"; }
 
  private:
   // Gives the directory at `path` (not a symlink) root as owner, `group` and `mode`.

@@ -18,9 +18,9 @@
 #include "common/file.h"
 #include "common/io.h"
 #include "image/config.h"
-#include "image/idshift.h"
 #include "image/importer.h"
 #include "image/layer.h"
+#include "image/layer_store.h"
 #include "image/user.h"
 #include "image/workdir.h"
 
@@ -77,6 +77,18 @@ class ImageTest : public ::testing::Test {
   // Feeds `archive` through a pipe from another thread: the importer sees a stream.
   Result<ImageConfig> Import(const std::string& archive, const ImportLimits& limits = {}) {
     ClearDirs();
+    return ImportTo(archive, work_, rootfs_, limits);
+  }
+
+  // Likewise into `rootfs` (made here) through `store`, spooling in `work` (made here).
+  Result<ImageConfig> ImportTo(const std::string& archive, const std::string& work,
+                               const std::string& rootfs, const ImportLimits& limits = {},
+                               LayerStore* store = nullptr) {
+    for (const std::string& dir : {work, rootfs}) {
+      if (::mkdir(dir.c_str(), 0755) != 0) {
+        EXPECT_EQ(errno, EEXIST) << dir;
+      }
+    }
     int fds[2];
     EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
     UniqueFd read_end(fds[0]);
@@ -84,7 +96,7 @@ class ImageTest : public ::testing::Test {
       (void)WriteAll(fd, archive);  // fails with EPIPE once the importer gave up
       ::close(fd);
     });
-    auto result = ImportImage(read_end.get(), work_, rootfs_, limits, &stats_);
+    auto result = ImportImage(read_end.get(), work, rootfs, limits, &stats_, store);
     read_end.Reset();
     writer.join();
     return result;
@@ -114,7 +126,9 @@ class ImageTest : public ::testing::Test {
     }
   }
 
-  std::string Path(const std::string& rel) const { return rootfs_ + "/" + rel; }
+  std::string Path(const std::string& rel) const {
+    return rel.front() == '/' ? rel : rootfs_ + "/" + rel;
+  }
 
   std::string Read(const std::string& rel) const {
     std::ifstream in(Path(rel), std::ios::binary);
@@ -447,7 +461,7 @@ TEST_F(ImageTest, Hardlinks) {
   struct stat a = Lstat("bin/busybox");
   EXPECT_EQ(Lstat("bin/ls").st_ino, a.st_ino);
   EXPECT_EQ(Lstat("bin/cat").st_ino, a.st_ino);
-  EXPECT_EQ(a.st_nlink, 3u);
+  EXPECT_EQ(a.st_nlink, 6u) << "three names in the tree, three in the stored layer";
   EXPECT_EQ(Lstat("up-link").st_ino, Lstat("lower-file").st_ino);
 }
 
@@ -1058,6 +1072,188 @@ TEST_F(ImageTest, DecompressedOuterArchiveIsBounded) {
 namespace faas::image {
 namespace {
 
+// ---------------------------------------------------------------------------
+// Layers kept by diff_id and shared between trees
+
+class LayerStoreTest : public ImageTest {
+ protected:
+  void SetUp() override {
+    ImageTest::SetUp();
+    store_ = std::make_unique<LayerStore>(work_ + "/layers");
+    ASSERT_TRUE(store_->Open().ok());
+  }
+
+  // Imports `layers` as function `name`: its tree is work/NAME/rootfs.
+  std::string Deploy(const std::string& name, const std::vector<Layer>& layers,
+                     const ImportLimits& limits = {}) {
+    const std::string dir = work_ + "/" + name;
+    EXPECT_EQ(::mkdir(dir.c_str(), 0755), 0);
+    auto result =
+        ImportTo(BuildPodmanArchive(layers), dir + "/spool", dir + "/rootfs", limits, store_.get());
+    EXPECT_TRUE(result.ok()) << result.error().message;
+    return dir + "/rootfs";
+  }
+
+  std::set<ino_t> Holders(std::initializer_list<std::string> trees) {
+    std::set<ino_t> inodes;
+    for (const std::string& tree : trees) inodes.insert(Lstat(tree).st_ino);
+    return inodes;
+  }
+
+  std::set<std::string> StoredLayers() {
+    std::set<std::string> layers;
+    for (const std::string& name : ListDir(work_ + "/layers")) {
+      if (name.rfind("sha256-", 0) == 0) layers.insert(name);
+    }
+    return layers;
+  }
+
+  std::string ReadAt(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  std::unique_ptr<LayerStore> store_;
+};
+
+TarBuilder BaseLayer() {
+  TarBuilder base;
+  base.Dir("bin").File("bin/tool", "the tool", 0755).Dir("etc").File("etc/conf", "conf");
+  base.Dir("usr").Dir("usr/share").File("usr/share/doc", "doc");
+  return base;
+}
+
+TEST_F(LayerStoreTest, TreesFromOneBaseShareItsFiles) {
+  TarBuilder top1, top2;
+  top1.File("app", "v1");
+  top2.File("app", "v2");
+  std::string a = Deploy("a", {MakeLayer(BaseLayer()), MakeLayer(top1)});
+  std::string b = Deploy("b", {MakeLayer(BaseLayer()), MakeLayer(top2)});
+  EXPECT_EQ(Lstat(a + "/bin/tool").st_ino, Lstat(b + "/bin/tool").st_ino);
+  EXPECT_EQ(Lstat(a + "/usr/share/doc").st_ino, Lstat(b + "/usr/share/doc").st_ino);
+  EXPECT_NE(Lstat(a + "/bin").st_ino, Lstat(b + "/bin").st_ino) << "directories are each tree's";
+  EXPECT_EQ(ReadAt(a + "/app"), "v1");
+  EXPECT_EQ(ReadAt(b + "/app"), "v2");
+  EXPECT_EQ(StoredLayers().size(), 3u) << "the base once, each top layer";
+  EXPECT_EQ(stats_.layers, 2u);
+  EXPECT_EQ(stats_.files, 8u) << "a stored layer counts as when it was extracted";
+  EXPECT_FALSE(ListDir(b + "/../spool").empty()) << "the config and manifest were spooled";
+  for (const std::string& spooled : ListDir(b + "/../spool")) {
+    EXPECT_NE(ReadAt(b + "/../spool/" + spooled), BaseLayer().Build())
+        << "the member of the stored base layer is not spooled again";
+  }
+}
+
+TEST_F(LayerStoreTest, AnotherTreesWhiteoutsAndReplacementsLeaveSharedFilesAlone) {
+  std::string a = Deploy("a", {MakeLayer(BaseLayer())});
+  const ino_t tool = Lstat(a + "/bin/tool").st_ino;
+  TarBuilder upper;
+  upper.Whiteout("etc", "conf").File("bin/tool", "replaced", 0700).Opaque("usr");
+  upper.Dir("bin", 0700).last().mtime = 1;
+  std::string b = Deploy("b", {MakeLayer(BaseLayer()), MakeLayer(upper)});
+  EXPECT_FALSE(std::filesystem::exists(b + "/etc/conf"));
+  EXPECT_FALSE(std::filesystem::exists(b + "/usr/share"));
+  EXPECT_EQ(ReadAt(b + "/bin/tool"), "replaced");
+  EXPECT_EQ(ReadAt(a + "/etc/conf"), "conf");
+  EXPECT_EQ(ReadAt(a + "/usr/share/doc"), "doc");
+  EXPECT_EQ(ReadAt(a + "/bin/tool"), "the tool");
+  struct stat st = Lstat(a + "/bin/tool");
+  EXPECT_EQ(st.st_ino, tool);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_EQ(Lstat(a + "/bin").st_mode & 07777, 0755u);
+  EXPECT_NE(Lstat(a + "/bin").st_mtime, 1) << "the other tree's directory took the new times";
+}
+
+TEST_F(LayerStoreTest, LayersGoWithTheLastTreeUsingThem) {
+  TarBuilder top;
+  top.File("app", "v1");
+  std::string a = Deploy("a", {MakeLayer(BaseLayer())});
+  std::string b = Deploy("b", {MakeLayer(BaseLayer()), MakeLayer(top)});
+  ASSERT_EQ(StoredLayers().size(), 2u);
+  EXPECT_TRUE(store_->Collect([&] { return Holders({a, b}); }).empty());
+  EXPECT_EQ(StoredLayers().size(), 2u) << "both in use";
+  ASSERT_TRUE(RemoveTree(b).ok());
+  EXPECT_TRUE(store_->Collect([&] { return Holders({a}); }).empty());
+  EXPECT_EQ(StoredLayers().size(), 1u) << "the top layer went with b";
+  EXPECT_TRUE(store_->Collect([] { return std::set<ino_t>{}; }).empty());
+  EXPECT_EQ(StoredLayers(), std::set<std::string>{});
+  EXPECT_EQ(ReadAt(a + "/bin/tool"), "the tool") << "a tree keeps its files";
+}
+
+TEST_F(LayerStoreTest, AFailedLayerIsNotStored) {
+  TarBuilder bad;
+  bad.File("ok", "x").Symlink("a", "/etc").File("a/evil", "x");
+  const std::string dir = work_ + "/a";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  auto result = ImportTo(BuildPodmanArchive({MakeLayer(BaseLayer()), MakeLayer(bad)}),
+                         dir + "/spool", dir + "/rootfs", {}, store_.get());
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(StoredLayers().size(), 1u) << "the base is kept, the bad layer is not";
+  for (const std::string& name : ListDir(work_ + "/layers")) {
+    EXPECT_EQ(name.rfind(".new-", 0), std::string::npos) << name;
+  }
+}
+
+TEST_F(LayerStoreTest, UserNamespaceOwnersAreMappedAsLayersAreWritten) {
+  TarBuilder layer;
+  layer.File("usr/bin/tool", "x", 04755);
+  layer.last().uid = 1000;
+  layer.last().gid = 50;
+  layer.Symlink("link", "/nonexistent-target");
+  ImportLimits limits;
+  limits.ids = {100000, 65536};
+  std::string a = Deploy("a", {MakeLayer(layer)}, limits);
+  struct stat st = Lstat(a + "/usr/bin/tool");
+  EXPECT_EQ(st.st_uid, 101000u);
+  EXPECT_EQ(st.st_gid, 100050u);
+  EXPECT_EQ(st.st_mode & 07777, 0755u) << "no setuid file owned by a host uid";
+  EXPECT_EQ(Lstat(a + "/link").st_uid, 100000u) << "the link itself";
+  EXPECT_EQ(Lstat(a + "/usr").st_uid, 100000u) << "a directory the tar did not list";
+  std::string b = Deploy("b", {MakeLayer(layer)});
+  EXPECT_EQ(Lstat(b + "/usr/bin/tool").st_uid, 1000u) << "stored apart from the mapped layer";
+  EXPECT_EQ(StoredLayers().size(), 2u);
+}
+
+TEST_F(LayerStoreTest, OwnersOutsideTheUserNamespaceAreRefused) {
+  TarBuilder layer;
+  layer.File("etc/big", "x");
+  layer.last().uid = 70000;
+  ImportLimits limits;
+  limits.ids = {100000, 65536};
+  const std::string dir = work_ + "/a";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  auto result = ImportTo(BuildPodmanArchive({MakeLayer(layer)}), dir + "/spool", dir + "/rootfs",
+                         limits, store_.get());
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().code, Errc::kBadImage);
+  EXPECT_NE(result.error().message.find("outside the user namespace's 65536 ids"),
+            std::string::npos)
+      << result.error().message;
+}
+
+TEST_F(LayerStoreTest, AnUnlistedDirectoryIsReachedThroughASymlinkBelow) {
+  // A merged-/usr base: /lib is a symlink; a later layer adds lib/x/foo without listing lib.
+  TarBuilder lower, upper;
+  lower.Dir("usr").Dir("usr/lib").Symlink("lib", "usr/lib");
+  upper.File("lib/x/foo", "foo");
+  std::string a = Deploy("a", {MakeLayer(lower), MakeLayer(upper)});
+  EXPECT_EQ(ReadAt(a + "/usr/lib/x/foo"), "foo");
+  EXPECT_TRUE(S_ISLNK(Lstat(a + "/lib").st_mode));
+  TarBuilder escaping;
+  escaping.Symlink("up", "../../../..");
+  TarBuilder through;
+  through.File("up/evil", "x");
+  const std::string dir = work_ + "/b";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  auto result = ImportTo(BuildPodmanArchive({MakeLayer(escaping), MakeLayer(through)}),
+                         dir + "/spool", dir + "/rootfs", {}, store_.get());
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.error().message.find("path escapes the root"), std::string::npos)
+      << result.error().message;
+}
+
 class UserTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -1188,32 +1384,6 @@ TEST_F(UserTest, RegressionBadWorkingDirIsRefusedAndNothingEscapes) {
   }
   EXPECT_TRUE(std::filesystem::is_empty(outside)) << "nothing was created outside the rootfs";
   std::filesystem::remove_all(outside);
-}
-
-TEST_F(UserTest, ShiftOwnershipMapsIdsAndClearsSetuid) {
-  std::filesystem::create_directories(root_ + "/usr/bin");
-  Write("usr/bin/tool", "x");
-  ::chown((root_ + "/usr/bin/tool").c_str(), 1000, 50);
-  ::chmod((root_ + "/usr/bin/tool").c_str(), 04755);
-  std::filesystem::create_symlink("/nonexistent-target", root_ + "/link");
-  ASSERT_TRUE(ShiftOwnership(root_, 100000, 65536).ok());
-  struct stat st;
-  ASSERT_EQ(::stat((root_ + "/usr/bin/tool").c_str(), &st), 0);
-  EXPECT_EQ(st.st_uid, 101000u);
-  EXPECT_EQ(st.st_gid, 100050u);
-  EXPECT_EQ(st.st_mode & 07777, 0755u) << "no setuid file owned by a host uid";
-  ASSERT_EQ(::lstat((root_ + "/link").c_str(), &st), 0);
-  EXPECT_EQ(st.st_uid, 100000u) << "the link itself, not its (missing) target";
-  ASSERT_EQ(::stat(root_.c_str(), &st), 0);
-  EXPECT_EQ(st.st_uid, 100000u) << "the root directory too";
-}
-
-TEST_F(UserTest, ShiftOwnershipRefusesUnmappableIds) {
-  Write("etc/big", "x");
-  ::chown((root_ + "/etc/big").c_str(), 70000, 0);
-  auto st = ShiftOwnership(root_, 100000, 65536);
-  ASSERT_FALSE(st.ok());
-  EXPECT_EQ(st.error().code, Errc::kBadImage);
 }
 
 TEST_F(UserTest, PasswdSymlinkCannotLeaveTheRootfs) {

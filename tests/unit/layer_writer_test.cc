@@ -128,8 +128,9 @@ class LayerWriterTest : public ::testing::Test {
   void ApplyBack(const WrittenLayer& layer, const std::string& back) {
     ASSERT_EQ(::mkdir(back.c_str(), 0755), 0);
     ImportStats stats;
-    Status applied = ApplyLayerBlobs({{dir_ + "/layer.tar.gz", layer.digest.substr(7)}},
-                                     {layer.diff_id}, back, ImportLimits{}, &stats);
+    Status applied =
+        ApplyLayerBlobs({{dir_ + "/layer.tar.gz", layer.digest.substr(7)}}, {layer.diff_id}, back,
+                        ImportLimits{}, &stats, nullptr, back + ".work");
     ASSERT_TRUE(applied.ok()) << applied.error().message;
   }
 
