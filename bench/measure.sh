@@ -2,8 +2,13 @@
 # The measuring half of bench/run.sh; it runs inside the network namespace that
 # run.sh creates and refuses to run in the host's. Usage:
 #   measure.sh WORK BIN_DIR BENCH_BIN
-# WORK holds images/ (hello, hello-c, big and its layers) and receives
-# results/*.json; BIN_DIR has faasd and faas; BENCH_BIN has floor and loadgen.
+# WORK holds images/ (hello, hello-c, and what bench/deploy_images.sh writes) and
+# receives results/*.json; BIN_DIR has faasd and faas; BENCH_BIN has floor and loadgen.
+# BENCH_ONLY=deploy measures the deploys alone; images/ then needs only
+# deploy_images.sh's images:
+#   bench/deploy_images.sh WORK/images
+#   BENCH_ONLY=deploy unshare --net --mount --propagation private \
+#     bench/measure.sh WORK BIN_DIR BENCH_BIN
 set -euo pipefail
 work=${1:?usage: measure.sh WORK BIN_DIR BENCH_BIN}
 bin=${2:?}
@@ -27,6 +32,8 @@ readonly kLatencyRequests=300 kLatencyBlocks=5 kSpawnRuns=1000 kLoadSeconds=10 k
 readonly kReuseLoadMax=200000  # a container serving clients in turn answers far more
 readonly kPoolWaitTenths=100   # how long a pool may take to be ready: 10 s
 readonly kDeployRuns=5 kFunctions=100
+readonly kDiskFunctions=10    # functions from one image whose disk use is measured
+readonly kDeployTimeout=300   # s, for each deploy, tar -x and du of the deploy runs
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -90,6 +97,153 @@ wait_pool() {
     "-1: not reported, -2: describe failed)" >&2
   return 1
 }
+
+# ---- deploys: the big image and the Debian one ---------------------------------------------
+# Each run, for each image, has a faasd of its own: the first deploy of the image (timed,
+# then faasd's VmHWM), its redeploy with IMAGE-v2 (the same lower layers, another top
+# layer), that again (nothing new to import), then kDiskFunctions functions from the image
+# and the disk the state dir takes. Then, on the same disk, tar -x of the archive and of
+# its layers, the work of a deploy done by hand. The big image's first deploy, memory and
+# tar -x of its layers alone keep the names report.py has always read (deploy-faas-N,
+# deploy-mem-N, deploy-tar-N), so that the results of earlier runs still make a page.
+
+# timed OUT PROGRAM [ARG...]: one run of PROGRAM, timed by floor and bounded by timeout.
+# Neither faasd nor tar waits for its files to reach the disk; the sync first keeps the
+# writeback of the steps before (hundreds of MB) from slowing this one by chance.
+timed() {
+  local out=$1
+  shift
+  timeout "$kDeployTimeout" sync
+  "$bench_bin/floor" spawn -n 1 -- timeout "$kDeployTimeout" "$@" >"$out"
+}
+
+# deploy_timed OUT NAME ARCHIVE: `faas new NAME <ARCHIVE`, timed.
+deploy_timed() {
+  # shellcheck disable=SC2016  # $1 and $2 are the inner shell's
+  timed "$1" sh -c 'faas new "$1" <"$2"' sh "$2" "$3"
+}
+
+# image_facts ARCHIVE: its size, and each layer's path in it (manifest order), bytes and
+# entries, as JSON.
+image_facts() {
+  "$py" - "$1" <<'PY'
+import json, os, sys, tarfile
+with tarfile.open(sys.argv[1]) as archive:
+    paths = json.load(archive.extractfile("manifest.json"))[0]["Layers"]
+    layers = []
+    for path in paths:
+        member = archive.getmember(path)
+        while member.issym() or member.islnk():  # podman's DIGEST/layer.tar -> ../DIGEST.tar
+            member = archive.getmember(os.path.normpath(
+                os.path.join(os.path.dirname(member.name), member.linkname)))
+        with tarfile.open(fileobj=archive.extractfile(member)) as layer:
+            entries = sum(1 for _ in layer)
+        layers.append({"path": path, "bytes": member.size, "entries": entries})
+print(json.dumps({"archive_bytes": os.path.getsize(sys.argv[1]), "layers": layers}, indent=1))
+PY
+}
+
+# function_dir STATE NAME: the directory that holds NAME's versions (images/NAME; should
+# faasd call it functions/NAME, that).
+function_dir() {
+  local d
+  for d in "$1/functions/$2" "$1/images/$2"; do
+    if [ -d "$d" ]; then
+      echo "$d"
+      return 0
+    fi
+  done
+  echo "no directory of function $2 under $1/functions or $1/images" >&2
+  return 1
+}
+
+du_kb() { timeout "$kDeployTimeout" du -sk "$1" | cut -f1; }
+
+# deploy_run IMAGE RUN: one run of the deploy measurements of IMAGE (big or debian).
+deploy_run() {
+  local image=$1 i=$2 dir=$work/deploy-$1-$2 dest=$work/tarx-$1-$2 k dirs=() sizes=() inner
+  local archive=$images/$1.tar v2=$images/$1-v2.tar first=deploy-$1-faas-$2 mem=deploy-$1-mem-$2
+  if [ "$image" = big ]; then
+    first=deploy-faas-$i
+    mem=deploy-mem-$i
+  fi
+  log "deploy $i/$kDeployRuns, $image: faas new of $(du -h "$archive" | cut -f1), redeploys," \
+    "$kDiskFunctions functions, tar -x"
+  start_faasd "$dir"
+  deploy_timed "$results/$first.json" "$image" "$archive"
+  printf '{"vmhwm_kb": %s, "vmrss_kb": %s}\n' "$(vm_kb "$faasd_pid" VmHWM)" \
+    "$(vm_kb "$faasd_pid" VmRSS)" >"$results/$mem.json"
+  deploy_timed "$results/deploy-$image-redeploy-$i.json" "$image" "$v2"
+  deploy_timed "$results/deploy-$image-same-$i.json" "$image" "$v2"
+  # The state dir is then the functions below and what they share; a failed deploy above
+  # may have left no function to remove.
+  timeout "$kDeployTimeout" faas rm "$image" >/dev/null 2>&1 || true
+  for k in $(seq "$kDiskFunctions"); do
+    timeout "$kDeployTimeout" faas new "f$k" <"$archive" >/dev/null
+    dirs+=("$(function_dir "$dir/state" "f$k")")
+  done
+  # du counts an inode linked from several places once per run of du: the state dir as a
+  # whole, then each function as if it were alone.
+  for k in "${dirs[@]}"; do
+    sizes+=("$(du_kb "$k")")
+  done
+  local layers_kb=null
+  [ ! -d "$dir/state/layers" ] || layers_kb=$(du_kb "$dir/state/layers")
+  printf '{"functions": %s, "state_kb": %s, "function_kb": [%s], "layers_kb": %s, %s}\n' \
+    "$kDiskFunctions" "$(du_kb "$dir/state")" "$(IFS=,; echo "${sizes[*]}")" "$layers_kb" \
+    "\"vmhwm_kb\": $(vm_kb "$faasd_pid" VmHWM)" >"$results/deploy-$image-disk-$i.json"
+  stop_faasd
+  cp "$dir/faasd.log" "$results/faasd-deploy-$image-$i.log"
+  rm -rf "$dir"
+
+  mapfile -t inner < <("$py" -c '
+import json, sys
+print("\n".join(layer["path"] for layer in json.load(sys.stdin)["layers"]))' \
+    <"$results/deploy-$image-image.json")
+  mkdir -p "$dest/archive" "$dest/layers"
+  # shellcheck disable=SC2016  # the positional parameters are the inner shell's
+  timed "$results/deploy-$image-tarall-$i.json" sh -c '
+    a=$1 b=$2 archive=$3
+    shift 3
+    tar -xf "$archive" -C "$a" || exit 1
+    for l in "$@"; do tar -xf "$a/$l" -C "$b" || exit 1; done' sh \
+    "$dest/archive" "$dest/layers" "$archive" "${inner[@]}"
+  rm -rf "$dest"
+  if [ "$image" = big ]; then
+    mkdir "$dest"
+    # shellcheck disable=SC2016
+    timed "$results/deploy-tar-$i.json" sh -c \
+      'd=$1; shift; for l in "$@"; do tar -xf "$l" -C "$d" || exit 1; done' sh "$dest" \
+      "${big_layers[@]}"
+    rm -rf "$dest"
+  fi
+}
+
+deploy_part() {
+  local image i
+  mapfile -t big_layers <"$images/big-layers.txt"
+  for image in big debian; do
+    image_facts "$images/$image.tar" >"$results/deploy-$image-image.json"
+  done
+  for i in $(seq "$kDeployRuns"); do
+    for image in big debian; do
+      deploy_run "$image" "$i"
+    done
+  done
+}
+
+case ${BENCH_ONLY:-} in
+  "") ;;
+  deploy)
+    deploy_part
+    log "measurements done (the deploy part only)"
+    exit 0
+    ;;
+  *)
+    echo "measure.sh: BENCH_ONLY is deploy or unset, not $BENCH_ONLY" >&2
+    exit 2
+    ;;
+esac
 
 # ---- the functions ------------------------------------------------------------------
 log "faasd for the latency and throughput runs"
@@ -201,27 +355,8 @@ done
 stop_faasd
 cp "$work/main/faasd.log" "$results/faasd-main.log"
 
-# ---- deploy of the big image ----------------------------------------------------------
-mapfile -t layers < "$images/big-layers.txt"
-for i in $(seq "$kDeployRuns"); do
-  log "deploy $i/$kDeployRuns: faas new of $(du -h "$images/big.tar" | cut -f1) vs tar -x"
-  start_faasd "$work/deploy-$i"
-  # shellcheck disable=SC2016  # $1 and $@ are the inner shell's
-  "$bench_bin/floor" spawn -n 1 -- sh -c 'faas new big <"$1"' sh "$images/big.tar" \
-    >"$results/deploy-faas-$i.json"
-  printf '{"vmhwm_kb": %s, "vmrss_kb": %s}\n' "$(vm_kb "$faasd_pid" VmHWM)" \
-    "$(vm_kb "$faasd_pid" VmRSS)" >"$results/deploy-mem-$i.json"
-  stop_faasd
-  cp "$work/deploy-$i/faasd.log" "$results/faasd-deploy-$i.log"
-  rm -rf "$work/deploy-$i"
-  dest=$work/tarx-$i
-  mkdir "$dest"
-  # shellcheck disable=SC2016
-  "$bench_bin/floor" spawn -n 1 -- sh -c \
-    'd=$1; shift; for l in "$@"; do tar -xf "$l" -C "$d" || exit 1; done' sh "$dest" "${layers[@]}" \
-    >"$results/deploy-tar-$i.json"
-  rm -rf "$dest"
-done
+# ---- deploys: the big image and the Debian one (above) --------------------------------
+deploy_part
 
 # ---- deploy of the big image from a registry ------------------------------------------
 # docker-registry on loopback holds the big image (skopeo copy of the archive); each

@@ -82,35 +82,9 @@ podman_tags+=("$hello_c_tag")
 IMAGE=$hello_c_tag examples/hello-c/build.sh "$images/hello-c.tar" >/dev/null
 podman rmi -f "$hello_c_tag" >/dev/null
 
-# build_image TAG CONTEXT OUT: podman build FROM scratch, save as a docker-archive.
-build_image() {
-  podman_tags+=("$1")
-  podman build -q --isolation chroot -t "$1" "$2" >/dev/null
-  podman save -q -o "$3" "$1"
-  podman rmi -f "$1" >/dev/null
-}
-
-# About 50 MB in two layers of random (incompressible) files; the first layer also
-# holds the hello handler, so the image is a working function.
-ctx=$work/ctx-big
-mkdir -p "$ctx/l1/data1" "$ctx/l2/data2"
-gcc -static -O2 -I tests/handlers/common -o "$ctx/l1/handler" tests/handlers/hello/hello.c
-for layer in 1 2; do
-  for i in $(seq -w 1 25); do
-    head -c 1048576 /dev/urandom >"$ctx/l$layer/data$layer/file-$i"
-  done
-done
-printf 'FROM scratch\nCOPY l1/ /\nCOPY l2/ /\nCMD ["/handler"]\n' >"$ctx/Dockerfile"
-build_image localhost/faasd-bench-big:latest "$ctx" "$images/big.tar"
-rm -rf "$ctx"
-# The same layers as plain tar files, in order, for the tar -x comparison.
-mkdir "$images/big"
-tar -xf "$images/big.tar" -C "$images/big"
-"$py" -c '
-import json, sys
-with open(sys.argv[1] + "/manifest.json") as f:
-    print("\n".join(sys.argv[1] + "/" + layer for layer in json.load(f)[0]["Layers"]))
-' "$images/big" >"$images/big-layers.txt"
+# The images of the deploy runs: big (random data) and Debian (many files), each with a
+# v2 that differs in its top layer only.
+bench/deploy_images.sh "$images"
 
 # ---- the facts of this machine -------------------------------------------------------------
 mkdir -p "$work/results"
