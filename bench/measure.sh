@@ -219,6 +219,31 @@ print("\n".join(layer["path"] for layer in json.load(sys.stdin)["layers"]))' \
   fi
 }
 
+# deploy_syscalls IMAGE: where a deploy's time goes, by system call: `strace -c -f` on
+# faasd (untimed: strace slows every call) during a first deploy of IMAGE and then a
+# redeploy of its v2, on a fresh faasd.
+deploy_syscalls() {
+  local image=$1 kind archive tracer
+  start_faasd "$work/syscalls-$image"
+  for kind in first redeploy; do
+    archive=$images/$image.tar
+    [ "$kind" = first ] || archive=$images/$image-v2.tar
+    sync
+    strace -c -f -o "$results/deploy-$image-syscalls-$kind.txt" -p "$faasd_pid" &
+    tracer=$!
+    # strace attaches to every thread of faasd at once; the deploy waits for it.
+    for _ in $(seq 50); do
+      grep -q '^TracerPid:[[:space:]]*[1-9]' "/proc/$faasd_pid/status" && break
+      sleep 0.1
+    done
+    timeout 300 faas new "$image" <"$archive" >/dev/null
+    kill -INT "$tracer"
+    wait "$tracer" || true
+  done
+  stop_faasd
+  rm -rf "$work/syscalls-$image"
+}
+
 deploy_part() {
   local image i
   mapfile -t big_layers <"$images/big-layers.txt"
@@ -230,6 +255,7 @@ deploy_part() {
       deploy_run "$image" "$i"
     done
   done
+  deploy_syscalls debian
 }
 
 case ${BENCH_ONLY:-} in

@@ -193,11 +193,9 @@ class SpooledArchive {
   explicit SpooledArchive(Options options) : options_(std::move(options)) {}
   SpooledArchive(const SpooledArchive&) = delete;
   SpooledArchive& operator=(const SpooledArchive&) = delete;
-  // Layers extracted but not added to the store go.
+  // Layers extracted but not added to the store go (those added were moved away).
   ~SpooledArchive() {
-    for (const auto& [path, member] : members_) {
-      if (!member.layer_dir.empty()) (void)RemoveTree(member.layer_dir);
-    }
+    for (const std::string& dir : extracted_) (void)RemoveTree(dir);
   }
 
   // Reads every member of `outer`, once. `in` explains read failures.
@@ -227,7 +225,8 @@ class SpooledArchive {
   Result<const Member*> Verify(const BlobRef& ref) const;
 
   Options options_;
-  LayerTotals totals_;  // of the members extracted, bounded by options_.limits
+  LayerTotals totals_;                  // of the members extracted, bounded by options_.limits
+  std::vector<std::string> extracted_;  // every layer directory made
   uint64_t spooled_bytes_ = 0;
   uint64_t next_id_ = 0;
   std::unordered_map<std::string, Member> members_;
@@ -335,6 +334,7 @@ Status SpooledArchive::SpoolMember(archive* outer, const Input& in, Member* memb
 Status SpooledArchive::ExtractMember(archive* outer, const Input& in, Member* member, Sha256* hash,
                                      size_t first) {
   FAAS_ASSIGN_OR_RETURN(member->layer_dir, options_.store->NewLayerDir());
+  extracted_.push_back(member->layer_dir);
   UniqueFd dir(::open(member->layer_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return SysError(errno, "open " + member->layer_dir);
   size_t pending = first;
@@ -357,9 +357,9 @@ Status SpooledArchive::ExtractMember(archive* outer, const Input& in, Member* me
     member->diff_id = std::move(diff_id).value();
     return Ok();
   }
-  // The limits bound the work of the whole import; anything else only matters if the
-  // member turns out to be one of the image's layers.
-  if (diff_id.error().code == Errc::kTooLarge) return std::move(diff_id).error();
+  // The limits bound the work of the whole import and our own I/O failing ends it; a
+  // bad layer only matters if the member turns out to be one of the image's layers.
+  if (diff_id.error().code != Errc::kBadImage) return std::move(diff_id).error();
   member->layer_error = std::move(diff_id).error();
   (void)RemoveTree(member->layer_dir);
   member->layer_dir.clear();

@@ -39,15 +39,17 @@ struct ImportStats {
 // a pipe (not seekable, read once). On success the input is read to its end, so that a
 // writer at the other end of a pipe never blocks; on failure reading stops early.
 //
-// Every member of the archive is spooled into `work_dir` (an existing empty directory
-// that the caller removes afterwards; it holds about as much as the decompressed
-// archive) while its SHA-256 is computed; memory use does not grow with the image.
+// Every member of the archive is hashed as it passes; memory use does not grow with the
+// image. A member whose first bytes are those of a layer (a tar, gzip or zstd) is
+// extracted as it streams into a new layer directory of `store`; the others (the
+// config, the manifest) are spooled into `work_dir` (an existing empty directory that
+// the caller removes afterwards).
 // Blobs are checked against the digests naming them (OCI descriptors, blobs/sha256/
-// paths) and each layer's uncompressed tar against the config's rootfs.diff_ids.
-// Each layer is extracted into `store` (see layer_store.h) unless the store has it by
-// its diff_id already, and the layers are merged in order into `rootfs_dir` (an
-// existing empty directory, the version's, which then holds a reference on each)
-// with OCI whiteout semantics, numeric ownership, modes and mtimes; xattrs are skipped,
+// paths) and each layer's uncompressed tar against the config's rootfs.diff_ids before
+// the store takes it (see layer_store.h). Layers the store has by diff_id already are
+// used as they are. The layers are merged in order into `rootfs_dir` (an existing empty
+// directory, the version's, which then holds a reference on each) with OCI whiteout
+// semantics, numeric ownership, modes and mtimes; xattrs are skipped,
 // and so are device nodes (never created: a container gets its devices from the runtime;
 // a tree made by debootstrap or mmdebstrap has /dev/null and friends), which are
 // counted in `stats`. Paths are resolved with openat2(RESOLVE_BENEATH), so a

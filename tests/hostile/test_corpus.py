@@ -154,9 +154,7 @@ def state_snapshot(faas, faasd):
     """Every path under the state dir with its inode, mode, size and (but for
     directories, where a refused import came and went) mtime: a rewrite of the
     registry or of any file of the serving rootfs shows."""
-    root = faasd.state_dir
-    paths = [root] + [f"{root}/{p}" for p in faas.tree(root)]
-    snap = faas.stat(*paths)
+    snap = faas.stat_tree(faasd.state_dir)
     for st in snap.values():
         if st is not None and stat.S_ISDIR(st["mode"]):
             del st["mtime_ns"]

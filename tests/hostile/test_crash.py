@@ -141,7 +141,7 @@ KILL_POINTS = [
      and d["link"] == f"v{old}"),
     ("layer application starts (first openat2)", ("openat2", 1), "old",
      lambda d, old, new: any(e.startswith(".new-") for e in d["entries"])),
-    ("layer data being copied (first copy_file_range)", ("copy_file_range", 1), "old",
+    ("layer data being written (first pwrite64)", ("pwrite64", 1), "old",
      lambda d, old, new: any(e.startswith(".new-") for e in d["entries"])),
     ("rename of the import to vN (1st rename)", ("rename", 1), "old",
      lambda d, old, new: any(e.startswith(".new-") for e in d["entries"])

@@ -20,9 +20,9 @@ def avail_and_used(vm, path: str) -> tuple:
 def test_disk_full_during_import_rolls_back(faas, faasd):
     hello = faas.deploy_handler("fn", "hello")
     registry_before = faas.read_registry()
-    # 24 MB of incompressible data: the spooled blob fits in what is left, the
-    # unpacked copy does not, so the import fails half-way through the layer.
-    payload = os.urandom(24 * MB)
+    # 48 MB of incompressible data, more than is left: the layer is written once, as
+    # it arrives, so the import fails half-way through it.
+    payload = os.urandom(48 * MB)
     archive = faas.put_archive(make_docker_archive([[
         tar_entry("handler", data=faas.images.binary("hello").read_bytes(), mode=0o755),
         tar_entry("big", data=payload, mode=0o644),

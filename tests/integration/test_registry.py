@@ -14,6 +14,7 @@ import pytest
 
 from lib.helpers import hello_body, parse_samples
 from lib.images import make_tar, tar_entry
+from lib.vm import wait_for
 from lib.registry import (ALREADY_RE, LyingRegistry, Registry, TokenServer, auth_file,
                           make_server_cert)
 
@@ -212,6 +213,10 @@ def cached_blobs(faasd):
     return sorted(faasd.vm.listdir(f"{faasd.state_dir}/cache/blobs/sha256"))
 
 
+def applied_layers(faasd):
+    return [n for n in faasd.vm.listdir(f"{faasd.state_dir}/layers") if n.startswith("sha256-")]
+
+
 def test_layers_are_downloaded_once_for_every_function_and_version(faasd_unstarted,
                                                                    faas_unstarted, tmp_path,
                                                                    anonymous):
@@ -235,11 +240,21 @@ def test_layers_are_downloaded_once_for_every_function_and_version(faasd_unstart
     assert_pulled(faas, pull(faas, "one", ref), "one", ref, registry.digest("team/a:1"))
     assert [blob_gets(registry, d) for d in layers] == [1] * len(layers)
     assert cached_blobs(faasd) == sorted(d.removeprefix("sha256:") for d in layers)
-    # The metrics say the same: one miss per layer, then hits.
+    # One miss per layer; the later deploys found the layers applied already, in
+    # STATE/layers, and did not need the cache.
     metrics = cache_metrics(faasd)
-    assert metrics["misses_total"] == len(layers) and metrics["hits_total"] == 3 * len(layers)
+    assert metrics["misses_total"] == len(layers) and metrics["hits_total"] == 0
     assert metrics["blobs"] == len(layers) and metrics["limit_bytes"] == 1 << 30
     assert 0 < metrics["bytes"] == sum(layer_sizes(faas, registry, "team/a:1"))
+
+    # With every function gone, so are the applied layers: the next deploy takes the
+    # layers from the cache.
+    for name in ("one", "two", "three"):
+        faas.faasd.faas("rm", name, check=True)
+    wait_for(lambda: not applied_layers(faasd), timeout=10, what="the applied layers removed")
+    assert_pulled(faas, pull(faas, "one", ref), "one", ref, registry.digest("team/a:1"))
+    assert [blob_gets(registry, d) for d in layers] == [1] * len(layers)
+    assert cache_metrics(faasd)["hits_total"] == len(layers)
 
     # Kept across a restart.
     faasd.stop()
@@ -249,7 +264,8 @@ def test_layers_are_downloaded_once_for_every_function_and_version(faasd_unstart
 
 
 def test_cache_size_bounds_the_layer_cache(faasd_unstarted, faas_unstarted, tmp_path, anonymous):
-    """--cache-size 0 keeps no layer past its deploy: each pull downloads it again."""
+    """--cache-size 0 keeps no layer past its deploy: once the function that applied the
+    layers is gone, the next pull downloads them again."""
     faas = faas_unstarted
     faasd = faasd_unstarted.start("--registry-auth", anonymous, "--cache-size", "0")
     registry = Registry(faas.vm, tmp_path / "registry")
@@ -261,6 +277,8 @@ def test_cache_size_bounds_the_layer_cache(faasd_unstarted, faas_unstarted, tmp_
         faas.assert_handler_responds(ip, hello_body())
         assert [blob_gets(registry, d) for d in layers] == [i] * len(layers)
         assert cached_blobs(faasd) == []
+        faas.faasd.faas("rm", name, check=True)
+        wait_for(lambda: not applied_layers(faasd), timeout=10, what="the applied layers removed")
     metrics = cache_metrics(faasd)
     assert (metrics["misses_total"], metrics["evictions_total"]) == (2 * len(layers),
                                                                      2 * len(layers))

@@ -215,6 +215,11 @@ class FaaSTestHelper:
         r = self.vm.run(["/usr/bin/python3", self.faasd.vmtools, "stat", *paths])
         return json.loads(r.stdout)
 
+    def stat_tree(self, root: str) -> dict:
+        """stat() of `root` and of every path under it, keyed by path."""
+        r = self.vm.run(["/usr/bin/python3", self.faasd.vmtools, "stat-tree", root])
+        return json.loads(r.stdout)
+
     def tree(self, path: str) -> list:
         r = self.vm.run(["/usr/bin/python3", self.faasd.vmtools, "tree", path])
         return json.loads(r.stdout)

@@ -5,6 +5,7 @@
     vmtools.py fds PID                the open fds of PID: {"count", "targets": {fd: target}}
     vmtools.py stat PATH...           {path: {"ino","dev","mtime_ns","mode","size"} or null}
     vmtools.py tree PATH              every path below PATH (relative), sorted
+    vmtools.py stat-tree PATH         stat of PATH and of every path below it
 """
 
 import json
@@ -90,6 +91,9 @@ def main(argv):
         result = stat(argv[2:])
     elif cmd == "tree":
         result = tree(argv[2])
+    elif cmd == "stat-tree":
+        root = argv[2]
+        result = stat([root] + [os.path.join(root, p) for p in tree(root)])
     else:
         print(__doc__, file=sys.stderr)
         return 2
