@@ -454,7 +454,7 @@ def deploy_image_section(d: Deploy) -> list:
     else:
         size = "size not recorded"
     failed = f"; {plural(d.failed, 'timed step')} failed" if d.failed else ""
-    return paragraph(
+    table = paragraph(
         f"**{d.label[0].upper()}{d.label[1:]}** ({size}): {about}. Its v2: {v2}. "
         f"{plural(d.runs, 'run')}{failed}.") + [
         f"| {d.label} | median | min | max | ratio |",
@@ -462,6 +462,15 @@ def deploy_image_section(d: Deploy) -> list:
         *deploy_rows(d),
         "",
     ]
+    if d.first and d.imports and d.imports[0]:
+        rest = d.median(d.first) - d.median(d.imports[0])
+        table += paragraph(
+            f"Beyond faasd's import, a first deploy of {d.label} took {rest:.2f} s (medians) "
+            "that do not grow with the image and that `tar -x` does not have: the client "
+            "(its start and the upload's requests) and the start check, one container of "
+            "the new version started and, with no pool asked for, stopped before the "
+            "answer.")
+    return table
 
 
 def pull_rows(r: Results) -> list:
