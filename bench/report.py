@@ -259,6 +259,12 @@ def ratio_row(target: str, measured: float, reference: float, limit: float) -> s
             f"{met(measured <= limit * reference)} |")
 
 
+def rate_row(target: str, run: dict, floor: dict, limit: float, how: str) -> str:
+    """A target row for the request rate of `run` ≥ `limit` × that of `floor`."""
+    return (f"| {target} | {rate(run):.1f} vs {rate(floor):.1f} req/s = "
+            f"{ratio(rate(run), rate(floor))} {how} | {met(rate(run) >= limit * rate(floor))} |")
+
+
 def deploy_target_rows(r: Results) -> list:
     rows = []
     for d in r.deploys.values():
@@ -302,18 +308,15 @@ def target_rows(r: Results) -> list:
     run, floor = r.loads[(1, 10)], r.floors[10]
     target = "10 clients ≥ 0.9 × back-to-back runc rate (10 workers)"
     if run and floor:
-        rows.append(f"| {target} | {rate(run):.1f} vs {rate(floor):.1f} req/s = "
-                    f"{ratio(rate(run), rate(floor))} with `--warm 1` | "
-                    f"{met(rate(run) >= 0.9 * rate(floor))} |")
+        rows.append(rate_row(target, run, floor, 0.9, "with `--warm 1`"))
     else:
         rows.append(missing_row(target, "no throughput runs"))
     run = r.hello_c[REUSE][0]
     target = (f"throughput with `--reuse`, 10 clients ≥ {REUSE_TARGET} × back-to-back runc "
               "rate (10 workers)")
     if run and floor:
-        rows.append(f"| {target} | {rate(run):.1f} vs {rate(floor):.1f} req/s = "
-                    f"{ratio(rate(run), rate(floor))} (hello-c, `--reuse {REUSE} --warm 1`) | "
-                    f"{met(rate(run) >= REUSE_TARGET * rate(floor))} |")
+        rows.append(rate_row(target, run, floor, REUSE_TARGET,
+                             f"(hello-c, `--reuse {REUSE} --warm 1`)"))
     else:
         rows.append(missing_row(target, "no throughput runs"))
     rows += deploy_target_rows(r)

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -387,15 +388,15 @@ Status ClearOpaqueDirectory(int root_fd, const std::vector<std::string>& path) {
   return RemoveTreeContents(dir.get());
 }
 
-// Runs `create` (an *at() call making a node at the name); when the name is taken,
-// clears the way and runs it once more. Returns -1 with errno set on failure.
-template <typename Create>
-Result<bool> CreateReplacing(int parent_fd, const std::string& name, Create create) {
-  if (create() == 0) return false;
-  if (errno != EEXIST) return true;
-  FAAS_ASSIGN_OR_RETURN(Cleared cleared, ClearWayFor(parent_fd, name, /*keep_directory=*/false));
-  (void)cleared;
-  return create() != 0;
+// Runs `create` (an *at() call making a node: 0, or -1 with errno set); when the name
+// is taken, `clear` clears the way and it runs once more. `what` names the call in errors.
+template <typename Create, typename Clear>
+Status CreateReplacing(const char* what, Create create, Clear clear) {
+  if (create() == 0) return Ok();
+  if (errno != EEXIST) return FsError(errno, what);
+  FAAS_RETURN_IF_ERROR(clear());
+  if (create() != 0) return FsError(errno, what);
+  return Ok();
 }
 
 // ---------------------------------------------------------------------------
@@ -595,6 +596,18 @@ class MetaReader {
   std::string buffer_;
   size_t pos_ = 0;
 };
+
+// Calls `visit` with each record of the layer's meta, in order, up to its first error.
+template <typename Visit>
+Status ForEachRecord(int layer_fd, Visit visit) {
+  FAAS_ASSIGN_OR_RETURN(MetaReader reader, MetaReader::Open(layer_fd));
+  MetaRecord record;
+  for (;;) {
+    FAAS_ASSIGN_OR_RETURN(bool more, reader.Next(&record));
+    if (!more) return Ok();
+    FAAS_RETURN_IF_ERROR(visit(record));
+  }
+}
 
 std::vector<std::string> SplitStored(const std::string& path) {
   std::vector<std::string> parts;
@@ -798,23 +811,17 @@ Status Extractor::WriteDirectory(archive_entry* e, const Entry& entry, int paren
 Status Extractor::WriteSymlink(archive_entry* e, const Entry& entry, int parent_fd) {
   const std::string& name = entry.path.back();
   FAAS_ASSIGN_OR_RETURN(Metadata meta, MetadataOf(e, limits_.ids));
-  auto create = [&] { return ::symlinkat(entry.symlink_target.c_str(), parent_fd, name.c_str()); };
-  if (create() != 0) {
-    if (errno != EEXIST) return FsError(errno, "symlink");
-    FAAS_RETURN_IF_ERROR(Replace(parent_fd, name, /*keep_directory=*/false));
-    if (create() != 0) return FsError(errno, "symlink");
-  }
+  FAAS_RETURN_IF_ERROR(CreateReplacing(
+      "symlink", [&] { return ::symlinkat(entry.symlink_target.c_str(), parent_fd, name.c_str()); },
+      [&] { return Replace(parent_fd, name, /*keep_directory=*/false); }));
   return SetMetadataAt(parent_fd, name, meta, /*symlink=*/true);
 }
 
 Status Extractor::WriteFifo(archive_entry* e, int parent_fd, const std::string& name) {
   FAAS_ASSIGN_OR_RETURN(Metadata meta, MetadataOf(e, limits_.ids));
-  auto create = [&] { return ::mknodat(parent_fd, name.c_str(), S_IFIFO | 0600, 0); };
-  if (create() != 0) {
-    if (errno != EEXIST) return FsError(errno, "mkfifo");
-    FAAS_RETURN_IF_ERROR(Replace(parent_fd, name, /*keep_directory=*/false));
-    if (create() != 0) return FsError(errno, "mkfifo");
-  }
+  FAAS_RETURN_IF_ERROR(CreateReplacing(
+      "mkfifo", [&] { return ::mknodat(parent_fd, name.c_str(), S_IFIFO | 0600, 0); },
+      [&] { return Replace(parent_fd, name, /*keep_directory=*/false); }));
   return SetMetadataAt(parent_fd, name, meta, /*symlink=*/false);
 }
 
@@ -842,15 +849,13 @@ Status Extractor::WriteHardlink(const Entry& entry, int parent_fd) {
   }
   if (S_ISDIR(st.st_mode)) return Bad("hardlink to a directory");
   const std::string& name = entry.path.back();
-  auto create = [&] {
-    return ::linkat(target_dir->get(), entry.link_path.back().c_str(), parent_fd, name.c_str(), 0);
-  };
-  if (create() != 0) {
-    if (errno != EEXIST) return FsError(errno, "link");
-    FAAS_RETURN_IF_ERROR(Replace(parent_fd, name, /*keep_directory=*/false));
-    if (create() != 0) return FsError(errno, "link");
-  }
-  return Ok();
+  return CreateReplacing(
+      "link",
+      [&] {
+        return ::linkat(target_dir->get(), entry.link_path.back().c_str(), parent_fd, name.c_str(),
+                        0);
+      },
+      [&] { return Replace(parent_fd, name, /*keep_directory=*/false); });
 }
 
 // A device node replaces what was at its path, here and (on merging) below.
@@ -1120,18 +1125,13 @@ Status MergeLink(int rootfs_fd, const MetaRecord& record, const LayerLimits& lim
     parent = MakeParents(rootfs_fd, path, limits.ids, nullptr, 0);
   }
   if (!parent.ok()) return std::move(parent).error();
-  auto link = [&] {
-    return ::linkat(target_dir->get(), target.back().c_str(), parent->get(), path.back().c_str(),
-                    0);
-  };
-  if (link() != 0) {
-    if (errno != EEXIST) return FsError(errno, "link");
-    FAAS_ASSIGN_OR_RETURN(Cleared cleared,
-                          ClearWayFor(parent->get(), path.back(), /*keep_directory=*/false));
-    (void)cleared;
-    if (link() != 0) return FsError(errno, "link");
-  }
-  return Ok();
+  return CreateReplacing(
+      "link",
+      [&] {
+        return ::linkat(target_dir->get(), target.back().c_str(), parent->get(),
+                        path.back().c_str(), 0);
+      },
+      [&] { return ClearWayFor(parent->get(), path.back(), /*keep_directory=*/false); });
 }
 
 // Extracts what `reader` (open) reads into the layer directory `layer_fd`.
@@ -1194,70 +1194,58 @@ Result<std::string> ExtractLayerFrom(const LayerStreamReader& read, int layer_fd
 }
 
 Result<LayerTotals> ReadLayerCounts(int layer_fd) {
-  FAAS_ASSIGN_OR_RETURN(MetaReader reader, MetaReader::Open(layer_fd));
-  MetaRecord record;
-  for (;;) {
-    FAAS_ASSIGN_OR_RETURN(bool more, reader.Next(&record));
-    if (!more) break;
-    if (record.type != kMetaCounts) continue;
-    LayerTotals counts;
+  std::optional<LayerTotals> counts;
+  FAAS_RETURN_IF_ERROR(ForEachRecord(layer_fd, [&](const MetaRecord& record) -> Status {
+    if (record.type != kMetaCounts) return Ok();
     unsigned long long files = 0, rootfs = 0, tar = 0, devices = 0;
     if (std::sscanf(record.path.c_str(), "%llu %llu %llu %llu", &files, &rootfs, &tar, &devices) !=
         4) {
-      break;
+      return MakeError(Errc::kIo, "the layer's meta is corrupt");
     }
-    counts.files = files;
-    counts.rootfs_bytes = rootfs;
-    counts.tar_bytes = tar;
-    counts.devices = devices;
-    counts.first_device = record.second;
-    return counts;
-  }
-  return MakeError(Errc::kIo, "the layer's meta has no counts");
+    counts = LayerTotals{.files = files,
+                         .rootfs_bytes = rootfs,
+                         .tar_bytes = tar,
+                         .devices = devices,
+                         .first_device = record.second};
+    return Ok();
+  }));
+  if (!counts) return MakeError(Errc::kIo, "the layer's meta has no counts");
+  return *counts;
 }
 
 Status MergeLayer(int layer_fd, int rootfs_fd, const LayerLimits& limits, MergeState* state) {
+  // What the layer removes from those below goes first, then its links to their files.
   std::unordered_set<std::string> implicit;
-  {
-    FAAS_ASSIGN_OR_RETURN(MetaReader reader, MetaReader::Open(layer_fd));
-    MetaRecord record;
-    for (;;) {
-      FAAS_ASSIGN_OR_RETURN(bool more, reader.Next(&record));
-      if (!more) break;
-      std::vector<std::string> path = SplitStored(record.path);
-      Status status;
-      switch (record.type) {
-        case kMetaWhiteout:
-        case kMetaDevice:
-          if (path.empty()) return MakeError(Errc::kIo, "the layer's meta is corrupt");
-          status = RemovePath(rootfs_fd, path);
-          if (record.type == kMetaDevice) {
-            AddDevicePath(record.path, &state->device_paths, &state->device_path_bytes);
-          }
-          break;
-        case kMetaOpaque:
-          status = ClearOpaqueDirectory(rootfs_fd, path);
-          break;
-        case kMetaImplicit:
-          implicit.insert(record.path);
-          break;
-        default:
-          break;
-      }
-      if (!status.ok()) return WithEntry(std::move(status).error(), record.path.c_str());
+  FAAS_RETURN_IF_ERROR(ForEachRecord(layer_fd, [&](const MetaRecord& record) -> Status {
+    std::vector<std::string> path = SplitStored(record.path);
+    Status status;
+    switch (record.type) {
+      case kMetaWhiteout:
+      case kMetaDevice:
+        if (path.empty()) return MakeError(Errc::kIo, "the layer's meta is corrupt");
+        status = RemovePath(rootfs_fd, path);
+        if (record.type == kMetaDevice) {
+          AddDevicePath(record.path, &state->device_paths, &state->device_path_bytes);
+        }
+        break;
+      case kMetaOpaque:
+        status = ClearOpaqueDirectory(rootfs_fd, path);
+        break;
+      case kMetaImplicit:
+        implicit.insert(record.path);
+        break;
+      default:
+        break;
     }
-  }
-  {
-    FAAS_ASSIGN_OR_RETURN(MetaReader reader, MetaReader::Open(layer_fd));
-    MetaRecord record;
-    for (;;) {
-      FAAS_ASSIGN_OR_RETURN(bool more, reader.Next(&record));
-      if (!more) break;
-      if (record.type != kMetaLink) continue;
-      Status status = MergeLink(rootfs_fd, record, limits, state);
-      if (!status.ok()) return WithEntry(std::move(status).error(), record.path.c_str());
-    }
-  }
+    if (!status.ok()) return WithEntry(std::move(status).error(), record.path.c_str());
+    return Ok();
+  }));
+  FAAS_RETURN_IF_ERROR(ForEachRecord(layer_fd, [&](const MetaRecord& record) -> Status {
+    if (record.type != kMetaLink) return Ok();
+    Status status = MergeLink(rootfs_fd, record, limits, state);
+    if (!status.ok()) return WithEntry(std::move(status).error(), record.path.c_str());
+    return Ok();
+  }));
   FAAS_ASSIGN_OR_RETURN(UniqueFd tree, OpenLayerTree(layer_fd));
   UniqueFd root(::openat(rootfs_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root) return FsError(errno, "open the tree");
